@@ -1,0 +1,28 @@
+# The two commands of the README. Each builds its own virtual environment from the
+# pinned dependencies in pyproject.toml (rebuilt when pyproject.toml changes).
+PYTHON ?= python3
+VENV ?= .venv
+PROFILE ?= smoke
+EXTRAS ?= dev
+BIN := $(VENV)/bin
+
+.PHONY: reproduce test lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+## reproduce: run every notebook with papermill (PROFILE=smoke by default)
+reproduce: $(VENV)/.installed
+	$(BIN)/python -m bfpo.notebooks --profile $(PROFILE)
+
+## test: lint, then run the test suite (it also lints the Dockerfile with hadolint)
+test: $(VENV)/.installed lint
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check bfpo tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs
