@@ -1,0 +1,87 @@
+"""Figures: one seaborn style, PNG + PDF + caption for each, written atomically.
+
+Plots distinguish numbers **measured here** from numbers **quoted from a paper** (with the
+table or figure they come from) in their legends and captions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from bfpo.io import atomic_path, project_path, write_text  # noqa: E402
+
+# Fixed colours per quadrant, used in every figure.
+QUADRANT_COLORS = {
+    "helpful-safe": "#1b9e77",
+    "unhelpful-safe": "#7570b3",
+    "unhelpful-unsafe": "#e6ab02",
+    "helpful-unsafe": "#d95f02",
+}
+
+# No dates or version strings in the files, so a re-run writes identical bytes.
+_METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None, "Creator": None}}
+
+
+def set_style() -> None:
+    """The project's one style."""
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight"})
+
+
+def save_figure(fig, name: str, caption: str, figures_dir: str | Path = "figures") -> dict[str, Path]:
+    """Write ``name``.png, ``name``.pdf and ``name``.md (the caption) into ``figures_dir``."""
+    out = project_path(figures_dir)
+    paths = {}
+    for ext in ("png", "pdf"):
+        paths[ext] = out / f"{name}.{ext}"
+        with atomic_path(paths[ext]) as tmp:
+            fig.savefig(tmp, format=ext, metadata=_METADATA[ext])
+    paths["caption"] = write_text(out / f"{name}.md", f"**{name}**: {caption.strip()}\n")
+    return paths
+
+
+def plot_global_ranking(quadrant_rewards: dict[str, float], implicit_rewards: dict[str, dict[str, float]],
+                        alpha: float, c: float, tau: float):
+    """The analogue of the BFPO paper's Figure 2, from the finite bandit of ``bfpo.theory``.
+
+    Left: the bilinear reward (I_safe - alpha)(h + c) against helpfulness, for safe and unsafe
+    responses, with the four quadrants marked. Right: the implicit reward
+    tau * log(pi / pi_ref) (centred) that each trained policy assigns to the four responses.
+    """
+    set_style()
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.2), width_ratios=[1, 1.4])
+    hs = [0.0, 1.0]
+    for safe, ls in ((1, "-"), (0, "--")):
+        ax0.plot(hs, [(safe - alpha) * (h + c) for h in hs], ls, color="grey",
+                 label=f"{'safe' if safe else 'unsafe'}: ({safe} - {alpha})(h + {c})")
+    ranked = sorted(quadrant_rewards, key=quadrant_rewards.get, reverse=True)
+    for name, r in quadrant_rewards.items():
+        h = 1.0 if name.startswith("helpful") else 0.0
+        ax0.scatter([h], [r], s=120, color=QUADRANT_COLORS[name], zorder=3)
+        ax0.annotate(f"#{ranked.index(name) + 1} {name}", (h, r), textcoords="offset points",
+                     xytext=(8 if h == 0 else -8, 6), ha="left" if h == 0 else "right")
+    ax0.axhline(0, color="black", lw=0.6)
+    ax0.margins(y=0.15)
+    ax0.set(xlabel="helpfulness h(y)", ylabel="bilinear reward R(y)", xlim=(-0.25, 1.25),
+            title="Bilinear reward: the global ranking")
+    ax0.legend(loc="upper left", fontsize=8)
+
+    methods = list(implicit_rewards)
+    names = list(quadrant_rewards)
+    width = 0.8 / len(names)
+    for k, name in enumerate(names):
+        xs = [m + (k - (len(names) - 1) / 2) * width for m in range(len(methods))]
+        ax1.bar(xs, [implicit_rewards[m][name] for m in methods], width, color=QUADRANT_COLORS[name], label=name)
+    ax1.axhline(0, color="black", lw=0.6)
+    ax1.set_xticks(range(len(methods)), [m.replace(" (", "\n(") for m in methods], fontsize=9)
+    ax1.set(ylabel=f"implicit reward  {tau:g}·log(π/π_ref), centred",
+            title="What each objective teaches (finite bandit, measured here)")
+    ax1.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+    fig.tight_layout()
+    return fig

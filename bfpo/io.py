@@ -1,0 +1,57 @@
+"""Where things live, and writing files so that a killed process never leaves half a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def project_root() -> Path:
+    """The checkout's root (the folder holding pyproject.toml), else the current folder.
+
+    Notebooks run with their own folder as the working directory in JupyterLab and with
+    the root under the papermill runner; resolving paths against this keeps both the same.
+    """
+    here = Path(__file__).resolve().parents[1]
+    return here if (here / "pyproject.toml").exists() else Path.cwd()
+
+
+def project_path(path: str | os.PathLike) -> Path:
+    """``path`` as is when absolute, else relative to :func:`project_root`."""
+    path = Path(path)
+    return path if path.is_absolute() else project_root() / path
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, obj) -> Path:
+    """Write ``obj`` as indented JSON, atomically."""
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

@@ -1,0 +1,120 @@
+"""Run the numbered notebooks in order with papermill.
+
+    python -m bfpo.notebooks --profile smoke            # every notebook
+    python -m bfpo.notebooks --profile smoke --only 01  # just notebook 01
+
+Executed copies go to ``runs/<profile>/notebooks/`` (the sources in ``notebooks/`` stay
+without outputs); figures go to ``figures/``; each notebook writes its results under
+``runs/<profile>/``. On failure the run stops and names the notebook and the failing cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from bfpo.io import project_path, write_json
+
+PROFILES = ("smoke", "paper")
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised: the message names the notebook, the cell and the error."""
+
+
+def discover(notebooks_dir: str | Path = "notebooks", only: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks (``NN_name.ipynb``) in order; ``only`` keeps those whose
+    name starts with one of the given prefixes (``01``, ``01_theory``)."""
+    folder = project_path(notebooks_dir)
+    found = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise FileNotFoundError(f"no numbered notebooks (NN_*.ipynb) in {folder}")
+    if only:
+        unknown = [o for o in only if not any(p.name.startswith(o) for p in found)]
+        if unknown:
+            names = ", ".join(p.stem for p in found)
+            raise ValueError(f"--only {', '.join(unknown)}: no such notebook; known: {names}")
+        found = [p for p in found if any(p.name.startswith(o) for o in only)]
+    return found
+
+
+def run(
+    profile: str = "smoke",
+    only: list[str] | None = None,
+    output_dir: str | Path | None = None,
+    figures_dir: str | Path = "figures",
+    notebooks_dir: str | Path = "notebooks",
+    kernel_name: str = "python3",
+    progress: bool = True,
+) -> dict[str, float]:
+    """Execute the notebooks; return the seconds each took. Raises :class:`NotebookFailed`."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    if profile not in PROFILES:
+        raise ValueError(f"profile: expected one of {PROFILES}, got {profile!r}")
+    out = project_path(output_dir or f"runs/{profile}")
+    executed_dir = out / "notebooks"
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    params = dict(profile=profile, output_dir=str(out), figures_dir=str(project_path(figures_dir)))
+    timings: dict[str, float] = {}
+    notebooks = discover(notebooks_dir, only)
+    bar = tqdm(notebooks, desc=f"notebooks ({profile})", unit="nb", disable=not progress)
+    for nb in bar:
+        bar.set_postfix_str(nb.stem)
+        start = time.perf_counter()
+        try:
+            pm.execute_notebook(
+                str(nb),
+                str(executed_dir / nb.name),
+                parameters=params,
+                kernel_name=kernel_name,
+                cwd=str(project_path(".")),
+                progress_bar=False,
+            )
+        except PapermillExecutionError as err:
+            first_line = next((line for line in err.source.splitlines() if line.strip()), "")
+            raise NotebookFailed(
+                f"{nb.name} failed in cell {err.cell_index} (execution count {err.exec_count}), "
+                f"which starts with {first_line!r}:\n  {err.ename}: {err.evalue}\n"
+                f"the executed copy with the full traceback is {executed_dir / nb.name}"
+            ) from None
+        timings[nb.stem] = round(time.perf_counter() - start, 2)
+        tqdm.write(f"  {nb.stem}: {timings[nb.stem]:.1f} s")
+    write_json(out / "timings.json", timings)
+    return timings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bfpo.notebooks",
+        description="Run the numbered notebooks in order with papermill (executed copies go to "
+        "runs/<profile>/notebooks, figures to figures/).",
+    )
+    parser.add_argument("--profile", choices=PROFILES, default="smoke",
+                        help="smoke: CPU, minutes (default); paper: the paper's settings, multi-GPU")
+    parser.add_argument("--only", nargs="+", metavar="PREFIX",
+                        help="run only the notebooks whose names start with these prefixes, e.g. 01 03")
+    parser.add_argument("--output-dir", help="results and executed notebooks (default: runs/<profile>)")
+    parser.add_argument("--figures-dir", default="figures", help="where figures are written (default: figures)")
+    parser.add_argument("--list", action="store_true", help="list the notebooks and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for nb in discover(only=args.only):
+            print(nb.name)
+        return 0
+    try:
+        timings = run(args.profile, args.only, args.output_dir, args.figures_dir)
+    except (NotebookFailed, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"ran {len(timings)} notebook(s) in {sum(timings.values()):.1f} s (profile {args.profile})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The papermill runner and the notebooks themselves."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from bfpo import notebooks as runner
+from bfpo.io import project_path
+
+NOTEBOOKS = sorted(project_path("notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_sources_are_clean_and_parametrised(path):
+    nb = nbformat.read(path, as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    assert 'profile = "smoke"' in tagged[0].source
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, "commit notebooks without outputs"
+
+
+def test_runner_executes_theory_notebook(tmp_path):
+    timings = runner.run("smoke", only=["01"], output_dir=tmp_path / "runs", figures_dir=tmp_path / "figs",
+                         progress=False)
+    assert list(timings) == ["01_theory"]
+    results = json.loads((tmp_path / "runs" / "01_theory" / "results.json").read_text())
+    assert results["profile"] == "smoke"
+    assert results["bfpo_max_abs_error"] < 1e-6
+    assert results["optimum_max_abs_error"] < 1e-4
+    assert results["targets"] == {"11": 0.5, "10": 1.0, "01": -1.0, "00": -0.5}
+    assert results["rankings"]["BFPO"] == ["helpful-safe", "unhelpful-safe", "unhelpful-unsafe", "helpful-unsafe"]
+    dpo = results["probabilities"]["DPO (helpfulness)"]
+    assert dpo["helpful-unsafe"] > dpo["unhelpful-safe"]
+    for ext in ("png", "pdf", "md"):
+        assert (tmp_path / "figs" / f"01_global_ranking.{ext}").stat().st_size > 0
+    executed = nbformat.read(tmp_path / "runs" / "notebooks" / "01_theory.ipynb", as_version=4)
+    assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
+    assert json.loads((tmp_path / "runs" / "timings.json").read_text()) == timings
+
+
+def _write_notebook(path: Path, sources: list[str]) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_runner_names_failing_notebook_and_cell(tmp_path):
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    _write_notebook(nbdir / "01_ok.ipynb", ['profile = "smoke"', "x = 1"])
+    _write_notebook(nbdir / "02_broken.ipynb", ['profile = "smoke"', "x = 1", "raise ValueError('bad field')"])
+    _write_notebook(nbdir / "03_never.ipynb", ['profile = "smoke"', "open('ran', 'w')"])
+    with pytest.raises(runner.NotebookFailed, match=r"(?s)02_broken.ipynb failed in cell \d+ .*ValueError: bad field"):
+        runner.run("smoke", output_dir=tmp_path / "out", figures_dir=tmp_path / "f", notebooks_dir=nbdir,
+                   progress=False)
+    assert (tmp_path / "out" / "notebooks" / "01_ok.ipynb").exists()
+    assert not (tmp_path / "out" / "notebooks" / "03_never.ipynb").exists()  # stopped at the failure
+
+
+def test_cli_reports_failure_with_exit_code(tmp_path, capsys):
+    assert runner.main(["--only", "99"]) == 1
+    assert "--only 99: no such notebook" in capsys.readouterr().err
+    assert runner.main(["--list"]) == 0
+    assert "01_theory.ipynb" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        runner.main(["--help"])
+    assert exit_.value.code == 0
+    assert "--profile" in capsys.readouterr().out
+
+
+def test_unknown_profile():
+    with pytest.raises(ValueError, match="profile"):
+        runner.run("huge", only=["01"], progress=False)
