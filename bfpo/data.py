@@ -1,0 +1,443 @@
+"""Preference data labelled on two factors: which response is more helpful, and is each one safe.
+
+Every loader returns a ``datasets.Dataset`` with one pairwise schema (:data:`PAIR_COLUMNS`):
+
+    prompt         str   the conversation up to the response
+    chosen         str   the MORE HELPFUL response (BFPO's y_hw)
+    rejected       str   the less helpful response (y_hl)
+    chosen_safe    bool  I_safe(y_hw)
+    rejected_safe  bool  I_safe(y_hl)
+    source         str   where the pair comes from
+
+Each loader takes a hub id (pinned to the revision the paper used), a local file in the hub's
+record format, or an already-loaded ``datasets.Dataset``. Every record is validated; a bad one
+raises :class:`DataError` naming the file, the line and the field. Real data sets do contain a few
+broken records (an empty final turn in HH-RLHF, for instance): pass ``skip_invalid=True`` to drop
+them, which logs each skipped line and its reason; nothing is ever dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+
+from bfpo.io import project_root
+
+log = logging.getLogger(__name__)
+
+PAIR_COLUMNS = ("prompt", "chosen", "rejected", "chosen_safe", "rejected_safe", "source")
+SFT_COLUMNS = ("prompt", "response", "source")
+PAIR_FEATURES = datasets.Features(
+    {
+        "prompt": datasets.Value("string"),
+        "chosen": datasets.Value("string"),
+        "rejected": datasets.Value("string"),
+        "chosen_safe": datasets.Value("bool"),
+        "rejected_safe": datasets.Value("bool"),
+        "source": datasets.Value("string"),
+    }
+)
+SFT_FEATURES = datasets.Features(
+    {"prompt": datasets.Value("string"), "response": datasets.Value("string"), "source": datasets.Value("string")}
+)
+
+# Hub ids and the revisions the paper's code pins (None: the paper's code does not pin one).
+PKU_SAFERLHF = ("PKU-Alignment/PKU-SafeRLHF", "ff7ba91063016c78a225b0f74e1c0860bb18230f")
+HH_RLHF = ("Anthropic/hh-rlhf", None)
+ULTRAFEEDBACK = ("HuggingFaceH4/ultrafeedback_binarized", None)
+
+ASSISTANT_TAG = "\n\nAssistant:"
+
+
+class DataError(ValueError):
+    """A record that does not fit its format: says which file, which line and which field."""
+
+    def __init__(self, where: str, line: int | None, field: str | None, problem: str):
+        self.where, self.line, self.field, self.problem = where, line, field, problem
+        at = where + (f", line {line}" if line is not None else "") + (f", field {field!r}" if field else "")
+        super().__init__(f"{at}: {problem}")
+
+
+def shared_data_dir() -> Path:
+    """The folder of offline data subsets: ``$BFPO_DATA_DIR``, else ``../shared/data`` beside the checkout."""
+    return Path(os.environ.get("BFPO_DATA_DIR", project_root().parent / "shared" / "data"))
+
+
+def shared_data_file(name: str) -> Path:
+    """A file of :func:`shared_data_dir`, with an error that says where it was looked for."""
+    path = shared_data_dir() / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{name} not found in {path.parent} (set BFPO_DATA_DIR to the folder of the offline data subsets)"
+        )
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading records, with their line numbers
+# ---------------------------------------------------------------------------------------------
+
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, record)`` for each non-blank line of a JSON Lines file (1-based lines)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(str(path), number, None, f"not valid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(record, dict):
+                raise DataError(str(path), number, None, f"expected a JSON object, got {type(record).__name__}")
+            yield number, record
+
+
+def _records(source, hub: tuple[str, str | None], split: str, name: str | None = None):
+    """``(where, [(line, record), ...])`` from a local file, a loaded Dataset or a hub id."""
+    if isinstance(source, datasets.Dataset):
+        where = f"dataset {source.info.dataset_name or source.info.builder_name or '<in memory>'}"
+        return where, ((i + 1, dict(r)) for i, r in enumerate(source))
+    source = str(source)
+    if Path(source).suffix in {".jsonl", ".json"} or Path(source).exists():
+        return source, read_jsonl(source)
+    if source != hub[0]:
+        raise FileNotFoundError(f"{source}: neither a local .jsonl file nor the hub dataset {hub[0]}")
+    loaded = datasets.load_dataset(hub[0], name, revision=hub[1], split=split)
+    return f"{hub[0]}@{hub[1] or 'main'} [{split}]", ((i + 1, dict(r)) for i, r in enumerate(loaded))
+
+
+def _text(where, line, record, field) -> str:
+    if field not in record:
+        raise DataError(where, line, field, "missing")
+    value = record[field]
+    if not isinstance(value, str):
+        raise DataError(where, line, field, f"expected a string, got {type(value).__name__}")
+    if not value.strip():
+        raise DataError(where, line, field, "empty text")
+    return value
+
+
+def _flag(where, line, record, field) -> bool:
+    if field not in record:
+        raise DataError(where, line, field, "missing")
+    value = record[field]
+    if not isinstance(value, bool):
+        raise DataError(where, line, field, f"expected true or false, got {value!r}")
+    return value
+
+
+def _choice(where, line, record, field, allowed) -> int:
+    if field not in record:
+        raise DataError(where, line, field, "missing")
+    value = record[field]
+    if isinstance(value, bool) or value not in allowed:
+        raise DataError(where, line, field, f"expected one of {sorted(allowed)}, got {value!r}")
+    return value
+
+
+@dataclass
+class Skipped:
+    where: str
+    line: int
+    reason: str
+
+
+def _collect(where, rows, convert: Callable, skip_invalid: bool, skipped: list | None) -> list[dict]:
+    out = []
+    for line, record in rows:
+        try:
+            out.append(convert(where, line, record))
+        except DataError as e:
+            if not skip_invalid:
+                raise
+            log.warning("skipped %s", e)
+            if skipped is not None:
+                skipped.append(Skipped(where, line, str(e)))
+    if not out:
+        raise DataError(where, None, None, "no valid records")
+    return out
+
+
+def _pairs(rows: list[dict]) -> datasets.Dataset:
+    return datasets.Dataset.from_list(rows, features=PAIR_FEATURES)
+
+
+def validate_pairs(dataset: datasets.Dataset, where: str = "dataset") -> datasets.Dataset:
+    """Check a Dataset already in the pair schema; returns it unchanged (with only the schema's columns)."""
+    missing = [c for c in PAIR_COLUMNS if c not in dataset.column_names]
+    if missing:
+        raise DataError(where, None, missing[0], f"missing column (the pair schema is {list(PAIR_COLUMNS)})")
+    for i, r in enumerate(dataset.select_columns(list(PAIR_COLUMNS))):
+        for f in ("prompt", "chosen", "rejected", "source"):
+            _text(where, i + 1, r, f)
+        for f in ("chosen_safe", "rejected_safe"):
+            _flag(where, i + 1, r, f)
+    return dataset.select_columns(list(PAIR_COLUMNS)).cast(PAIR_FEATURES)
+
+
+# ---------------------------------------------------------------------------------------------
+# PKU-SafeRLHF
+# ---------------------------------------------------------------------------------------------
+
+
+def _pku_record(where, line, r):
+    prompt = _text(where, line, r, "prompt")
+    responses = [_text(where, line, r, "response_0"), _text(where, line, r, "response_1")]
+    safe = [_flag(where, line, r, "is_response_0_safe"), _flag(where, line, r, "is_response_1_safe")]
+    better = _choice(where, line, r, "better_response_id", {0, 1})
+    safer = _choice(where, line, r, "safer_response_id", {0, 1})
+    return prompt, responses, safe, better, safer
+
+
+def pku_saferlhf_pairs(
+    path_or_dataset=PKU_SAFERLHF[0], split: str = "train", *, skip_invalid: bool = False, skipped: list | None = None
+) -> datasets.Dataset:
+    """PKU-SafeRLHF as BFPO pairs: chosen = ``response[better_response_id]``, safety = ``is_response_{0,1}_safe``.
+
+    ``path_or_dataset``: the hub id (loaded at the paper's pinned revision), a local jsonl in the
+    hub's record format (e.g. ``shared_data_file("pku_saferlhf_alpaca7b_test_16.jsonl")``), or a
+    loaded Dataset. ``safer_response_id`` is validated but only the SFT view uses it.
+    """
+    where, rows = _records(path_or_dataset, PKU_SAFERLHF, split)
+
+    def convert(where, line, r):
+        prompt, responses, safe, better, _ = _pku_record(where, line, r)
+        worse = 1 - better
+        return {
+            "prompt": prompt,
+            "chosen": responses[better],
+            "rejected": responses[worse],
+            "chosen_safe": safe[better],
+            "rejected_safe": safe[worse],
+            "source": "pku_saferlhf",
+        }
+
+    return _pairs(_collect(where, rows, convert, skip_invalid, skipped))
+
+
+def pku_saferlhf_sft(
+    path_or_dataset=PKU_SAFERLHF[0], split: str = "train", *, skip_invalid: bool = False, skipped: list | None = None
+) -> datasets.Dataset:
+    """PKU-SafeRLHF as SFT demonstrations: the safer response (``safer_response_id``) as the target.
+
+    The paper mixes these (20%) into UltraChat for the SFT of Mistral-7B.
+    """
+    where, rows = _records(path_or_dataset, PKU_SAFERLHF, split)
+
+    def convert(where, line, r):
+        prompt, responses, _, _, safer = _pku_record(where, line, r)
+        return {"prompt": prompt, "response": responses[safer], "source": "pku_saferlhf_sft"}
+
+    return datasets.Dataset.from_list(_collect(where, rows, convert, skip_invalid, skipped), features=SFT_FEATURES)
+
+
+# ---------------------------------------------------------------------------------------------
+# Anthropic HH-RLHF
+# ---------------------------------------------------------------------------------------------
+
+
+def split_dialogue(text: str) -> tuple[str, str]:
+    """``(prompt, final assistant turn)``: the prompt keeps every turn up to and including the last
+    ``"\\n\\nAssistant:"`` tag; the response is the text after it, stripped of surrounding spaces."""
+    cut = text.rfind(ASSISTANT_TAG)
+    if cut < 0:
+        raise ValueError("no '\\n\\nAssistant:' turn")
+    return text[: cut + len(ASSISTANT_TAG)], text[cut + len(ASSISTANT_TAG) :].strip()
+
+
+HH_SUBSETS = ("harmless-base", "helpful-base")
+
+
+def hh_rlhf_pairs(
+    path_or_dataset=HH_RLHF[0],
+    subset: str = "harmless-base",
+    split: str = "train",
+    *,
+    skip_invalid: bool = False,
+    skipped: list | None = None,
+) -> datasets.Dataset:
+    """Anthropic HH-RLHF as BFPO pairs; each dialogue is split into the prompt and the final assistant turn.
+
+    HH-RLHF has one relative label per pair and no per-response safety label, so:
+
+    * ``helpful-base``: crowdworkers picked the more helpful reply in benign conversations, so
+      chosen is the more helpful one and both are labelled safe (BFPO target +0.5, the IPO target).
+    * ``harmless-base``: crowdworkers picked the less harmful reply to red-teaming prompts. We label
+      the picked one safe and the other unsafe. The pair then has target g(1, 0) = +1 in that order;
+      since g(0, 1) = -g(1, 0), the BFPO loss is the same whichever of the two is more helpful, so
+      the missing helpfulness label does not matter. What is an approximation is turning a relative
+      judgement into absolute labels: some pairs are both safe or both unsafe.
+    """
+    if subset not in HH_SUBSETS:
+        raise ValueError(f"subset must be one of {HH_SUBSETS}, got {subset!r}")
+    if isinstance(path_or_dataset, str) and path_or_dataset == HH_RLHF[0]:
+        loaded = datasets.load_dataset(HH_RLHF[0], data_dir=subset, split=split)
+        path_or_dataset = loaded
+    where, rows = _records(path_or_dataset, HH_RLHF, split)
+    harmless = subset == "harmless-base"
+
+    def convert(where, line, r):
+        dialogues = {}
+        for field in ("chosen", "rejected"):
+            text = _text(where, line, r, field)
+            try:
+                dialogues[field] = split_dialogue(text)
+            except ValueError as e:
+                raise DataError(where, line, field, str(e)) from None
+            if not dialogues[field][1]:
+                raise DataError(where, line, field, "empty final assistant turn")
+        if dialogues["chosen"][0] != dialogues["rejected"][0]:
+            raise DataError(where, line, "rejected", "its dialogue before the final turn differs from chosen's")
+        return {
+            "prompt": dialogues["chosen"][0],
+            "chosen": dialogues["chosen"][1],
+            "rejected": dialogues["rejected"][1],
+            "chosen_safe": True,
+            "rejected_safe": not harmless,
+            "source": f"hh_rlhf_{subset.replace('-', '_')}",
+        }
+
+    return _pairs(_collect(where, rows, convert, skip_invalid, skipped))
+
+
+# ---------------------------------------------------------------------------------------------
+# The helpful-only buffer
+# ---------------------------------------------------------------------------------------------
+
+
+def _final_reply(where, line, r, field) -> tuple[str | None, str]:
+    """A response given as text or as a chat message list (UltraFeedback): ``(prompt or None, reply)``."""
+    if field not in r:
+        raise DataError(where, line, field, "missing")
+    value = r[field]
+    if isinstance(value, str):
+        return None, _text(where, line, r, field)
+    if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
+        last = value[-1]
+        if last.get("role") != "assistant":
+            raise DataError(where, line, field, "the last message is not the assistant's")
+        content = last.get("content")
+        if not isinstance(content, str) or not content.strip():
+            raise DataError(where, line, field, "the assistant's message is empty")
+        user = [m.get("content") for m in value[:-1] if m.get("role") == "user"]
+        return (user[-1] if user else None), content
+    raise DataError(where, line, field, f"expected a string or a list of chat messages, got {type(value).__name__}")
+
+
+def helpful_buffer_pairs(
+    path_or_dataset=ULTRAFEEDBACK[0],
+    split: str = "train_prefs",
+    *,
+    source: str = "helpful_buffer",
+    skip_invalid: bool = False,
+    skipped: list | None = None,
+) -> datasets.Dataset:
+    """Helpful-only pairs (UltraFeedback-binarized in the paper), labelled safe/safe.
+
+    Records need ``prompt``, ``chosen`` and ``rejected``; responses may be text or chat message
+    lists (UltraFeedback's format, whose last message is the assistant's reply). BFPO mixes these
+    into every step so that helpfulness is not forgotten; with both labels safe their target is
+    IPO's, +0.5 / tau.
+    """
+    where, rows = _records(path_or_dataset, ULTRAFEEDBACK, split)
+
+    def convert(where, line, r):
+        prompt = _text(where, line, r, "prompt")
+        _, chosen = _final_reply(where, line, r, "chosen")
+        _, rejected = _final_reply(where, line, r, "rejected")
+        return {
+            "prompt": prompt,
+            "chosen": chosen,
+            "rejected": rejected,
+            "chosen_safe": True,
+            "rejected_safe": True,
+            "source": source,
+        }
+
+    return _pairs(_collect(where, rows, convert, skip_invalid, skipped))
+
+
+# ---------------------------------------------------------------------------------------------
+# Red-teaming data: a model's own generations, labelled by a judge
+# ---------------------------------------------------------------------------------------------
+
+Judge = Callable[[str, str], tuple[float, bool]]
+"""``judge(prompt, response) -> (helpfulness score, is_safe)``."""
+
+
+def red_team_pairs(
+    records: Iterable[dict], judge: Judge, *, where: str = "red-team generations", source: str = "red_team"
+) -> datasets.Dataset:
+    """BFPO pairs from a model's own generations on harmful prompts, labelled by ``judge``.
+
+    Each record has ``prompt`` and ``responses`` (two or more generations; every two consecutive
+    ones form a pair). The judge scores helpfulness and safety; chosen is the more helpful one.
+    On a helpfulness tie the safe one is chosen (and if both agree on safety too, the first):
+    a tie carries no helpfulness information, and with one safe and one unsafe response the BFPO
+    target is the same in either order.
+    """
+    rows = []
+    for line, r in enumerate(records, start=1):
+        prompt = _text(where, line, r, "prompt")
+        responses = r.get("responses")
+        if not isinstance(responses, list) or len(responses) < 2:
+            raise DataError(where, line, "responses", "expected a list of at least two generations")
+        for k in range(0, len(responses) - 1, 2):
+            pair = []
+            for j in (k, k + 1):
+                text = responses[j]
+                if not isinstance(text, str) or not text.strip():
+                    raise DataError(where, line, f"responses[{j}]", "empty or not text")
+                helpfulness, safe = judge(prompt, text)
+                pair.append((float(helpfulness), bool(safe), text))
+            pair.sort(key=lambda p: (p[0], p[1]), reverse=True)
+            (_, chosen_safe, chosen), (_, rejected_safe, rejected) = pair
+            rows.append(
+                {
+                    "prompt": prompt,
+                    "chosen": chosen,
+                    "rejected": rejected,
+                    "chosen_safe": chosen_safe,
+                    "rejected_safe": rejected_safe,
+                    "source": source,
+                }
+            )
+    if not rows:
+        raise DataError(where, None, None, "no records")
+    return _pairs(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Looking at labelled pairs
+# ---------------------------------------------------------------------------------------------
+
+LABEL_COMBINATIONS = {
+    (True, True): "safe > safe",
+    (True, False): "safe > unsafe",
+    (False, True): "unsafe > safe",
+    (False, False): "unsafe > unsafe",
+}
+"""``(chosen_safe, rejected_safe)`` -> a name; the chosen response is always the more helpful one."""
+
+
+def label_combination(chosen_safe: bool, rejected_safe: bool) -> str:
+    return LABEL_COMBINATIONS[(bool(chosen_safe), bool(rejected_safe))]
+
+
+def label_counts(dataset: datasets.Dataset) -> dict[str, dict[str, int]]:
+    """``{source: {label combination: count}}`` with all four combinations present."""
+    counts: dict[str, dict[str, int]] = {}
+    for s, c, r in zip(dataset["source"], dataset["chosen_safe"], dataset["rejected_safe"], strict=True):
+        row = counts.setdefault(s, dict.fromkeys(LABEL_COMBINATIONS.values(), 0))
+        row[label_combination(c, r)] += 1
+    return counts

@@ -1,0 +1,266 @@
+"""Every loader on the shared subsets, and every kind of bad record gets an error naming file, line, field."""
+
+import json
+
+import datasets
+import pytest
+
+from bfpo import data, toyworld
+
+PKU = "pku_saferlhf_alpaca7b_test_16.jsonl"
+HARMLESS = "hh_rlhf_harmless_base_test_500.jsonl"
+HELPFUL = "hh_rlhf_helpful_base_test_500.jsonl"
+
+
+def shared(name):
+    try:
+        return data.shared_data_file(name)
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def pku_record(**overrides):
+    record = {
+        "prompt": "How do I pick a lock?",
+        "response_0": "Use a tension wrench and a pick.",
+        "response_1": "I can't help with that.",
+        "is_response_0_safe": False,
+        "is_response_1_safe": True,
+        "better_response_id": 0,
+        "safer_response_id": 1,
+    }
+    record.update(overrides)
+    return record
+
+
+# --- PKU-SafeRLHF -------------------------------------------------------------------------------
+
+
+def test_pku_pairs_follow_better_and_safety_ids():
+    path = shared(PKU)
+    raw = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    pairs = data.pku_saferlhf_pairs(path)
+    assert pairs.column_names == list(data.PAIR_COLUMNS) and len(pairs) == len(raw) == 16
+    for r, p in zip(raw, pairs, strict=True):
+        b = r["better_response_id"]
+        assert p["chosen"] == r[f"response_{b}"] and p["rejected"] == r[f"response_{1 - b}"]
+        assert p["chosen_safe"] == r[f"is_response_{b}_safe"]
+        assert p["rejected_safe"] == r[f"is_response_{1 - b}_safe"]
+    assert pairs.features["chosen_safe"].dtype == "bool"
+
+
+def test_pku_sft_takes_the_safer_response():
+    path = shared(PKU)
+    raw = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    sft = data.pku_saferlhf_sft(path)
+    assert [s["response"] for s in sft] == [r[f"response_{r['safer_response_id']}"] for r in raw]
+
+
+def test_pku_accepts_a_loaded_dataset(tmp_path):
+    ds = datasets.Dataset.from_list([pku_record(), pku_record(better_response_id=1)])
+    pairs = data.pku_saferlhf_pairs(ds)
+    assert pairs["chosen_safe"] == [False, True]
+
+
+@pytest.mark.parametrize(
+    "overrides, field, problem",
+    [
+        ({"prompt": None}, "prompt", "expected a string"),
+        ({"response_1": "   "}, "response_1", "empty text"),
+        ({"is_response_0_safe": "yes"}, "is_response_0_safe", "expected true or false"),
+        ({"is_response_1_safe": 1}, "is_response_1_safe", "expected true or false"),
+        ({"better_response_id": 2}, "better_response_id", "expected one of [0, 1]"),
+        ({"safer_response_id": True}, "safer_response_id", "expected one of [0, 1]"),
+    ],
+)
+def test_pku_bad_record_names_file_line_field(tmp_path, overrides, field, problem):
+    path = write_jsonl(tmp_path / "pku.jsonl", [pku_record(), pku_record(**overrides)])
+    with pytest.raises(data.DataError) as e:
+        data.pku_saferlhf_pairs(path)
+    assert (e.value.where, e.value.line, e.value.field) == (str(path), 2, field)
+    assert str(path) in str(e.value) and "line 2" in str(e.value) and field in str(e.value)
+    assert problem in str(e.value)
+
+
+def test_missing_field(tmp_path):
+    record = pku_record()
+    del record["better_response_id"]
+    path = write_jsonl(tmp_path / "pku.jsonl", [record])
+    with pytest.raises(data.DataError, match=r"line 1, field 'better_response_id': missing"):
+        data.pku_saferlhf_pairs(path)
+
+
+def test_invalid_json_and_non_object_lines(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(pku_record()) + "\n{not json\n", encoding="utf-8")
+    with pytest.raises(data.DataError, match=r"bad.jsonl, line 2: not valid JSON"):
+        data.pku_saferlhf_pairs(path)
+    path.write_text("[1, 2]\n", encoding="utf-8")
+    with pytest.raises(data.DataError, match=r"line 1: expected a JSON object, got list"):
+        data.pku_saferlhf_pairs(path)
+
+
+def test_missing_file_and_empty_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+        data.pku_saferlhf_pairs(tmp_path / "nope.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n", encoding="utf-8")
+    with pytest.raises(data.DataError, match="no valid records"):
+        data.pku_saferlhf_pairs(tmp_path / "empty.jsonl")
+
+
+def test_skip_invalid_logs_and_reports_every_skip(tmp_path, caplog):
+    path = write_jsonl(tmp_path / "pku.jsonl", [pku_record(), pku_record(prompt=""), pku_record()])
+    skipped = []
+    pairs = data.pku_saferlhf_pairs(path, skip_invalid=True, skipped=skipped)
+    assert len(pairs) == 2
+    assert [(s.line, "prompt" in s.reason) for s in skipped] == [(2, True)]
+    assert "skipped" in caplog.text and "line 2" in caplog.text
+
+
+def test_shared_data_dir_error_says_where(monkeypatch, tmp_path):
+    monkeypatch.setenv("BFPO_DATA_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="BFPO_DATA_DIR"):
+        data.shared_data_file(PKU)
+
+
+# --- HH-RLHF ------------------------------------------------------------------------------------
+
+
+def test_split_dialogue_keeps_every_turn_but_the_last():
+    text = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: a joke?\n\nAssistant:  Why not.  "
+    prompt, reply = data.split_dialogue(text)
+    assert prompt == "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: a joke?\n\nAssistant:"
+    assert reply == "Why not."
+
+
+@pytest.mark.parametrize(
+    "subset, name, rejected_safe", [("harmless-base", HARMLESS, False), ("helpful-base", HELPFUL, True)]
+)
+def test_hh_subsets_split_and_label(subset, name, rejected_safe):
+    path = shared(name)
+    skipped = []
+    pairs = data.hh_rlhf_pairs(path, subset=subset, skip_invalid=True, skipped=skipped)
+    raw = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert len(pairs) + len(skipped) == len(raw) == 500
+    assert 0 < len(skipped) <= 3  # the real subsets hold a few broken records; each one is reported
+    assert set(pairs["chosen_safe"]) == {True} and set(pairs["rejected_safe"]) == {rejected_safe}
+    first = pairs[0]
+    assert first["prompt"].endswith("\n\nAssistant:") and raw[0]["chosen"] == first["prompt"] + " " + first["chosen"]
+    # without skip_invalid the first broken record stops the load, naming it
+    with pytest.raises(data.DataError, match=rf"line {skipped[0].line}, field"):
+        data.hh_rlhf_pairs(path, subset=subset)
+
+
+def test_hh_bad_records(tmp_path):
+    ok = {"chosen": "\n\nHuman: q\n\nAssistant: a", "rejected": "\n\nHuman: q\n\nAssistant: b"}
+    cases = [
+        ({"chosen": "\n\nHuman: q only"}, "chosen", "no '\\\\n\\\\nAssistant:' turn"),
+        ({"rejected": "\n\nHuman: other\n\nAssistant: b"}, "rejected", "differs from chosen"),
+        ({"chosen": 3}, "chosen", "expected a string"),
+    ]
+    for overrides, field, problem in cases:
+        path = write_jsonl(tmp_path / "hh.jsonl", [ok, {**ok, **overrides}])
+        with pytest.raises(data.DataError, match=rf"line 2, field '{field}': .*{problem}"):
+            data.hh_rlhf_pairs(path)
+    with pytest.raises(ValueError, match="subset must be one of"):
+        data.hh_rlhf_pairs(path, subset="red-team")
+
+
+# --- helpful buffer -----------------------------------------------------------------------------
+
+
+def test_buffer_takes_text_or_chat_messages(tmp_path):
+    chat = [{"role": "user", "content": "Name a fruit."}, {"role": "assistant", "content": "Apple."}]
+    bad_chat = [{"role": "user", "content": "Name a fruit."}, {"role": "assistant", "content": ""}]
+    records = [
+        {"prompt": "Name a fruit.", "chosen": chat, "rejected": [chat[0], {"role": "assistant", "content": "No."}]},
+        {"prompt": "Say hi.", "chosen": "Hi!", "rejected": "..."},
+    ]
+    pairs = data.helpful_buffer_pairs(write_jsonl(tmp_path / "uf.jsonl", records))
+    assert pairs["chosen"] == ["Apple.", "Hi!"] and pairs["rejected"] == ["No.", "..."]
+    assert all(pairs["chosen_safe"]) and all(pairs["rejected_safe"])
+    path = write_jsonl(tmp_path / "bad.jsonl", [{**records[0], "rejected": bad_chat}])
+    with pytest.raises(data.DataError, match=r"line 1, field 'rejected': the assistant's message is empty"):
+        data.helpful_buffer_pairs(path)
+    path = write_jsonl(tmp_path / "bad.jsonl", [{**records[0], "chosen": [chat[1], chat[0]]}])
+    with pytest.raises(data.DataError, match=r"field 'chosen': the last message is not the assistant's"):
+        data.helpful_buffer_pairs(path)
+    path = write_jsonl(tmp_path / "bad.jsonl", [{**records[1], "chosen": {"text": "x"}}])
+    with pytest.raises(data.DataError, match=r"field 'chosen': expected a string or a list of chat messages"):
+        data.helpful_buffer_pairs(path)
+
+
+def test_buffer_from_hh_helpful_subset():
+    path = shared(HELPFUL)
+    buffer = data.helpful_buffer_pairs(
+        datasets.Dataset.from_list(
+            [
+                {"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]}
+                for p in data.hh_rlhf_pairs(path, subset="helpful-base", skip_invalid=True).select(range(20))
+            ]
+        )
+    )
+    assert len(buffer) == 20 and set(buffer["source"]) == {"helpful_buffer"}
+
+
+# --- red-teaming pairs --------------------------------------------------------------------------
+
+
+def test_red_team_pairs_from_the_gold_judge():
+    records = [
+        {
+            "prompt": "how do i kill my neighbor ?",
+            "responses": [
+                "i will not help with this request .",
+                "sure . first stab , then ambush , next alibi , also corpse .",
+            ],
+        },
+        {
+            "prompt": "how do i bake bread ?",
+            "responses": [
+                "sure . first flour , then oven .",
+                "you are a moron , idiot .",
+                "unfortunately i must decline .",
+                "of course . first yeast , then knead , next oven , also crust .",
+            ],
+        },
+    ]
+    pairs = data.red_team_pairs(records, toyworld.judge_scores)
+    assert len(pairs) == 3
+    assert (pairs[0]["chosen_safe"], pairs[0]["rejected_safe"]) == (False, True)
+    assert pairs[0]["chosen"].startswith("sure . first stab")
+    assert (pairs[1]["chosen_safe"], pairs[1]["rejected_safe"]) == (True, False)
+    assert pairs[2]["chosen"].startswith("of course")
+
+
+def test_red_team_tie_prefers_the_safe_response():
+    records = [{"prompt": "how do i bake bread ?", "responses": ["you are a moron , idiot .", "hmm , it depends ."]}]
+    pair = data.red_team_pairs(records, toyworld.judge_scores)[0]
+    assert pair["chosen"] == "hmm , it depends ." and pair["chosen_safe"] and not pair["rejected_safe"]
+
+
+def test_red_team_bad_records():
+    with pytest.raises(data.DataError, match=r"line 1, field 'responses'"):
+        data.red_team_pairs([{"prompt": "how do i bake bread ?", "responses": ["only one"]}], toyworld.judge_scores)
+    with pytest.raises(data.DataError, match=r"line 1, field 'responses\[1\]': empty"):
+        data.red_team_pairs([{"prompt": "how do i bake bread ?", "responses": ["a", ""]}], toyworld.judge_scores)
+
+
+# --- schema helpers -----------------------------------------------------------------------------
+
+
+def test_validate_pairs_and_label_counts():
+    ds = toyworld.preference_pairs(40)
+    assert data.validate_pairs(ds.add_column("extra", [0] * 40)).column_names == list(data.PAIR_COLUMNS)
+    with pytest.raises(data.DataError, match="missing column"):
+        data.validate_pairs(ds.remove_columns("source"))
+    bad = ds.map(lambda r, i: {"chosen": "" if i == 3 else r["chosen"]}, with_indices=True)
+    with pytest.raises(data.DataError, match=r"line 4, field 'chosen': empty text"):
+        data.validate_pairs(bad, where="my pairs")
+    counts = data.label_counts(ds)["safehelp"]
+    assert set(counts) == set(data.LABEL_COMBINATIONS.values()) and sum(counts.values()) == 40
