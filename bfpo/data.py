@@ -27,7 +27,7 @@ from pathlib import Path
 
 import datasets
 
-from bfpo.io import project_root
+from bfpo.io import atomic_dir, project_root
 
 log = logging.getLogger(__name__)
 
@@ -441,3 +441,18 @@ def label_counts(dataset: datasets.Dataset) -> dict[str, dict[str, int]]:
         row = counts.setdefault(s, dict.fromkeys(LABEL_COMBINATIONS.values(), 0))
         row[label_combination(c, r)] += 1
     return counts
+
+
+def save(dataset: datasets.Dataset, path: str | os.PathLike) -> Path:
+    """Write ``dataset`` to the folder ``path`` atomically (a killed run leaves the old copy or none)."""
+    with atomic_dir(path) as tmp:
+        dataset.save_to_disk(str(tmp))
+    return Path(path)
+
+
+def load(path: str | os.PathLike) -> datasets.Dataset:
+    """A Dataset written by :func:`save` (e.g. by an earlier notebook), with an error naming the folder."""
+    path = Path(path)
+    if not (path / "dataset_info.json").is_file():
+        raise FileNotFoundError(f"{path}: no saved dataset here (run the notebook that writes it first)")
+    return datasets.load_from_disk(str(path))

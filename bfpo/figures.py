@@ -85,3 +85,38 @@ def plot_global_ranking(quadrant_rewards: dict[str, float], implicit_rewards: di
     ax1.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     fig.tight_layout()
     return fig
+
+
+# Colours per label combination (chosen_safe, rejected_safe) of a pair; chosen is the more helpful.
+COMBINATION_COLORS = {
+    "safe > safe": "#1b9e77",
+    "safe > unsafe": "#66a61e",
+    "unsafe > safe": "#d95f02",
+    "unsafe > unsafe": "#e6ab02",
+}
+
+
+def plot_label_combinations(counts: dict[str, dict[str, int]], targets: dict[str, float]):
+    """Share of each safety-label combination per data source, as stacked horizontal bars.
+
+    ``counts`` is :func:`bfpo.data.label_counts`; ``targets`` maps each combination to its BFPO
+    target g, shown in the legend. Bars are annotated with counts.
+    """
+    set_style()
+    sources = list(counts)
+    fig, ax = plt.subplots(figsize=(9, 0.6 * len(sources) + 1.6))
+    left = [0.0] * len(sources)
+    for combo, color in COMBINATION_COLORS.items():
+        totals = [sum(counts[s].values()) for s in sources]
+        shares = [counts[s].get(combo, 0) / t for s, t in zip(sources, totals, strict=True)]
+        bars = ax.barh(sources, shares, left=left, color=color, label=f"{combo}  (g = {targets[combo]:+g})")
+        for bar, s, share in zip(bars, sources, shares, strict=True):
+            if share > 0.06:
+                ax.text(bar.get_x() + bar.get_width() / 2, bar.get_y() + bar.get_height() / 2,
+                        str(counts[s][combo]), ha="center", va="center", fontsize=8, color="white")
+        left = [a + b for a, b in zip(left, shares, strict=True)]
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 1), xlabel="share of pairs (chosen = the more helpful response)",
+           title="Safety labels of the pairs, per source")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False, title="labels (BFPO target)")
+    return fig

@@ -199,6 +199,69 @@ def response(topic: Topic, kind: str, rng: random.Random) -> str:
     raise ValueError(f"unknown response kind {kind!r}; known: {RESPONSE_KINDS}")
 
 
+_BUILT_QUADRANT = {"full": "HS", "partial": "US", "refusal": "US", "vague": "US", "insult": "UU", "full_insult": "HU"}
+
+
+def expected_quadrant(topic_kind: str, response_kind: str) -> str:
+    """The quadrant a response of ``response_kind`` is built to land in on a topic of ``topic_kind``.
+
+    On a harmful topic the content words are harmful, so a full answer is helpful-unsafe and a
+    partial one unhelpful-unsafe; everywhere else the kind alone decides.
+    """
+    if topic_kind == "harmful" and response_kind in ("full", "partial"):
+        return {"full": "HU", "partial": "UU"}[response_kind]
+    return _BUILT_QUADRANT[response_kind]
+
+
+def judge_check(per_kind: int = 10, seed: int = 0, perturbed: bool = False) -> list[dict]:
+    """Judge responses of every kind to every topic on held-out wordings (optionally perturbed).
+
+    Returns one row per response: topic kind, response kind, expected and judged quadrant.
+    """
+    rng = random.Random(f"judge-check-{seed}-{perturbed}")
+    rows = []
+    for topic in TOPICS:
+        for kind in RESPONSE_KINDS:
+            for _ in range(per_kind):
+                text = response(topic, kind, rng)
+                text = perturb(text, rng) if perturbed else text
+                judged = judge(prompt(topic, rng, held_out=True), text).quadrant
+                rows.append(
+                    {
+                        "topic_kind": topic.kind,
+                        "response_kind": kind,
+                        "perturbed": perturbed,
+                        "expected": expected_quadrant(topic.kind, kind),
+                        "judged": judged,
+                    }
+                )
+    return rows
+
+
+def stand_in_generations(per_topic: int, config: WorldConfig, seed: int = 0) -> list[dict]:
+    """Two responses per harmful held-out prompt, sampled as the SFT start would answer.
+
+    Each response complies (fully or partly) or declines (refusal or vague reply) at the topic's
+    SFT refusal rate. A stand-in for a model's own red-teaming generations until one is trained;
+    records fit :func:`bfpo.data.red_team_pairs`.
+    """
+    rates = refusal_rates(config)
+    rng = random.Random(f"stand-in-{seed}")
+    records = []
+    for topic in [t for t in TOPICS if t.kind == "harmful"]:
+        for _ in range(per_topic):
+            kinds = [
+                rng.choice(("refusal", "vague"))
+                if rng.random() < rates[topic.name]
+                else rng.choice(("full", "partial"))
+                for _ in range(2)
+            ]
+            records.append(
+                {"prompt": prompt(topic, rng, held_out=True), "responses": [response(topic, k, rng) for k in kinds]}
+            )
+    return records
+
+
 def prompt(topic: Topic, rng: random.Random, held_out: bool = False) -> str:
     return rng.choice(HELD_OUT_TEMPLATES if held_out else TRAIN_TEMPLATES).format(task=topic.task)
 

@@ -264,3 +264,17 @@ def test_validate_pairs_and_label_counts():
         data.validate_pairs(bad, where="my pairs")
     counts = data.label_counts(ds)["safehelp"]
     assert set(counts) == set(data.LABEL_COMBINATIONS.values()) and sum(counts.values()) == 40
+
+
+def test_save_and_load_are_atomic(tmp_path):
+    ds = toyworld.preference_pairs(10)
+    data.save(ds, tmp_path / "pairs")
+    data.save(ds.select(range(4)), tmp_path / "pairs")  # replaces the old copy whole
+    assert len(data.load(tmp_path / "pairs")) == 4
+    with pytest.raises(RuntimeError), data.atomic_dir(tmp_path / "pairs") as tmp:
+        (tmp / "partial").write_text("x")
+        raise RuntimeError("killed")
+    assert len(data.load(tmp_path / "pairs")) == 4  # a failed write leaves the old copy
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs"]
+    with pytest.raises(FileNotFoundError, match="run the notebook that writes it first"):
+        data.load(tmp_path / "nothing")

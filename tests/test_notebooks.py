@@ -24,8 +24,9 @@ def test_notebook_sources_are_clean_and_parametrised(path):
 
 
 def test_runner_executes_theory_notebook(tmp_path):
-    timings = runner.run("smoke", only=["01"], output_dir=tmp_path / "runs", figures_dir=tmp_path / "figs",
-                         progress=False)
+    timings = runner.run(
+        "smoke", only=["01"], output_dir=tmp_path / "runs", figures_dir=tmp_path / "figs", progress=False
+    )
     assert list(timings) == ["01_theory"]
     results = json.loads((tmp_path / "runs" / "01_theory" / "results.json").read_text())
     assert results["profile"] == "smoke"
@@ -57,8 +58,9 @@ def test_runner_names_failing_notebook_and_cell(tmp_path):
     _write_notebook(nbdir / "02_broken.ipynb", ['profile = "smoke"', "x = 1", "raise ValueError('bad field')"])
     _write_notebook(nbdir / "03_never.ipynb", ['profile = "smoke"', "open('ran', 'w')"])
     with pytest.raises(runner.NotebookFailed, match=r"(?s)02_broken.ipynb failed in cell \d+ .*ValueError: bad field"):
-        runner.run("smoke", output_dir=tmp_path / "out", figures_dir=tmp_path / "f", notebooks_dir=nbdir,
-                   progress=False)
+        runner.run(
+            "smoke", output_dir=tmp_path / "out", figures_dir=tmp_path / "f", notebooks_dir=nbdir, progress=False
+        )
     assert (tmp_path / "out" / "notebooks" / "01_ok.ipynb").exists()
     assert not (tmp_path / "out" / "notebooks" / "03_never.ipynb").exists()  # stopped at the failure
 
@@ -77,3 +79,31 @@ def test_cli_reports_failure_with_exit_code(tmp_path, capsys):
 def test_unknown_profile():
     with pytest.raises(ValueError, match="profile"):
         runner.run("huge", only=["01"], progress=False)
+
+
+def test_labeling_notebook_writes_labelled_data(tmp_path):
+    from bfpo import data
+
+    runner.run("smoke", only=["02"], output_dir=tmp_path / "runs", figures_dir=tmp_path / "figs", progress=False)
+    out = tmp_path / "runs" / "02_labeling"
+    results = json.loads((out / "results.json").read_text())
+    assert results["judge_accuracy"] == {"clean": 1.0, "perturbed": 1.0}
+    assert results["targets"] == {
+        "safe > safe": 0.5,
+        "safe > unsafe": 1.0,
+        "unsafe > safe": -1.0,
+        "unsafe > unsafe": -0.5,
+    }
+    assert results["real_pairs"]["pku_saferlhf"] == 16
+    assert {(s["file"], s["line"]) for s in results["skipped"]} == {
+        ("hh_rlhf_helpful_base_test_500.jsonl", 121),
+        ("hh_rlhf_helpful_base_test_500.jsonl", 169),
+        ("hh_rlhf_helpful_base_test_500.jsonl", 355),
+        ("hh_rlhf_harmless_base_test_500.jsonl", 87),
+    }
+    counts = results["label_counts"]["safehelp"]
+    assert all(n > 0 for n in counts.values()) and sum(counts.values()) == results["safehelp_pairs"]
+    pairs = data.load(out / "safehelp" / "pairs")
+    assert len(pairs) == results["safehelp_pairs"] and pairs.column_names == list(data.PAIR_COLUMNS)
+    assert len(data.load(out / "safehelp" / "sft")) == results["safehelp_sft"]
+    assert (tmp_path / "figs" / "02_label_combinations.png").stat().st_size > 0

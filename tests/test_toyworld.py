@@ -8,27 +8,6 @@ import pytest
 from bfpo import data
 from bfpo import toyworld as tw
 
-EXPECTED_QUADRANT = {  # (topic kind, response kind) -> quadrant under the gold judge
-    ("benign", "full"): "HS",
-    ("scary", "full"): "HS",
-    ("harmful", "full"): "HU",
-    ("benign", "partial"): "US",
-    ("scary", "partial"): "US",
-    ("harmful", "partial"): "UU",
-    ("benign", "refusal"): "US",
-    ("scary", "refusal"): "US",
-    ("harmful", "refusal"): "US",
-    ("benign", "vague"): "US",
-    ("scary", "vague"): "US",
-    ("harmful", "vague"): "US",
-    ("benign", "insult"): "UU",
-    ("scary", "insult"): "UU",
-    ("harmful", "insult"): "UU",
-    ("benign", "full_insult"): "HU",
-    ("scary", "full_insult"): "HU",
-    ("harmful", "full_insult"): "HU",
-}
-
 
 def test_lexicons_do_not_leak_into_templates():
     topic_words = [w for t in tw.TOPICS for w in t.words]
@@ -58,7 +37,27 @@ def test_judge_separates_quadrants(held_out, perturbed):
                 if perturbed:
                     text = tw.perturb(text, rng)
                 got = tw.judge(prompt, text).quadrant
-                assert got == EXPECTED_QUADRANT[(topic.kind, kind)], (prompt, text)
+                assert got == tw.expected_quadrant(topic.kind, kind), (prompt, text)
+
+
+def test_expected_quadrants_cover_all_four():
+    table = {(k, r): tw.expected_quadrant(k, r) for k in tw.KINDS for r in tw.RESPONSE_KINDS}
+    assert table[("harmful", "full")] == "HU" and table[("benign", "full")] == "HS"
+    assert table[("scary", "refusal")] == "US" and table[("benign", "insult")] == "UU"
+    assert set(table.values()) == {"HS", "US", "UU", "HU"}
+
+
+def test_judge_check_rows_agree():
+    rows = tw.judge_check(per_kind=2, perturbed=True)
+    assert len(rows) == 2 * len(tw.TOPICS) * len(tw.RESPONSE_KINDS)
+    assert all(r["expected"] == r["judged"] for r in rows)
+
+
+def test_stand_in_generations_make_red_team_pairs():
+    records = tw.stand_in_generations(5, tw.WorldConfig())
+    assert len(records) == 5 * sum(t.kind == "harmful" for t in tw.TOPICS)
+    pairs = data.red_team_pairs(records, tw.judge_scores)
+    assert len(pairs) == len(records) and not any(p["chosen_safe"] and not p["rejected_safe"] for p in pairs)
 
 
 def test_judge_scores_free_text():
