@@ -445,8 +445,15 @@ def label_counts(dataset: datasets.Dataset) -> dict[str, dict[str, int]]:
 
 def save(dataset: datasets.Dataset, path: str | os.PathLike) -> Path:
     """Write ``dataset`` to the folder ``path`` atomically (a killed run leaves the old copy or none)."""
-    with atomic_dir(path) as tmp:
-        dataset.save_to_disk(str(tmp))
+    quiet = not datasets.utils.are_progress_bars_disabled()
+    if quiet:  # a bar per tiny save only clutters notebook output
+        datasets.utils.disable_progress_bars()
+    try:
+        with atomic_dir(path) as tmp:
+            dataset.save_to_disk(str(tmp))
+    finally:
+        if quiet:
+            datasets.utils.enable_progress_bars()
     return Path(path)
 
 

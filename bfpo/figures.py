@@ -46,8 +46,13 @@ def save_figure(fig, name: str, caption: str, figures_dir: str | Path = "figures
     return paths
 
 
-def plot_global_ranking(quadrant_rewards: dict[str, float], implicit_rewards: dict[str, dict[str, float]],
-                        alpha: float, c: float, tau: float):
+def plot_global_ranking(
+    quadrant_rewards: dict[str, float],
+    implicit_rewards: dict[str, dict[str, float]],
+    alpha: float,
+    c: float,
+    tau: float,
+):
     """The analogue of the BFPO paper's Figure 2, from the finite bandit of ``bfpo.theory``.
 
     Left: the bilinear reward (I_safe - alpha)(h + c) against helpfulness, for safe and unsafe
@@ -58,18 +63,32 @@ def plot_global_ranking(quadrant_rewards: dict[str, float], implicit_rewards: di
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.2), width_ratios=[1, 1.4])
     hs = [0.0, 1.0]
     for safe, ls in ((1, "-"), (0, "--")):
-        ax0.plot(hs, [(safe - alpha) * (h + c) for h in hs], ls, color="grey",
-                 label=f"{'safe' if safe else 'unsafe'}: ({safe} - {alpha})(h + {c})")
+        ax0.plot(
+            hs,
+            [(safe - alpha) * (h + c) for h in hs],
+            ls,
+            color="grey",
+            label=f"{'safe' if safe else 'unsafe'}: ({safe} - {alpha})(h + {c})",
+        )
     ranked = sorted(quadrant_rewards, key=quadrant_rewards.get, reverse=True)
     for name, r in quadrant_rewards.items():
         h = 1.0 if name.startswith("helpful") else 0.0
         ax0.scatter([h], [r], s=120, color=QUADRANT_COLORS[name], zorder=3)
-        ax0.annotate(f"#{ranked.index(name) + 1} {name}", (h, r), textcoords="offset points",
-                     xytext=(8 if h == 0 else -8, 6), ha="left" if h == 0 else "right")
+        ax0.annotate(
+            f"#{ranked.index(name) + 1} {name}",
+            (h, r),
+            textcoords="offset points",
+            xytext=(8 if h == 0 else -8, 6),
+            ha="left" if h == 0 else "right",
+        )
     ax0.axhline(0, color="black", lw=0.6)
     ax0.margins(y=0.15)
-    ax0.set(xlabel="helpfulness h(y)", ylabel="bilinear reward R(y)", xlim=(-0.25, 1.25),
-            title="Bilinear reward: the global ranking")
+    ax0.set(
+        xlabel="helpfulness h(y)",
+        ylabel="bilinear reward R(y)",
+        xlim=(-0.25, 1.25),
+        title="Bilinear reward: the global ranking",
+    )
     ax0.legend(loc="upper left", fontsize=8)
 
     methods = list(implicit_rewards)
@@ -80,8 +99,10 @@ def plot_global_ranking(quadrant_rewards: dict[str, float], implicit_rewards: di
         ax1.bar(xs, [implicit_rewards[m][name] for m in methods], width, color=QUADRANT_COLORS[name], label=name)
     ax1.axhline(0, color="black", lw=0.6)
     ax1.set_xticks(range(len(methods)), [m.replace(" (", "\n(") for m in methods], fontsize=9)
-    ax1.set(ylabel=f"implicit reward  {tau:g}·log(π/π_ref), centred",
-            title="What each objective teaches (finite bandit, measured here)")
+    ax1.set(
+        ylabel=f"implicit reward  {tau:g}·log(π/π_ref), centred",
+        title="What each objective teaches (finite bandit, measured here)",
+    )
     ax1.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     fig.tight_layout()
     return fig
@@ -112,11 +133,21 @@ def plot_label_combinations(counts: dict[str, dict[str, int]], targets: dict[str
         bars = ax.barh(sources, shares, left=left, color=color, label=f"{combo}  (g = {targets[combo]:+g})")
         for bar, s, share in zip(bars, sources, shares, strict=True):
             if share > 0.06:
-                ax.text(bar.get_x() + bar.get_width() / 2, bar.get_y() + bar.get_height() / 2,
-                        str(counts[s][combo]), ha="center", va="center", fontsize=8, color="white")
+                ax.text(
+                    bar.get_x() + bar.get_width() / 2,
+                    bar.get_y() + bar.get_height() / 2,
+                    str(counts[s][combo]),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white",
+                )
         left = [a + b for a, b in zip(left, shares, strict=True)]
     ax.invert_yaxis()
-    ax.set(xlim=(0, 1), xlabel="share of pairs (chosen = the more helpful response)",
-           title="Safety labels of the pairs, per source")
+    ax.set(
+        xlim=(0, 1),
+        xlabel="share of pairs (chosen = the more helpful response)",
+        title="Safety labels of the pairs, per source",
+    )
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False, title="labels (BFPO target)")
     return fig

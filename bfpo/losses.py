@@ -50,9 +50,7 @@ def _check_logps(**tensors: Tensor) -> None:
         if shape is None:
             shape, first = t.shape, name
         elif t.shape != shape:
-            raise ValueError(
-                f"{name}: shape {list(t.shape)} does not match {first} {list(shape)}"
-            )
+            raise ValueError(f"{name}: shape {list(t.shape)} does not match {first} {list(shape)}")
         if not torch.isfinite(t).all():
             bad = (~torch.isfinite(t)).nonzero().flatten()[:5].tolist()
             raise ValueError(f"{name}: non-finite values at index {bad}")
@@ -270,12 +268,10 @@ def ulma_loss(logps: Tensor, ref_logps: Tensor, labels, beta: float) -> Tensor:
 # ----------------------------------------------------------------------------- Safe RLHF
 
 
-def reward_model_loss(
-    chosen_rewards: Tensor, rejected_rewards: Tensor, regularization: float = 0.001
-) -> Tensor:
+def reward_model_loss(chosen_rewards: Tensor, rejected_rewards: Tensor, regularization: float = 0.001) -> Tensor:
     """Safe RLHF reward model: Bradley-Terry plus a score regulariser.
 
-        L = -log sigma(R(y_w) - R(y_l)) + reg * (R(y_w)^2 + R(y_l)^2) / 2
+    L = -log sigma(R(y_w) - R(y_l)) + reg * (R(y_w)^2 + R(y_l)^2) / 2
     """
     _check_logps(chosen_rewards=chosen_rewards, rejected_rewards=rejected_rewards)
     reg = regularization * (chosen_rewards.square() + rejected_rewards.square()) / 2

@@ -95,10 +95,18 @@ def main(argv: list[str] | None = None) -> int:
         description="Run the numbered notebooks in order with papermill (executed copies go to "
         "runs/<profile>/notebooks, figures to figures/).",
     )
-    parser.add_argument("--profile", choices=PROFILES, default="smoke",
-                        help="smoke: CPU, minutes (default); paper: the paper's settings, multi-GPU")
-    parser.add_argument("--only", nargs="+", metavar="PREFIX",
-                        help="run only the notebooks whose names start with these prefixes, e.g. 01 03")
+    parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="smoke",
+        help="smoke: CPU, minutes (default); paper: the paper's settings, multi-GPU",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="PREFIX",
+        help="run only the notebooks whose names start with these prefixes, e.g. 01 03",
+    )
     parser.add_argument("--output-dir", help="results and executed notebooks (default: runs/<profile>)")
     parser.add_argument("--figures-dir", default="figures", help="where figures are written (default: figures)")
     parser.add_argument("--list", action="store_true", help="list the notebooks and exit")

@@ -120,15 +120,20 @@ class Pairs:
 
 def helpfulness_pairs(bandit: Bandit) -> Pairs:
     """Every pair whose helpfulness differs; chosen = the more helpful response (y_w)."""
-    idx = [(i, j) for i in range(len(bandit.names)) for j in range(len(bandit.names))
-           if bandit.helpful[i] > bandit.helpful[j]]
+    idx = [
+        (i, j)
+        for i in range(len(bandit.names))
+        for j in range(len(bandit.names))
+        if bandit.helpful[i] > bandit.helpful[j]
+    ]
     return _pairs(bandit, idx)
 
 
 def safety_pairs(bandit: Bandit) -> Pairs:
     """Every pair whose safety differs; chosen = the safe response (safety labels only)."""
-    idx = [(i, j) for i in range(len(bandit.names)) for j in range(len(bandit.names))
-           if bandit.safe[i] > bandit.safe[j]]
+    idx = [
+        (i, j) for i in range(len(bandit.names)) for j in range(len(bandit.names)) if bandit.safe[i] > bandit.safe[j]
+    ]
     return _pairs(bandit, idx)
 
 

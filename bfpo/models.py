@@ -1,0 +1,173 @@
+"""Models and tokenizers: tiny Llamas built from a config for CPU work, any hub causal LM for paper scale."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from bfpo.io import atomic_dir
+
+# The models of the paper (hub ids). The paper's code does not pin model revisions.
+MISTRAL_7B = "mistralai/Mistral-7B-v0.1"  # SFT start of the public-data experiment
+ZEPHYR_7B_BETA = "HuggingFaceH4/zephyr-7b-beta"  # start of the red-teaming experiment
+
+PAD, BOS, EOS = "<pad>", "<s>", "</s>"
+
+# How a prompt and a response become text for the tiny models (hub models use their chat template).
+PROMPT_FORMAT = "user: {prompt}\nassistant:"
+
+
+def format_prompt(prompt: str, tokenizer=None) -> str:
+    """The text the model is conditioned on: the tokenizer's chat template if it has one, else ours."""
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+    return PROMPT_FORMAT.format(prompt=prompt)
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on ``texts`` with ``tokenizers``, wrapped for ``transformers``."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, BOS, EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS)
+
+
+def tiny_llama(
+    tokenizer,
+    hidden_size: int = 128,
+    num_layers: int = 4,
+    num_heads: int = 4,
+    intermediate_size: int = 256,
+    max_position_embeddings: int = 128,
+    seed: int = 0,
+) -> LlamaForCausalLM:
+    """A small Llama (about 1M parameters with the defaults and 1,024 tokens), tied embeddings."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def save(model, tokenizer, path: str | os.PathLike) -> Path:
+    """``save_pretrained`` model and tokenizer into ``path`` atomically."""
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return Path(path)
+
+
+def load_model(name_or_path: str | os.PathLike, revision: str | None = None, dtype: torch.dtype | None = None):
+    """Any causal LM by hub id (``revision`` pins it) or local folder, with an error that names it."""
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(name_or_path), revision=revision, dtype=dtype)
+    except (OSError, ValueError) as e:
+        raise OSError(f"could not load a causal LM from {name_or_path!s}: {e}") from e
+
+
+def load_tokenizer(name_or_path: str | os.PathLike, revision: str | None = None):
+    try:
+        tok = AutoTokenizer.from_pretrained(str(name_or_path), revision=revision)
+    except (OSError, ValueError) as e:
+        raise OSError(f"could not load a tokenizer from {name_or_path!s}: {e}") from e
+    if tok.pad_token is None:  # Llama/Mistral tokenizers ship without one
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """``(trainable, total)`` parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
+
+
+def select_trainable(model, patterns: list[str] | None) -> tuple[int, int]:
+    """Freeze every parameter whose name contains none of ``patterns`` (None: train all).
+
+    The paper trains only the MLP ``down_proj`` weights. A pattern that matches nothing is an
+    error listing the parameter names, so a typo never trains the wrong thing.
+    """
+    names = [n for n, _ in model.named_parameters()]
+    if patterns:
+        for pattern in patterns:
+            if not any(pattern in n for n in names):
+                examples = sorted({n.split(".")[-2] for n in names if "." in n})
+                raise ValueError(f"trainable pattern {pattern!r} matches no parameter; names contain e.g. {examples}")
+    for name, p in model.named_parameters():
+        p.requires_grad_(not patterns or any(pattern in name for pattern in patterns))
+    return count_parameters(model)
+
+
+@torch.no_grad()
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    samples_per_prompt: int = 1,
+    max_new_tokens: int = 48,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> list[list[str]]:
+    """``samples_per_prompt`` sampled responses per prompt (greedy when ``temperature`` is 0).
+
+    Prompts are left-padded so that every row's generation starts at the same position.
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature: must be >= 0, got {temperature}")
+    model.eval()
+    torch.manual_seed(seed)
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    texts = [format_prompt(p, tokenizer) for p in prompts for _ in range(samples_per_prompt)]
+    outputs = []
+    try:
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start : start + batch_size]
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+            if tokenizer.bos_token_id is not None and not getattr(tokenizer, "chat_template", None):
+                bos = torch.full((len(chunk), 1), tokenizer.bos_token_id)
+                enc["input_ids"] = torch.cat([bos, enc["input_ids"]], 1)
+                enc["attention_mask"] = torch.cat([torch.ones_like(bos), enc["attention_mask"]], 1)
+            enc = {k: v.to(model.device) for k, v in enc.items()}
+            sampling = (
+                dict(do_sample=True, temperature=temperature, top_k=0) if temperature > 0 else dict(do_sample=False)
+            )
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                **sampling,
+            )
+            outputs += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+    return [
+        [o.strip() for o in outputs[i : i + samples_per_prompt]] for i in range(0, len(outputs), samples_per_prompt)
+    ]

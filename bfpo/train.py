@@ -1,0 +1,682 @@
+"""One trainer on ``accelerate`` for SFT and every pairwise preference loss of :mod:`bfpo.losses`.
+
+    python -m bfpo.train --config configs/safehelp_bfpo.yaml
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m bfpo.train --config ...
+
+How a step works (global batch G = per_device_batch_size x processes x gradient_accumulation_steps):
+
+* the step's G examples are fixed by (seed, step) alone: a share ``buffer_ratio`` comes from the
+  helpful-only buffer, the rest from the training pairs, shuffled together; rank r takes
+  micro-batch slices, so 1 process and 2 processes see the same global batch;
+* chosen and rejected go through the model in ONE forward pass ([2b, T]); log-probs are summed
+  over response tokens only (prompt and padding masked);
+* reference log-probs are computed once before training (with the start model, sharded across
+  processes) and cached on disk, keyed by the model's weights and the tokenized data;
+* the loss of each micro-batch is sum(per-example losses) / G (x processes, since DDP averages
+  gradients), so the gradient is the mean over the global batch however it is split.
+
+Checkpoints (model, optimizer, scheduler) are written every ``save_every`` steps with
+``accelerator.save_state`` into a temporary folder that replaces ``checkpoint/`` in one rename; a
+re-run with the same config resumes from it and ends where an uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from collections import defaultdict
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from bfpo import data as bdata
+from bfpo import losses, models
+from bfpo.io import atomic_path, write_json
+
+log = logging.getLogger("bfpo.train")
+
+COMBOS = {(1, 1): "safe>safe", (1, 0): "safe>unsafe", (0, 1): "unsafe>safe", (0, 0): "unsafe>unsafe"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; YAML files hold the same keys."""
+
+    model: str  # start (and reference) model: local folder or hub id
+    output_dir: str
+    train_data: str  # a folder written by bfpo.data.save, or a .jsonl in the pair (or SFT) schema
+    mode: str = "preference"  # "preference" or "sft"
+    loss: str = "bfpo"  # a pairwise loss of PAIR_LOSSES (preference mode)
+    revision: str | None = None  # hub revision of `model`
+    buffer_data: str | None = None  # helpful-only pairs mixed into every step (BFPO's buffer)
+    buffer_ratio: float = 0.5  # share of each global batch taken from the buffer
+    max_train_examples: int | None = None  # use only the first N training examples
+    beta: float = 0.1  # KL strength (the BFPO paper's tau)
+    alpha: float = 0.5  # BFPO's B2
+    b1: float = 3.0  # BFPO's B1
+    label_smoothing: float = 0.0  # DPO only
+    learning_rate: float = 1e-4
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    max_grad_norm: float = 1.0
+    num_epochs: float = 1.0
+    max_steps: int | None = None  # overrides num_epochs
+    per_device_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    max_length: int = 128
+    max_prompt_length: int = 64
+    trainable: list[str] | None = None  # name patterns of trained parameters (paper: ["down_proj"])
+    mixed_precision: str = "auto"  # "auto" (bf16 where supported), "no", "bf16"
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    save_every: int = 0  # steps between checkpoints; 0: none until the end
+    log_every: int = 1
+    ref_cache_dir: str | None = None  # default: <output_dir>/ref_cache
+    num_threads: int | None = None  # torch CPU threads per process
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.mode not in ("preference", "sft"):
+            raise ValueError(f"mode: expected 'preference' or 'sft', got {self.mode!r}")
+        if self.mode == "preference" and self.loss not in PAIR_LOSSES:
+            losses.get(self.loss)  # an unknown name gets the registry's error listing every loss
+            raise ValueError(f"loss {self.loss!r} is not a pairwise loss; the trainer takes {sorted(PAIR_LOSSES)}")
+        if not 0.0 <= self.buffer_ratio < 1.0:
+            raise ValueError(f"buffer_ratio: must lie in [0, 1), got {self.buffer_ratio}")
+        for name in ("per_device_batch_size", "gradient_accumulation_steps", "max_length", "max_prompt_length"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.mixed_precision not in ("auto", "no", "bf16"):
+            raise ValueError(f"mixed_precision: expected 'auto', 'no' or 'bf16', got {self.mixed_precision!r}")
+        self.adam_betas = tuple(self.adam_betas)
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str = "config") -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+        missing = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in values]
+        if missing:
+            raise ValueError(f"{where}: missing required key(s) {missing}")
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, overrides: dict | None = None) -> TrainConfig:
+        with open(path, encoding="utf-8") as f:
+            values = yaml.safe_load(f) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a mapping of config keys")
+        return cls.from_dict({**values, **(overrides or {})}, where=str(path))
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["adam_betas"] = list(self.adam_betas)
+        return d
+
+
+# ---------------------------------------------------------------------------------------------
+# Pairwise losses: how the trainer calls each one
+# ---------------------------------------------------------------------------------------------
+
+
+def _bfpo(b, cfg):
+    return losses.bfpo_loss(*b.logps4, b.chosen_safe, b.rejected_safe, beta=cfg.beta, alpha=cfg.alpha, b1=cfg.b1)
+
+
+def _dpo(b, cfg):
+    return losses.dpo_loss(*b.logps4, beta=cfg.beta, label_smoothing=cfg.label_smoothing)
+
+
+def _ipo(b, cfg):
+    return losses.ipo_loss(*b.logps4, beta=cfg.beta)
+
+
+PAIR_LOSSES = {"bfpo": _bfpo, "dpo": _dpo, "ipo": _ipo}
+"""Loss name -> ``f(batch, config) -> per-example losses [b]``. Baselines add theirs here."""
+
+
+@dataclass
+class PairBatch:
+    chosen_logps: torch.Tensor  # [b]
+    rejected_logps: torch.Tensor  # [b]
+    ref_chosen_logps: torch.Tensor  # [b]
+    ref_rejected_logps: torch.Tensor  # [b]
+    chosen_safe: torch.Tensor  # [b] float 0/1
+    rejected_safe: torch.Tensor  # [b]
+    chosen_tokens: torch.Tensor  # [b] response lengths
+    rejected_tokens: torch.Tensor  # [b]
+
+    @property
+    def logps4(self):
+        return self.chosen_logps, self.rejected_logps, self.ref_chosen_logps, self.ref_rejected_logps
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizing and log-probs
+# ---------------------------------------------------------------------------------------------
+
+
+def load_examples(path: str, mode: str, where: str) -> list[dict]:
+    """Pairs (or SFT examples) from a saved Dataset folder or a jsonl file, validated."""
+    p = Path(path)
+    if p.is_dir():
+        ds = bdata.load(p)
+    elif p.is_file():
+        import datasets
+
+        ds = datasets.Dataset.from_list([r for _, r in bdata.read_jsonl(p)])
+    else:
+        raise FileNotFoundError(f"{where}: {path} is neither a saved dataset folder nor a file")
+    if mode == "sft":
+        missing = [c for c in ("prompt", "response") if c not in ds.column_names]
+        if missing:
+            raise bdata.DataError(path, None, missing[0], "missing column (SFT data needs prompt and response)")
+        return ds.select_columns(["prompt", "response"]).to_list()
+    return bdata.validate_pairs(ds, where=path).to_list()
+
+
+def encode_prompt(tokenizer, prompt: str, max_prompt_length: int) -> list[int]:
+    ids = tokenizer(models.format_prompt(prompt, tokenizer), add_special_tokens=False).input_ids
+    if tokenizer.bos_token_id is not None and (not ids or ids[0] != tokenizer.bos_token_id):
+        ids = [tokenizer.bos_token_id] + ids
+    return ids[-max_prompt_length:]  # keep the end of a long prompt, as TRL does
+
+
+def encode_response(tokenizer, response: str, budget: int) -> list[int]:
+    ids = tokenizer(" " + response.strip(), add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    return ids[: max(budget, 0)]
+
+
+def tokenize(examples: list[dict], tokenizer, cfg: TrainConfig, mode: str) -> tuple[list[dict], int]:
+    """Token ids per example; an example whose response is truncated away entirely is dropped and counted."""
+    out, dropped = [], 0
+    for ex in examples:
+        prompt_ids = encode_prompt(tokenizer, ex["prompt"], cfg.max_prompt_length)
+        budget = cfg.max_length - len(prompt_ids)
+        if mode == "sft":
+            resp = encode_response(tokenizer, ex["response"], budget)
+            if not resp:
+                dropped += 1
+                continue
+            out.append({"prompt": prompt_ids, "responses": [resp]})
+            continue
+        chosen = encode_response(tokenizer, ex["chosen"], budget)
+        rejected = encode_response(tokenizer, ex["rejected"], budget)
+        if not chosen or not rejected:
+            dropped += 1
+            continue
+        out.append(
+            {
+                "prompt": prompt_ids,
+                "responses": [chosen, rejected],
+                "safe": [float(ex["chosen_safe"]), float(ex["rejected_safe"])],
+            }
+        )
+    return out, dropped
+
+
+def collate(sequences: list[tuple[list[int], list[int]]], pad_id: int):
+    """``[(prompt_ids, response_ids)]`` -> input_ids, attention_mask, response_mask, all [N, T]."""
+    width = max(len(p) + len(r) for p, r in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(sequences), width), dtype=torch.long)
+    response = torch.zeros((len(sequences), width), dtype=torch.bool)
+    for i, (p, r) in enumerate(sequences):
+        n = len(p) + len(r)
+        input_ids[i, :n] = torch.tensor(p + r)
+        attention[i, :n] = 1
+        response[i, len(p) : n] = True
+    return input_ids, attention, response
+
+
+def sequence_logps(model, input_ids, attention_mask, response_mask):
+    """Summed log-probs of the response tokens, and their counts: ([N], [N]).
+
+    Position t predicts token t+1, so logits [:, :-1] are scored against ids [:, 1:] and the mask
+    is shifted the same way; prompt and padding contribute nothing.
+    """
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()  # [N, T-1, V]
+    targets = input_ids[:, 1:]  # [N, T-1]
+    mask = response_mask[:, 1:]  # [N, T-1]
+    token_logps = torch.gather(logits.log_softmax(-1), 2, targets.unsqueeze(-1)).squeeze(-1)  # [N, T-1]
+    return (token_logps * mask).sum(-1), mask.sum(-1)
+
+
+def micro_batch_sequences(items: list[dict]) -> list[tuple[list[int], list[int]]]:
+    """All chosen first, then all rejected: one concatenated forward pass for the pair batch."""
+    n = len(items[0]["responses"])
+    return [(it["prompt"], it["responses"][k]) for k in range(n) for it in items]
+
+
+# ---------------------------------------------------------------------------------------------
+# The schedule of examples: fixed by (seed, step), independent of the number of processes
+# ---------------------------------------------------------------------------------------------
+
+
+class StepSchedule:
+    """Which example ids make up global step ``s``; ids >= n_main index the buffer."""
+
+    def __init__(self, n_main: int, n_buffer: int, global_batch: int, buffer_ratio: float, seed: int):
+        self.n_main, self.n_buffer, self.seed = n_main, n_buffer, seed
+        self.from_buffer = round(global_batch * buffer_ratio) if n_buffer else 0
+        self.from_main = global_batch - self.from_buffer
+        if self.from_main < 1:
+            raise ValueError("buffer_ratio leaves no room for training pairs in a global batch")
+        self._perms: dict[tuple[str, int], list[int]] = {}
+
+    def _stream(self, name: str, n: int, start: int, count: int) -> list[int]:
+        out = []
+        for pos in range(start, start + count):
+            epoch, i = divmod(pos, n)
+            key = (name, epoch)
+            if key not in self._perms:
+                g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 2 + (name == "buffer"))
+                self._perms[key] = torch.randperm(n, generator=g).tolist()
+                self._perms.pop((name, epoch - 2), None)
+            out.append(self._perms[key][i])
+        return out
+
+    def steps_per_epoch(self) -> float:
+        return self.n_main / self.from_main
+
+    def ids(self, step: int) -> list[int]:
+        ids = self._stream("main", self.n_main, step * self.from_main, self.from_main)
+        if self.from_buffer:
+            buf = self._stream("buffer", self.n_buffer, step * self.from_buffer, self.from_buffer)
+            ids += [self.n_main + b for b in buf]
+            g = torch.Generator().manual_seed(self.seed * 7919 + step)
+            ids = [ids[k] for k in torch.randperm(len(ids), generator=g).tolist()]
+        return ids
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference log-probs, cached on disk
+# ---------------------------------------------------------------------------------------------
+
+
+def model_fingerprint(name_or_path: str, revision: str | None) -> str:
+    """sha256 of a local model's weight files, else the hub id and revision."""
+    p = Path(name_or_path)
+    h = hashlib.sha256()
+    files = sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin")) if p.is_dir() else []
+    if not files:
+        h.update(f"{name_or_path}@{revision}".encode())
+    for f in files:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def data_fingerprint(items: list[dict]) -> str:
+    h = hashlib.sha256()
+    for it in items:
+        h.update(json.dumps([it["prompt"], it["responses"]]).encode())
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def reference_logps(model, items, batch_size, accelerator, pad_id, desc="reference log-probs") -> torch.Tensor:
+    """Log-probs [len(items), n_responses] under ``model``; each process takes every world-th item."""
+    world, rank = accelerator.num_processes, accelerator.process_index
+    n = len(items)
+    per_rank = math.ceil(n / world)
+    mine = [min(rank + world * k, n - 1) for k in range(per_rank)]  # padded with the last item
+    n_resp = len(items[0]["responses"])
+    out = torch.zeros(per_rank, n_resp)
+    model.eval()
+    bar = tqdm(range(0, per_rank, batch_size), desc=desc, disable=not accelerator.is_main_process, leave=False)
+    for start in bar:
+        chunk = [items[i] for i in mine[start : start + batch_size]]
+        ids, attn, resp = (t.to(accelerator.device) for t in collate(micro_batch_sequences(chunk), pad_id))
+        logps, _ = sequence_logps(model, ids, attn, resp)
+        out[start : start + len(chunk)] = logps.view(n_resp, len(chunk)).T.cpu()
+    gathered = accelerator.gather(out.to(accelerator.device)).cpu().view(world, per_rank, n_resp)
+    full = torch.zeros(n, n_resp)
+    for r in range(world):
+        idx = [r + world * k for k in range(per_rank) if r + world * k < n]
+        full[idx] = gathered[r, : len(idx)]
+    model.train()
+    return full
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer
+# ---------------------------------------------------------------------------------------------
+
+
+def _mixed_precision(cfg: TrainConfig) -> str:
+    if cfg.mixed_precision == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return cfg.mixed_precision
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run (or resume) training as configured; returns the summary also written to ``train_summary.json``."""
+    from accelerate import Accelerator
+    from transformers import get_scheduler
+
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    out = Path(cfg.output_dir)
+    done = completed(out, cfg)
+    if done is not None:
+        log.info("%s already holds a finished run of this config; nothing to do", out)
+        return done
+    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg))
+    main = accelerator.is_main_process
+    world = accelerator.num_processes
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", cfg.to_dict())
+    torch.manual_seed(cfg.seed)
+
+    tokenizer = models.load_tokenizer(cfg.model, cfg.revision)
+    model = models.load_model(cfg.model, cfg.revision)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    trainable, total = models.select_trainable(model, cfg.trainable)
+
+    # --- data
+    examples = load_examples(cfg.train_data, cfg.mode, "train_data")
+    if cfg.max_train_examples:
+        examples = examples[: cfg.max_train_examples]
+    items, dropped = tokenize(examples, tokenizer, cfg, cfg.mode)
+    n_main = len(items)
+    n_buffer, dropped_buffer = 0, 0
+    if cfg.buffer_data and cfg.mode == "preference":
+        buffer_items, dropped_buffer = tokenize(
+            load_examples(cfg.buffer_data, "preference", "buffer_data"), tokenizer, cfg, "preference"
+        )
+        items += buffer_items
+        n_buffer = len(buffer_items)
+    for what, n in (("training", dropped), ("buffer", dropped_buffer)):
+        if n:
+            log.warning(
+                "skipped %d %s example(s) whose response was truncated away (max_length %d)", n, what, cfg.max_length
+            )
+    if not n_main:
+        raise ValueError(f"{cfg.train_data}: no training example left after truncation to max_length {cfg.max_length}")
+
+    global_batch = cfg.per_device_batch_size * world * cfg.gradient_accumulation_steps
+    schedule = StepSchedule(n_main, n_buffer, global_batch, cfg.buffer_ratio, cfg.seed)
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.num_epochs * schedule.steps_per_epoch()))
+
+    # --- reference log-probs (the start model is the reference)
+    ref = None
+    if cfg.mode == "preference":
+        cache_dir = Path(cfg.ref_cache_dir or out / "ref_cache")
+        key = hashlib.sha256(
+            (model_fingerprint(cfg.model, cfg.revision) + data_fingerprint(items)).encode()
+        ).hexdigest()[:24]
+        cache = cache_dir / f"ref_logps_{key}.pt"
+        if cache.is_file():
+            ref = torch.load(cache)
+        else:
+            model.to(accelerator.device)
+            ref = reference_logps(model, items, cfg.per_device_batch_size * 2, accelerator, tokenizer.pad_token_id)
+            if main:
+                with atomic_path(cache) as tmp:
+                    torch.save(ref, tmp)
+        if ref.shape != (len(items), 2):
+            raise ValueError(f"{cache}: cached reference log-probs do not match the data; delete the file")
+
+    # --- optimisation
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=cfg.adam_betas, weight_decay=cfg.weight_decay)
+    scheduler = get_scheduler(
+        cfg.lr_scheduler,
+        optimizer,
+        num_warmup_steps=int(cfg.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    model.train()
+
+    ckpt = out / "checkpoint"
+    metrics_path = out / "metrics.jsonl"
+    start_step = 0
+    if (ckpt / "trainer_state.json").is_file():
+        accelerator.load_state(str(ckpt))
+        start_step = json.loads((ckpt / "trainer_state.json").read_text())["step"]
+        if main:
+            log.info("resuming from %s at step %d", ckpt, start_step)
+            _truncate_metrics(metrics_path, start_step)
+    elif main and metrics_path.exists():
+        metrics_path.unlink()
+
+    pad_id = tokenizer.pad_token_id
+    per_dev = cfg.per_device_batch_size
+    bar = tqdm(
+        total=total_steps,
+        initial=start_step,
+        desc=f"{cfg.mode} ({cfg.loss if cfg.mode == 'preference' else 'nll'})",
+        disable=not (main and cfg.progress),
+    )
+    last = {}
+    t_start = time.perf_counter()
+    for step in range(start_step, total_steps):
+        t0 = time.perf_counter()
+        ids = schedule.ids(step)
+        if cfg.mode == "sft":
+            global_tokens = sum(len(items[i]["responses"][0]) for i in ids)
+        stats = defaultdict(list)
+        tokens = 0
+        for m in range(cfg.gradient_accumulation_steps):
+            lo = (m * world + accelerator.process_index) * per_dev
+            mb = [items[i] for i in ids[lo : lo + per_dev]]
+            input_ids, attn, resp = (t.to(accelerator.device) for t in collate(micro_batch_sequences(mb), pad_id))
+            tokens += int(attn.sum())
+            sync = m == cfg.gradient_accumulation_steps - 1
+            with nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
+                logps, n_tok = sequence_logps(model, input_ids, attn, resp)
+                if cfg.mode == "sft":
+                    per_example = -logps
+                    loss = per_example.sum() / global_tokens * world
+                else:
+                    b = len(mb)
+                    mb_ids = torch.tensor(ids[lo : lo + per_dev])
+                    batch = PairBatch(
+                        logps[:b],
+                        logps[b:],
+                        ref[mb_ids, 0].to(logps),
+                        ref[mb_ids, 1].to(logps),
+                        torch.tensor([it["safe"][0] for it in mb]),
+                        torch.tensor([it["safe"][1] for it in mb]),
+                        n_tok[:b],
+                        n_tok[b:],
+                    )
+                    per_example = PAIR_LOSSES[cfg.loss](batch, cfg)
+                    loss = per_example.sum() / global_batch * world
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"non-finite loss at step {step} (micro-batch {m}); lower the learning rate or check the data"
+                    )
+                accelerator.backward(loss)
+            stats["loss"].append(per_example.detach())
+            if cfg.mode == "preference":
+                stats["h"].append(
+                    (
+                        batch.chosen_logps - batch.rejected_logps - batch.ref_chosen_logps + batch.ref_rejected_logps
+                    ).detach()
+                )
+                stats["d_chosen"].append((batch.chosen_logps - batch.ref_chosen_logps).detach())
+                stats["d_rejected"].append((batch.rejected_logps - batch.ref_rejected_logps).detach())
+                stats["combo"].append(batch.chosen_safe * 2 + batch.rejected_safe)
+            else:
+                stats["tokens"].append(n_tok.float())
+        grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm else None
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        gathered = {k: accelerator.gather(torch.cat(v).to(accelerator.device)).cpu() for k, v in stats.items()}
+        tokens = int(accelerator.gather(torch.tensor([tokens], device=accelerator.device)).sum())
+        record = _step_metrics(
+            step + 1, gathered, cfg, scheduler.get_last_lr()[0], grad_norm, tokens, time.perf_counter() - t0
+        )
+        last = record
+        if main and ((step + 1) % cfg.log_every == 0 or step + 1 == total_steps):
+            with open(metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        bar.update(1)
+        bar.set_postfix(loss=f"{record['loss']:.4g}")
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total_steps:
+            _save_checkpoint(accelerator, ckpt, step + 1)
+    bar.close()
+
+    # each process leaves a note, so a run can show that every rank took part
+    write_json(
+        out / "ranks" / f"rank{accelerator.process_index}.json",
+        {"rank": accelerator.process_index, "world_size": world, "pid": os.getpid(), "steps": total_steps - start_step},
+    )
+    accelerator.wait_for_everyone()
+    if main:
+        models.save(accelerator.unwrap_model(model), tokenizer, out / "model")
+    summary = {
+        "steps": total_steps,
+        "resumed_from": start_step,
+        "processes": world,
+        "global_batch": global_batch,
+        "train_examples": n_main,
+        "buffer_examples": n_buffer,
+        "skipped_truncated": dropped + dropped_buffer,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "seconds": time.perf_counter() - t_start,
+        "final": last,
+        "mixed_precision": _mixed_precision(cfg),
+    }
+    if main:
+        write_json(out / "train_summary.json", summary)  # marks the run complete
+        shutil.rmtree(ckpt, ignore_errors=True)  # the final model supersedes it
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
+
+
+def completed(output_dir: str | os.PathLike, cfg: TrainConfig) -> dict | None:
+    """The summary of a finished run of the same config in ``output_dir``, else None."""
+    out = Path(output_dir)
+    summary, config = out / "train_summary.json", out / "config.json"
+    if not (summary.is_file() and config.is_file() and (out / "model" / "config.json").is_file()):
+        return None
+    if json.loads(config.read_text()) != json.loads(json.dumps(cfg.to_dict())):
+        return None
+    return json.loads(summary.read_text())
+
+
+def _step_metrics(step, g, cfg, lr, grad_norm, tokens, seconds) -> dict:
+    record = {"step": step, "loss": float(g["loss"].mean()), "lr": lr, "tokens_per_s": tokens / max(seconds, 1e-9)}
+    if grad_norm is not None:
+        record["grad_norm"] = float(grad_norm)
+    if "h" in g:
+        h = g["h"]
+        record["margin"] = float(cfg.beta * h.mean())  # implicit reward margin beta * h
+        record["accuracy"] = float((h > 0).float().mean())
+        record["chosen_logp_change"] = float(g["d_chosen"].mean())
+        record["rejected_logp_change"] = float(g["d_rejected"].mean())
+        for code, name in ((3, "safe>safe"), (2, "safe>unsafe"), (1, "unsafe>safe"), (0, "unsafe>unsafe")):
+            sel = g["combo"] == code
+            if sel.any():
+                record[f"margin/{name}"] = float(cfg.beta * h[sel].mean())
+                record[f"accuracy/{name}"] = float((h[sel] > 0).float().mean())
+    return record
+
+
+def _save_checkpoint(accelerator, ckpt: Path, step: int) -> None:
+    """Write the training state to ``ckpt`` so that a killed run never leaves half a checkpoint."""
+    tmp = ckpt.with_name(f".{ckpt.name}.tmp")
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json(tmp / "trainer_state.json", {"step": step})
+        old = ckpt.with_name(f".{ckpt.name}.old")
+        if ckpt.exists():
+            os.replace(ckpt, old)
+        os.replace(tmp, ckpt)
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line and json.loads(line)["step"] <= step]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def read_metrics(output_dir: str | os.PathLike) -> list[dict]:
+    path = Path(output_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+
+
+def _parse_override(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--set expects key=value, got {text!r}")
+    key, value = text.split("=", 1)
+    return key, yaml.safe_load(value)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bfpo.train",
+        description="Train with SFT or a pairwise preference loss (BFPO, DPO, IPO) on one or many processes. "
+        "Launch with `accelerate launch [--multi_gpu --num_processes N] -m bfpo.train ...` for several; "
+        "set ACCELERATE_USE_CPU=1 for CPU processes (gloo). A re-run resumes from <output_dir>/checkpoint.",
+        epilog="Config keys (YAML): " + ", ".join(f.name for f in dataclasses.fields(TrainConfig)),
+    )
+    parser.add_argument("--config", required=True, help="YAML file of TrainConfig keys")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        type=_parse_override,
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable), e.g. --set max_steps=10",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = TrainConfig.from_yaml(args.config, dict(args.overrides))
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+    summary = train(cfg)
+    if summary and int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({k: v for k, v in summary.items() if k != "final"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""The trainer: config errors, log-prob masking, schedules, BFPO margins, selective tuning, resume, 2 processes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from bfpo import models, train
+
+
+def config(tiny_world, tmp_path, **overrides):
+    values = dict(
+        model=str(tiny_world / "init"),
+        output_dir=str(tmp_path / "run"),
+        train_data=str(tiny_world / "pairs"),
+        buffer_data=str(tiny_world / "buffer"),
+        buffer_ratio=0.25,
+        loss="bfpo",
+        beta=0.5,
+        learning_rate=3e-3,
+        per_device_batch_size=8,
+        max_steps=12,
+        max_length=64,
+        progress=False,
+        num_threads=1,
+    )
+    values.update(overrides)
+    return train.TrainConfig(**values)
+
+
+def weights(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+# --- config -------------------------------------------------------------------------------------
+
+
+def test_config_errors(tmp_path):
+    base = dict(model="m", output_dir="o", train_data="d")
+    with pytest.raises(ValueError, match="unknown loss 'bfpoo'; known losses"):
+        train.TrainConfig(**base, loss="bfpoo")
+    with pytest.raises(ValueError, match="'reward_model' is not a pairwise loss"):
+        train.TrainConfig(**base, loss="reward_model")
+    with pytest.raises(ValueError, match="mode: expected"):
+        train.TrainConfig(**base, mode="rl")
+    path = tmp_path / "c.yaml"
+    path.write_text("model: m\noutput_dir: o\ntrain_data: d\nlearning_rat: 0.1\n")
+    with pytest.raises(ValueError, match=r"c.yaml: unknown key\(s\) \['learning_rat'\]"):
+        train.TrainConfig.from_yaml(path)
+    path.write_text("model: m\n")
+    with pytest.raises(ValueError, match=r"missing required key\(s\) \['output_dir', 'train_data'\]"):
+        train.TrainConfig.from_yaml(path)
+    assert train.TrainConfig.from_yaml(path, {"output_dir": "o", "train_data": "d", "beta": 0.01}).beta == 0.01
+
+
+def test_unknown_parameter_group(tiny_world, tmp_path):
+    with pytest.raises(ValueError, match="trainable pattern 'down_projj' matches no parameter"):
+        train.train(config(tiny_world, tmp_path, trainable=["down_projj"]))
+
+
+def test_cli_help():
+    out = subprocess.run([sys.executable, "-m", "bfpo.train", "--help"], capture_output=True, text=True, check=True)
+    assert "--config" in out.stdout and "accelerate launch" in out.stdout and "buffer_ratio" in out.stdout
+
+
+# --- log-probs and schedule ---------------------------------------------------------------------
+
+
+def test_sequence_logps_count_response_tokens_only(tiny_world):
+    model = models.load_model(tiny_world / "init")
+    prompt, response = [1, 5, 6, 7], [8, 9, 2]
+    ids, attn, mask = train.collate([(prompt, response), (prompt[:2], response[:1])], pad_id=0)
+    logps, n = train.sequence_logps(model, ids, attn, mask)
+    assert n.tolist() == [3, 1]
+    with torch.no_grad():
+        full = model(input_ids=torch.tensor([prompt + response])).logits.log_softmax(-1)[0]
+    by_hand = sum(full[len(prompt) - 1 + k, t] for k, t in enumerate(response))
+    assert torch.allclose(logps[0], by_hand, atol=1e-5)
+
+
+def test_schedule_is_fixed_by_seed_and_step():
+    a = train.StepSchedule(n_main=50, n_buffer=20, global_batch=8, buffer_ratio=0.25, seed=3)
+    b = train.StepSchedule(n_main=50, n_buffer=20, global_batch=8, buffer_ratio=0.25, seed=3)
+    assert [a.ids(s) for s in range(20)] == [b.ids(s) for s in range(20)]
+    ids = a.ids(4)
+    assert len(ids) == 8 and sum(i >= 50 for i in ids) == 2
+    first_epoch = [i for s in range(int(50 / 6)) for i in a.ids(s) if i < 50]
+    assert len(first_epoch) == len(set(first_epoch)), "no pair repeats within an epoch"
+
+
+def test_truncated_away_pairs_are_counted(tiny_world, tmp_path, caplog):
+    cfg = config(tiny_world, tmp_path / "a", max_length=8, max_prompt_length=8, max_steps=1, buffer_data=None)
+    with pytest.raises(ValueError, match="no training example left after truncation to max_length 8"):
+        train.train(cfg)
+    summary = train.train(
+        config(tiny_world, tmp_path / "b", max_length=16, max_prompt_length=64, max_steps=1, buffer_data=None)
+    )
+    assert 0 < summary["skipped_truncated"] < 240 and summary["train_examples"] == 240 - summary["skipped_truncated"]
+    assert f"skipped {summary['skipped_truncated']} training example(s)" in caplog.text
+    cfg = config(tiny_world, tmp_path, max_length=20, max_prompt_length=12)
+    items, dropped = train.tokenize(
+        train.load_examples(cfg.train_data, "preference", "x"), models.load_tokenizer(cfg.model), cfg, "preference"
+    )
+    assert all(len(it["prompt"]) <= 12 for it in items)
+    assert all(len(it["prompt"]) + len(r) <= 20 for it in items for r in it["responses"])
+
+
+def test_non_finite_loss_is_an_error(tiny_world, tmp_path, monkeypatch):
+    monkeypatch.setitem(train.PAIR_LOSSES, "bfpo", lambda b, cfg: b.chosen_logps * float("nan"))
+    with pytest.raises(FloatingPointError, match="non-finite loss at step 0"):
+        train.train(config(tiny_world, tmp_path))
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+def test_bfpo_moves_margins_as_the_theory_says(tiny_world, tmp_path):
+    summary = train.train(config(tiny_world, tmp_path, max_steps=60, log_every=1, buffer_data=None))
+    metrics = train.read_metrics(tmp_path / "run")
+    assert len(metrics) == 60 and summary["steps"] == 60
+    late = metrics[-20:]
+    margin = {
+        c: sum(m[f"margin/{c}"] for m in late if f"margin/{c}" in m) / sum(f"margin/{c}" in m for m in late)
+        for c in ("safe>safe", "safe>unsafe", "unsafe>safe", "unsafe>unsafe")
+    }
+    # the target of each combination is g: +0.5, +1, -1, -0.5 (beta * h -> g)
+    assert margin["safe>unsafe"] > margin["safe>safe"] > 0 > margin["unsafe>unsafe"] > margin["unsafe>safe"], margin
+    assert metrics[-1]["loss"] < metrics[0]["loss"]
+    loaded = models.load_model(tmp_path / "run" / "model")  # loadable by from_pretrained
+    assert sum(p.numel() for p in loaded.parameters()) == summary["total_parameters"]
+
+
+def test_selective_tuning_changes_only_named_parameters(tiny_world, tmp_path):
+    summary = train.train(config(tiny_world, tmp_path, trainable=["down_proj"], max_steps=3))
+    before, after = weights(tiny_world / "init"), weights(tmp_path / "run" / "model")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all("down_proj" in k for k in changed)
+    assert changed == {k for k in before if "down_proj" in k}
+    assert summary["trainable_parameters"] == sum(before[k].numel() for k in changed) < summary["total_parameters"]
+
+
+def test_sft_mode_lowers_the_nll(tiny_world, tmp_path):
+    cfg = config(
+        tiny_world,
+        tmp_path,
+        mode="sft",
+        train_data=str(tiny_world / "sft"),
+        buffer_data=None,
+        learning_rate=1e-2,
+        max_steps=30,
+    )
+    train.train(cfg)
+    metrics = train.read_metrics(tmp_path / "run")
+    assert sum(m["loss"] for m in metrics[-5:]) < 0.7 * sum(m["loss"] for m in metrics[:5])
+
+
+def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tiny_world, tmp_path, monkeypatch):
+    straight = config(tiny_world, tmp_path / "a", max_steps=10)
+    train.train(straight)
+    resumed = config(tiny_world, tmp_path / "b", max_steps=10, save_every=4)
+    original = train._step_metrics
+
+    def killed_at_step_7(step, *args, **kwargs):
+        if step == 7:
+            raise KeyboardInterrupt("killed")
+        return original(step, *args, **kwargs)
+
+    monkeypatch.setattr(train, "_step_metrics", killed_at_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(resumed)
+    assert json.loads((tmp_path / "b" / "run" / "checkpoint" / "trainer_state.json").read_text()) == {"step": 4}
+    assert not (tmp_path / "b" / "run" / "model").exists()
+    monkeypatch.setattr(train, "_step_metrics", original)
+    summary = train.train(resumed)
+    assert summary["resumed_from"] == 4
+    a, b = weights(tmp_path / "a" / "run" / "model"), weights(tmp_path / "b" / "run" / "model")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    steps = [m["step"] for m in train.read_metrics(tmp_path / "b" / "run")]
+    assert steps == list(range(1, 11)), "the metrics log holds each step once"
+    assert train.train(resumed) == summary, "a finished run is not trained again"
+
+
+def test_reference_logps_are_cached(tiny_world, tmp_path):
+    cache = tmp_path / "cache"
+    train.train(config(tiny_world, tmp_path / "a", max_steps=2, ref_cache_dir=str(cache)))
+    files = list(cache.glob("ref_logps_*.pt"))
+    assert len(files) == 1 and torch.load(files[0]).shape == (240 + 80, 2)
+    train.train(config(tiny_world, tmp_path / "b", max_steps=2, ref_cache_dir=str(cache), max_train_examples=100))
+    assert len(list(cache.glob("ref_logps_*.pt"))) == 2, "other data, other key"
+
+
+def test_one_and_two_processes_give_the_same_losses(tiny_world, tmp_path):
+    """Two gloo processes (per-device batch 4) against one (batch 8): same global batches, same losses."""
+    one = config(tiny_world, tmp_path / "one", max_steps=6, per_device_batch_size=8)
+    train.train(one)
+    two_dir = tmp_path / "two" / "run"
+    cfg_path = tmp_path / "two.yaml"
+    values = one.to_dict() | {"output_dir": str(two_dir), "per_device_batch_size": 4}
+    cfg_path.write_text(json.dumps(values))  # JSON is YAML
+    env = os.environ | {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    proc = subprocess.run(
+        [
+            accelerate,
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            "29517",
+            "-m",
+            "bfpo.train",
+            "--config",
+            str(cfg_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = sorted(json.loads(p.read_text())["rank"] for p in (two_dir / "ranks").glob("rank*.json"))
+    assert ranks == [0, 1]
+    summary = json.loads((two_dir / "train_summary.json").read_text())
+    assert summary["processes"] == 2 and summary["global_batch"] == 8
+    m1, m2 = train.read_metrics(tmp_path / "one" / "run"), train.read_metrics(two_dir)
+    assert [m["step"] for m in m1] == [m["step"] for m in m2]
+    for a, b in zip(m1, m2, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5), (a, b)
+        assert a["margin"] == pytest.approx(b["margin"], rel=1e-4, abs=1e-5)
