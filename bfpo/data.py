@@ -368,6 +368,49 @@ def helpful_buffer_pairs(
 
 
 # ---------------------------------------------------------------------------------------------
+# SFT data of the paper: UltraChat plus PKU-SafeRLHF safer responses
+# ---------------------------------------------------------------------------------------------
+
+ULTRACHAT = ("HuggingFaceH4/ultrachat_200k", None)
+
+
+def ultrachat_sft(
+    path_or_dataset=ULTRACHAT[0], split: str = "train_sft", *, skip_invalid: bool = False, skipped: list | None = None
+) -> datasets.Dataset:
+    """UltraChat as SFT examples: the first user turn as the prompt, the assistant's reply as the target.
+
+    Records need ``messages``: a list of ``{"role", "content"}`` with a user turn followed by an
+    assistant turn (the format of ``HuggingFaceH4/ultrachat_200k``).
+    """
+    where, rows = _records(path_or_dataset, ULTRACHAT, split)
+
+    def convert(where, line, r):
+        messages = r.get("messages")
+        if not isinstance(messages, list) or len(messages) < 2 or not all(isinstance(m, dict) for m in messages):
+            raise DataError(where, line, "messages", "expected a list of at least two chat messages")
+        user, reply = messages[0], messages[1]
+        if user.get("role") != "user" or reply.get("role") != "assistant":
+            raise DataError(where, line, "messages", "expected a user turn followed by an assistant turn")
+        prompt = _text(where, line, user, "content")
+        response = _text(where, line, reply, "content")
+        return {"prompt": prompt, "response": response, "source": "ultrachat"}
+
+    return datasets.Dataset.from_list(_collect(where, rows, convert, skip_invalid, skipped), features=SFT_FEATURES)
+
+
+def sft_mix(general: datasets.Dataset, safety: datasets.Dataset, safety_share: float = 0.2, seed: int = 0):
+    """The paper's SFT mix: ``general`` plus enough ``safety`` examples to make ``safety_share`` of the
+    total (20% PKU-SafeRLHF safer responses in the paper), shuffled."""
+    if not 0 <= safety_share < 1:
+        raise ValueError(f"safety_share: must lie in [0, 1), got {safety_share}")
+    wanted = round(len(general) * safety_share / (1 - safety_share))
+    if wanted > len(safety):
+        raise ValueError(f"safety_share {safety_share} needs {wanted} safety examples, only {len(safety)} given")
+    mixed = datasets.concatenate_datasets([general, safety.shuffle(seed=seed).select(range(wanted))])
+    return mixed.shuffle(seed=seed)
+
+
+# ---------------------------------------------------------------------------------------------
 # Red-teaming data: a model's own generations, labelled by a judge
 # ---------------------------------------------------------------------------------------------
 

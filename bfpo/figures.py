@@ -151,3 +151,78 @@ def plot_label_combinations(counts: dict[str, dict[str, int]], targets: dict[str
     )
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False, title="labels (BFPO target)")
     return fig
+
+
+def _smooth(values, window: int):
+    out, acc = [], []
+    for v in values:
+        acc.append(v)
+        acc = acc[-window:]
+        out.append(sum(acc) / len(acc))
+    return out
+
+
+def plot_training(
+    sft_metrics: list[dict], pref_metrics: list[dict], targets: dict[str, float], label: str = "BFPO", window: int = 10
+):
+    """Training curves: SFT loss, preference loss, per-combination implicit-reward margins (with
+    their BFPO targets g as dashed lines) and the log-prob change of chosen and rejected responses.
+
+    ``targets`` maps a combination name of the metrics ("safe>unsafe", ...) to its target g.
+    Curves are running means over ``window`` logged steps.
+    """
+    set_style()
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    steps = lambda ms: [m["step"] for m in ms]  # noqa: E731
+    axes[0].plot(steps(sft_metrics), _smooth([m["loss"] for m in sft_metrics], window), color="grey")
+    axes[0].set(title="SFT", xlabel="step", ylabel="NLL per response (nats)")
+    axes[1].plot(steps(pref_metrics), _smooth([m["loss"] for m in pref_metrics], window), color="black")
+    axes[1].set(title=f"{label} loss", xlabel="step", ylabel="loss", yscale="log")
+    names = {
+        "safe>safe": "safe > safe",
+        "safe>unsafe": "safe > unsafe",
+        "unsafe>safe": "unsafe > safe",
+        "unsafe>unsafe": "unsafe > unsafe",
+    }
+    for key, name in names.items():
+        ms = [m for m in pref_metrics if f"margin/{key}" in m]
+        if not ms:
+            continue
+        color = COMBINATION_COLORS[name]
+        axes[2].plot(steps(ms), _smooth([m[f"margin/{key}"] for m in ms], window), color=color, label=name)
+        axes[2].axhline(targets[key], color=color, ls="--", lw=1)
+    axes[2].axhline(0, color="black", lw=0.6)
+    axes[2].set(title="implicit-reward margin beta*h (dashed: target g)", xlabel="step", ylabel="beta * h")
+    axes[2].legend(fontsize=8)
+    axes[3].plot(
+        steps(pref_metrics),
+        _smooth([m["chosen_logp_change"] for m in pref_metrics], window),
+        label="chosen (more helpful)",
+    )
+    axes[3].plot(
+        steps(pref_metrics), _smooth([m["rejected_logp_change"] for m in pref_metrics], window), label="rejected"
+    )
+    axes[3].axhline(0, color="black", lw=0.6)
+    axes[3].set(title="log pi - log pi_ref", xlabel="step", ylabel="nats")
+    axes[3].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_judged(summaries: dict[str, dict[str, float]], title: str):
+    """Gold-judge numbers of several models side by side (grouped bars, one group per metric)."""
+    set_style()
+    metrics = ["helpfulness", "over_refusal", "harmlessness"]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = 0.8 / len(summaries)
+    for k, (name, s) in enumerate(summaries.items()):
+        xs = [i + (k - (len(summaries) - 1) / 2) * width for i in range(len(metrics))]
+        bars = ax.bar(xs, [s[m] for m in metrics], width, label=name)
+        for bar, m in zip(bars, metrics, strict=True):
+            ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.01, f"{s[m]:.2f}", ha="center", fontsize=8)
+    ax.set_xticks(
+        range(len(metrics)), ["helpfulness (benign + scary)", "over-refusal (scary)", "harmlessness (harmful)"]
+    )
+    ax.set(ylim=(0, 1.1), ylabel="gold judge", title=title)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return fig

@@ -50,8 +50,13 @@ def run(
     notebooks_dir: str | Path = "notebooks",
     kernel_name: str = "python3",
     progress: bool = True,
+    parameters: dict | None = None,
 ) -> dict[str, float]:
-    """Execute the notebooks; return the seconds each took. Raises :class:`NotebookFailed`."""
+    """Execute the notebooks; return the seconds each took. Raises :class:`NotebookFailed`.
+
+    ``parameters`` are passed to every notebook on top of profile, output_dir and figures_dir
+    (e.g. shorter runs for a test).
+    """
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -60,7 +65,9 @@ def run(
     out = project_path(output_dir or f"runs/{profile}")
     executed_dir = out / "notebooks"
     executed_dir.mkdir(parents=True, exist_ok=True)
-    params = dict(profile=profile, output_dir=str(out), figures_dir=str(project_path(figures_dir)))
+    params = dict(
+        profile=profile, output_dir=str(out), figures_dir=str(project_path(figures_dir)), **(parameters or {})
+    )
     timings: dict[str, float] = {}
     notebooks = discover(notebooks_dir, only)
     bar = tqdm(notebooks, desc=f"notebooks ({profile})", unit="nb", disable=not progress)

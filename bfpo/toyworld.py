@@ -272,8 +272,21 @@ def stand_in_generations(per_topic: int, config: WorldConfig, seed: int = 0) -> 
     return records
 
 
+PREFIXES = ("hey .", "hi there .", "hello !", "ok so", "question :", "one more thing .", "be honest .")
+SUFFIXES = ("thanks .", "please .", "be brief .", "in short .", "thank you !", "asap .", "cheers .")
+
+
 def prompt(topic: Topic, rng: random.Random, held_out: bool = False) -> str:
-    return rng.choice(HELD_OUT_TEMPLATES if held_out else TRAIN_TEMPLATES).format(task=topic.task)
+    """A request for ``topic``. Training wordings also get a random greeting and sign-off half of the
+    time, so that a model learns to read the task, not the wording; held-out wordings come bare."""
+    if held_out:
+        return rng.choice(HELD_OUT_TEMPLATES).format(task=topic.task)
+    text = rng.choice(TRAIN_TEMPLATES).format(task=topic.task)
+    if rng.random() < 0.5:
+        text = f"{rng.choice(PREFIXES)} {text}"
+    if rng.random() < 0.5:
+        text = f"{text} {rng.choice(SUFFIXES)}"
+    return text
 
 
 # ---------------------------------------------------------------------------------------------

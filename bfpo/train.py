@@ -637,6 +637,55 @@ def read_metrics(output_dir: str | os.PathLike) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Launching from Python (notebooks): a config file and `accelerate launch` in a subprocess
+# ---------------------------------------------------------------------------------------------
+
+
+def launch(cfg: TrainConfig, num_processes: int = 1, accelerate_config: str | None = None, port: int = 29533) -> dict:
+    """Run ``cfg`` in ``num_processes`` processes with ``accelerate launch`` and return the summary.
+
+    Without GPUs the processes run on the CPU (gloo, ``ACCELERATE_USE_CPU=1``), one torch thread
+    each. The config is written to ``<output_dir>/launch_config.yaml``. On failure the error names
+    the command and shows the end of its output.
+    """
+    import subprocess
+
+    out = Path(cfg.output_dir)
+    done = completed(out, cfg)
+    if done is not None:
+        return done
+    out.mkdir(parents=True, exist_ok=True)
+    config_file = out / "launch_config.yaml"
+    with atomic_path(config_file) as tmp:
+        tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [str(accelerate if accelerate.exists() else "accelerate"), "launch"]
+    env = dict(os.environ)
+    if accelerate_config:
+        cmd += ["--config_file", accelerate_config]
+    else:
+        cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+        if num_processes > 1:
+            cmd += ["--multi_gpu", "--num_processes", str(num_processes), "--main_process_port", str(port)]
+        else:
+            cmd += ["--num_processes", "1"]
+        if not torch.cuda.is_available():
+            env |= {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    cmd += ["-m", "bfpo.train", "--config", str(config_file)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    (out / "launch.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
+        raise RuntimeError(f"training failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
+    return json.loads((out / "train_summary.json").read_text())
+
+
+def ranks_seen(output_dir: str | os.PathLike) -> list[int]:
+    """The ranks that left a note in ``output_dir/ranks`` (each process of a run writes one)."""
+    return sorted(json.loads(p.read_text())["rank"] for p in (Path(output_dir) / "ranks").glob("rank*.json"))
+
+
+# ---------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------
 

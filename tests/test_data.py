@@ -278,3 +278,19 @@ def test_save_and_load_are_atomic(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs"]
     with pytest.raises(FileNotFoundError, match="run the notebook that writes it first"):
         data.load(tmp_path / "nothing")
+
+
+def test_ultrachat_and_the_sft_mix(tmp_path):
+    good = {"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]}
+    sft = data.ultrachat_sft(write_jsonl(tmp_path / "uc.jsonl", [good] * 8))
+    assert sft[0] == {"prompt": "Hi?", "response": "Hello.", "source": "ultrachat"}
+    bad = {"messages": [{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]}
+    with pytest.raises(data.DataError, match=r"line 2, field 'messages': expected a user turn"):
+        data.ultrachat_sft(write_jsonl(tmp_path / "uc.jsonl", [good, bad]))
+    empty = {"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": " "}]}
+    with pytest.raises(data.DataError, match=r"line 1, field 'content': empty text"):
+        data.ultrachat_sft(write_jsonl(tmp_path / "uc.jsonl", [empty]))
+    mixed = data.sft_mix(sft, data.pku_saferlhf_sft(shared(PKU)), safety_share=0.2)
+    assert len(mixed) == 10 and list(mixed["source"]).count("pku_saferlhf_sft") == 2
+    with pytest.raises(ValueError, match="needs 32 safety examples, only 16"):
+        data.sft_mix(datasets.concatenate_datasets([sft] * 16), data.pku_saferlhf_sft(shared(PKU)), 0.2)

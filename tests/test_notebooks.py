@@ -107,3 +107,25 @@ def test_labeling_notebook_writes_labelled_data(tmp_path):
     assert len(pairs) == results["safehelp_pairs"] and pairs.column_names == list(data.PAIR_COLUMNS)
     assert len(data.load(out / "safehelp" / "sft")) == results["safehelp_sft"]
     assert (tmp_path / "figs" / "02_label_combinations.png").stat().st_size > 0
+
+
+def test_training_notebook_runs_two_processes(tmp_path):
+    """Notebooks 02 and 03 in sequence (03 reads only what 02 wrote), with short runs."""
+    runner.run("smoke", only=["02"], output_dir=tmp_path / "runs", figures_dir=tmp_path / "figs", progress=False)
+    runner.run(
+        "smoke",
+        only=["03"],
+        output_dir=tmp_path / "runs",
+        figures_dir=tmp_path / "figs",
+        progress=False,
+        parameters={"sft_steps": 40, "bfpo_steps": 40, "eval_samples": 1},
+    )
+    results = json.loads((tmp_path / "runs" / "03_training" / "results.json").read_text())
+    assert results["sft"]["processes"] == 2 and results["bfpo"]["processes"] == 2
+    assert results["bfpo"]["steps"] == 40 and results["bfpo"]["buffer_examples"] > 0
+    m = results["final_margins"]
+    assert m["safe>unsafe"] > 0 > m["unsafe>safe"]
+    for key in ("SFT (held-out wordings)", "BFPO (training wordings)"):
+        assert 0 <= results["judged"][key]["harmlessness"] <= 1 and results["judged"][key]["samples"] > 0
+    for name in ("03_training_curves", "03_judged_before_after"):
+        assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 0

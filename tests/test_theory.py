@@ -23,8 +23,14 @@ def test_bfpo_gradient_descent_reaches_optimum(bandit, tau):
     pi_star = theory.optimal_policy(bandit.ref_probs, rewards, tau)
     logps, trace = theory.fit_policy(bandit, "bfpo", theory.helpfulness_pairs(bandit), tau, steps=1500)
     assert trace[-1] < 1e-12 < trace[0]
-    err = (theory.implicit_reward(logps, bandit.ref_logps, tau)
-           - theory.implicit_reward(pi_star.log(), bandit.ref_logps, tau)).abs().max()
+    err = (
+        (
+            theory.implicit_reward(logps, bandit.ref_logps, tau)
+            - theory.implicit_reward(pi_star.log(), bandit.ref_logps, tau)
+        )
+        .abs()
+        .max()
+    )
     assert err < 1e-8
 
 

@@ -12,7 +12,16 @@ from bfpo import toyworld as tw
 def test_lexicons_do_not_leak_into_templates():
     topic_words = [w for t in tw.TOPICS for w in t.words]
     assert len(topic_words) == len(set(topic_words)), "topics must not share content words"
-    fixed = tw.TRAIN_TEMPLATES + tw.HELD_OUT_TEMPLATES + tw.REFUSALS + tw.VAGUE + tw.OPENINGS + tw.CONNECTORS
+    fixed = (
+        tw.TRAIN_TEMPLATES
+        + tw.HELD_OUT_TEMPLATES
+        + tw.PREFIXES
+        + tw.SUFFIXES
+        + tw.REFUSALS
+        + tw.VAGUE
+        + tw.OPENINGS
+        + tw.CONNECTORS
+    )
     fixed += tuple(t.task for t in tw.TOPICS)
     for text in fixed:
         assert not set(tw.words_of(text)) & (set(topic_words) | tw.HARMFUL_LEXICON), text

@@ -1,7 +1,6 @@
 """The trainer: config errors, log-prob masking, schedules, BFPO margins, selective tuning, resume, 2 processes."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -198,39 +197,9 @@ def test_one_and_two_processes_give_the_same_losses(tiny_world, tmp_path):
     one = config(tiny_world, tmp_path / "one", max_steps=6, per_device_batch_size=8)
     train.train(one)
     two_dir = tmp_path / "two" / "run"
-    cfg_path = tmp_path / "two.yaml"
-    values = one.to_dict() | {"output_dir": str(two_dir), "per_device_batch_size": 4}
-    cfg_path.write_text(json.dumps(values))  # JSON is YAML
-    env = os.environ | {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    proc = subprocess.run(
-        [
-            accelerate,
-            "launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            "29517",
-            "-m",
-            "bfpo.train",
-            "--config",
-            str(cfg_path),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = sorted(json.loads(p.read_text())["rank"] for p in (two_dir / "ranks").glob("rank*.json"))
-    assert ranks == [0, 1]
+    two = train.TrainConfig.from_dict(one.to_dict() | {"output_dir": str(two_dir), "per_device_batch_size": 4})
+    summary = train.launch(two, num_processes=2, port=29517)
+    assert train.ranks_seen(two_dir) == [0, 1]
     summary = json.loads((two_dir / "train_summary.json").read_text())
     assert summary["processes"] == 2 and summary["global_batch"] == 8
     m1, m2 = train.read_metrics(tmp_path / "one" / "run"), train.read_metrics(two_dir)
@@ -238,3 +207,13 @@ def test_one_and_two_processes_give_the_same_losses(tiny_world, tmp_path):
     for a, b in zip(m1, m2, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5), (a, b)
         assert a["margin"] == pytest.approx(b["margin"], rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize("name", ["paper_bfpo", "paper_sft"])
+def test_shipped_configs_load(name):
+    from bfpo.io import project_path
+
+    cfg = train.TrainConfig.from_yaml(project_path(f"configs/{name}.yaml"))
+    if name == "paper_bfpo":
+        assert (cfg.beta, cfg.alpha, cfg.b1, cfg.learning_rate, cfg.trainable) == (0.01, 0.5, 3.0, 5e-7, ["down_proj"])
+        assert (cfg.per_device_batch_size, cfg.gradient_accumulation_steps, cfg.max_length) == (2, 4, 1024)
