@@ -315,13 +315,13 @@ def hh_rlhf_pairs(
 # ---------------------------------------------------------------------------------------------
 
 
-def _final_reply(where, line, r, field) -> tuple[str | None, str]:
-    """A response given as text or as a chat message list (UltraFeedback): ``(prompt or None, reply)``."""
+def _final_reply(where, line, r, field) -> str:
+    """A response given as text or as a chat message list (UltraFeedback, whose last message is the reply)."""
     if field not in r:
         raise DataError(where, line, field, "missing")
     value = r[field]
     if isinstance(value, str):
-        return None, _text(where, line, r, field)
+        return _text(where, line, r, field)
     if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
         last = value[-1]
         if last.get("role") != "assistant":
@@ -329,8 +329,7 @@ def _final_reply(where, line, r, field) -> tuple[str | None, str]:
         content = last.get("content")
         if not isinstance(content, str) or not content.strip():
             raise DataError(where, line, field, "the assistant's message is empty")
-        user = [m.get("content") for m in value[:-1] if m.get("role") == "user"]
-        return (user[-1] if user else None), content
+        return content
     raise DataError(where, line, field, f"expected a string or a list of chat messages, got {type(value).__name__}")
 
 
@@ -353,8 +352,8 @@ def helpful_buffer_pairs(
 
     def convert(where, line, r):
         prompt = _text(where, line, r, "prompt")
-        _, chosen = _final_reply(where, line, r, "chosen")
-        _, rejected = _final_reply(where, line, r, "rejected")
+        chosen = _final_reply(where, line, r, "chosen")
+        rejected = _final_reply(where, line, r, "rejected")
         return {
             "prompt": prompt,
             "chosen": chosen,
