@@ -91,6 +91,7 @@ class TrainConfig:
     save_every: int = 0  # steps between checkpoints; 0: none until the end
     log_every: int = 1
     ref_cache_dir: str | None = None  # default: <output_dir>/ref_cache
+    reference_batch_size: int = 64  # pairs per reference forward pass (no grad: can exceed the training batch)
     num_threads: int | None = None  # torch CPU threads per process
     progress: bool = True
 
@@ -252,13 +253,19 @@ def collate(sequences: list[tuple[list[int], list[int]]], pad_id: int):
 def sequence_logps(model, input_ids, attention_mask, response_mask):
     """Summed log-probs of the response tokens, and their counts: ([N], [N]).
 
-    Position t predicts token t+1, so logits [:, :-1] are scored against ids [:, 1:] and the mask
-    is shifted the same way; prompt and padding contribute nothing.
+    Position t predicts token t+1, so logits at t are scored against ids at t+1 and the mask is
+    shifted the same way; prompt and padding contribute nothing. The LM head runs only from the
+    earliest response token on (``logits_to_keep``), which skips the shared prompt prefix.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()  # [N, T-1, V]
-    targets = input_ids[:, 1:]  # [N, T-1]
-    mask = response_mask[:, 1:]  # [N, T-1]
-    token_logps = torch.gather(logits.log_softmax(-1), 2, targets.unsqueeze(-1)).squeeze(-1)  # [N, T-1]
+    T = input_ids.shape[1]
+    first = int(response_mask.float().argmax(-1).min())  # earliest response position (>= 1: prompts hold BOS)
+    keep = T - first + 1  # logits for positions first-1 .. T-1
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep).logits
+    logits = logits[:, :-1].float()  # [N, T-first, V], predicting tokens first .. T-1
+    targets = input_ids[:, first:]  # [N, T-first]
+    mask = response_mask[:, first:]  # [N, T-first]
+    # log p(x_t) = logit[x_t] - logsumexp(logits): no [N, T, V] log-softmax is kept
+    token_logps = torch.gather(logits, 2, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
     return (token_logps * mask).sum(-1), mask.sum(-1)
 
 
@@ -335,28 +342,36 @@ def data_fingerprint(items: list[dict]) -> str:
     return h.hexdigest()
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def reference_logps(model, items, batch_size, accelerator, pad_id, desc="reference log-probs") -> torch.Tensor:
-    """Log-probs [len(items), n_responses] under ``model``; each process takes every world-th item."""
+    """Log-probs [len(items), n_responses] under ``model``; each process takes every world-th item.
+
+    Items are visited longest first, so that each batch pads to similar lengths (no grad is kept,
+    so batches can be several times the training batch).
+    """
     world, rank = accelerator.num_processes, accelerator.process_index
     n = len(items)
     per_rank = math.ceil(n / world)
     mine = [min(rank + world * k, n - 1) for k in range(per_rank)]  # padded with the last item
+    longest = [len(items[i]["prompt"]) + max(map(len, items[i]["responses"])) for i in mine]
+    order = sorted(range(per_rank), key=lambda k: -longest[k])
     n_resp = len(items[0]["responses"])
     out = torch.zeros(per_rank, n_resp)
+    was_training = model.training
     model.eval()
     bar = tqdm(range(0, per_rank, batch_size), desc=desc, disable=not accelerator.is_main_process, leave=False)
     for start in bar:
-        chunk = [items[i] for i in mine[start : start + batch_size]]
+        ks = order[start : start + batch_size]
+        chunk = [items[mine[k]] for k in ks]
         ids, attn, resp = (t.to(accelerator.device) for t in collate(micro_batch_sequences(chunk), pad_id))
         logps, _ = sequence_logps(model, ids, attn, resp)
-        out[start : start + len(chunk)] = logps.view(n_resp, len(chunk)).T.cpu()
+        out[ks] = logps.view(n_resp, len(chunk)).T.float().cpu()
     gathered = accelerator.gather(out.to(accelerator.device)).cpu().view(world, per_rank, n_resp)
     full = torch.zeros(n, n_resp)
     for r in range(world):
         idx = [r + world * k for k in range(per_rank) if r + world * k < n]
         full[idx] = gathered[r, : len(idx)]
-    model.train()
+    model.train(was_training)
     return full
 
 
@@ -434,7 +449,7 @@ def train(cfg: TrainConfig) -> dict:
             ref = torch.load(cache)
         else:
             model.to(accelerator.device)
-            ref = reference_logps(model, items, cfg.per_device_batch_size * 2, accelerator, tokenizer.pad_token_id)
+            ref = reference_logps(model, items, cfg.reference_batch_size, accelerator, tokenizer.pad_token_id)
             if main:
                 with atomic_path(cache) as tmp:
                     torch.save(ref, tmp)
@@ -588,7 +603,14 @@ def completed(output_dir: str | os.PathLike, cfg: TrainConfig) -> dict | None:
 
 
 def _step_metrics(step, g, cfg, lr, grad_norm, tokens, seconds) -> dict:
-    record = {"step": step, "loss": float(g["loss"].mean()), "lr": lr, "tokens_per_s": tokens / max(seconds, 1e-9)}
+    record = {
+        "step": step,
+        "loss": float(g["loss"].mean()),
+        "lr": lr,
+        "seconds": seconds,
+        "tokens": tokens,
+        "tokens_per_s": tokens / max(seconds, 1e-9),
+    }
     if grad_norm is not None:
         record["grad_norm"] = float(grad_norm)
     if "h" in g:

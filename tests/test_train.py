@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -79,6 +80,23 @@ def test_sequence_logps_count_response_tokens_only(tiny_world):
         full = model(input_ids=torch.tensor([prompt + response])).logits.log_softmax(-1)[0]
     by_hand = sum(full[len(prompt) - 1 + k, t] for k, t in enumerate(response))
     assert torch.allclose(logps[0], by_hand, atol=1e-5)
+    with torch.no_grad():  # the shorter row: its response starts before the other's (logits_to_keep spans both)
+        short = model(input_ids=torch.tensor([prompt[:2] + response[:1]])).logits.log_softmax(-1)[0]
+    assert torch.allclose(logps[1], short[1, response[0]], atol=1e-5)
+
+
+def test_reference_pass_matches_item_by_item(tiny_world):
+    """Length-sorted, batched reference log-probs land on the right items."""
+    from accelerate import Accelerator
+
+    tok, model = models.load_tokenizer(tiny_world / "init"), models.load_model(tiny_world / "init")
+    cfg = config(tiny_world, Path("-"))
+    items, _ = train.tokenize(train.load_examples(cfg.train_data, "preference", "t")[:37], tok, cfg, "preference")
+    ref = train.reference_logps(model, items, 8, Accelerator(cpu=True), tok.pad_token_id)
+    for i in (0, 5, 36):
+        with torch.no_grad():
+            one = train.sequence_logps(model, *train.collate(train.micro_batch_sequences([items[i]]), 0))[0]
+        assert torch.allclose(ref[i], one, atol=1e-4), i
 
 
 def test_schedule_is_fixed_by_seed_and_step():
