@@ -41,8 +41,8 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from bfpo import compute, losses, models
 from bfpo import data as bdata
-from bfpo import losses, models
 from bfpo.io import atomic_path, write_json
 
 log = logging.getLogger("bfpo.train")
@@ -62,8 +62,8 @@ class TrainConfig:
     model: str  # start (and reference) model: local folder or hub id
     output_dir: str
     train_data: str  # a folder written by bfpo.data.save, or a .jsonl in the pair (or SFT) schema
-    mode: str = "preference"  # "preference" or "sft"
-    loss: str = "bfpo"  # a pairwise loss of PAIR_LOSSES (preference mode)
+    mode: str = "preference"  # "preference" (pairs), "pointwise" (single responses with a label z) or "sft"
+    loss: str = "bfpo"  # a loss of PAIR_LOSSES (preference mode) or POINT_LOSSES (pointwise mode)
     revision: str | None = None  # hub revision of `model`
     buffer_data: str | None = None  # helpful-only pairs mixed into every step (BFPO's buffer)
     buffer_ratio: float = 0.5  # share of each global batch taken from the buffer
@@ -72,6 +72,8 @@ class TrainConfig:
     alpha: float = 0.5  # BFPO's B2
     b1: float = 3.0  # BFPO's B1
     label_smoothing: float = 0.0  # DPO only
+    label_type: str = "binary"  # point-wise DPO: "binary" z in {0, 1} or "continuous" z in [0, 1]
+    length_normalize: bool = False  # point-wise losses on token-averaged log-probs (the official ULMA code)
     learning_rate: float = 1e-4
     lr_scheduler: str = "cosine"
     warmup_ratio: float = 0.1
@@ -96,11 +98,14 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        if self.mode not in ("preference", "sft"):
-            raise ValueError(f"mode: expected 'preference' or 'sft', got {self.mode!r}")
-        if self.mode == "preference" and self.loss not in PAIR_LOSSES:
+        if self.mode not in ("preference", "pointwise", "sft"):
+            raise ValueError(f"mode: expected 'preference', 'pointwise' or 'sft', got {self.mode!r}")
+        registry = {"preference": PAIR_LOSSES, "pointwise": POINT_LOSSES}.get(self.mode)
+        if registry is not None and self.loss not in registry:
             losses.get(self.loss)  # an unknown name gets the registry's error listing every loss
-            raise ValueError(f"loss {self.loss!r} is not a pairwise loss; the trainer takes {sorted(PAIR_LOSSES)}")
+            raise ValueError(f"loss {self.loss!r} does not fit mode {self.mode!r}; it takes {sorted(registry)}")
+        if self.label_type not in ("binary", "continuous"):
+            raise ValueError(f"label_type: expected 'binary' or 'continuous', got {self.label_type!r}")
         if not 0.0 <= self.buffer_ratio < 1.0:
             raise ValueError(f"buffer_ratio: must lie in [0, 1), got {self.buffer_ratio}")
         for name in ("per_device_batch_size", "gradient_accumulation_steps", "max_length", "max_prompt_length"):
@@ -156,6 +161,18 @@ PAIR_LOSSES = {"bfpo": _bfpo, "dpo": _dpo, "ipo": _ipo}
 """Loss name -> ``f(batch, config) -> per-example losses [b]``. Baselines add theirs here."""
 
 
+def _pointwise_dpo(b, cfg):
+    return losses.pointwise_dpo_loss(b.logps, b.ref_logps, b.labels, beta=cfg.beta, label_type=cfg.label_type)
+
+
+def _ulma(b, cfg):
+    return losses.ulma_loss(b.logps, b.ref_logps, b.labels, beta=cfg.beta)
+
+
+POINT_LOSSES = {"pointwise_dpo": _pointwise_dpo, "ulma": _ulma}
+"""Point-wise losses (ULMA paper): ``f(PointBatch, config) -> per-example losses [b]``."""
+
+
 @dataclass
 class PairBatch:
     chosen_logps: torch.Tensor  # [b]
@@ -170,6 +187,14 @@ class PairBatch:
     @property
     def logps4(self):
         return self.chosen_logps, self.rejected_logps, self.ref_chosen_logps, self.ref_rejected_logps
+
+
+@dataclass
+class PointBatch:
+    logps: torch.Tensor  # [b] summed (or, with length_normalize, token-averaged) response log-probs
+    ref_logps: torch.Tensor  # [b]
+    labels: torch.Tensor  # [b] z: 1 good, 0 bad (or a score in [0, 1])
+    tokens: torch.Tensor  # [b] response lengths
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,11 +213,19 @@ def load_examples(path: str, mode: str, where: str) -> list[dict]:
         ds = datasets.Dataset.from_list([r for _, r in bdata.read_jsonl(p)])
     else:
         raise FileNotFoundError(f"{where}: {path} is neither a saved dataset folder nor a file")
-    if mode == "sft":
-        missing = [c for c in ("prompt", "response") if c not in ds.column_names]
+    if mode in ("sft", "pointwise"):
+        needed = ("prompt", "response") + (("label",) if mode == "pointwise" else ())
+        missing = [c for c in needed if c not in ds.column_names]
         if missing:
-            raise bdata.DataError(path, None, missing[0], "missing column (SFT data needs prompt and response)")
-        return ds.select_columns(["prompt", "response"]).to_list()
+            raise bdata.DataError(path, None, missing[0], f"missing column ({mode} data needs {', '.join(needed)})")
+        rows = ds.select_columns(list(needed)).to_list()
+        for line, r in enumerate(rows, start=1):
+            for key in ("prompt", "response"):
+                if not isinstance(r[key], str) or not r[key].strip():
+                    raise bdata.DataError(path, line, key, "empty or not text")
+            if mode == "pointwise" and not (isinstance(r["label"], int | float) and 0.0 <= r["label"] <= 1.0):
+                raise bdata.DataError(path, line, "label", f"expected a number in [0, 1], got {r['label']!r}")
+        return rows
     return bdata.validate_pairs(ds, where=path).to_list()
 
 
@@ -214,12 +247,12 @@ def tokenize(examples: list[dict], tokenizer, cfg: TrainConfig, mode: str) -> tu
     for ex in examples:
         prompt_ids = encode_prompt(tokenizer, ex["prompt"], cfg.max_prompt_length)
         budget = cfg.max_length - len(prompt_ids)
-        if mode == "sft":
+        if mode in ("sft", "pointwise"):
             resp = encode_response(tokenizer, ex["response"], budget)
             if not resp:
                 dropped += 1
                 continue
-            out.append({"prompt": prompt_ids, "responses": [resp]})
+            out.append({"prompt": prompt_ids, "responses": [resp], "label": float(ex.get("label", 1.0))})
             continue
         chosen = encode_response(tokenizer, ex["chosen"], budget)
         rejected = encode_response(tokenizer, ex["rejected"], budget)
@@ -439,7 +472,9 @@ def train(cfg: TrainConfig) -> dict:
 
     # --- reference log-probs (the start model is the reference)
     ref = None
-    if cfg.mode == "preference":
+    ref_tokens = 0  # counted even when cached: the method needs that pass
+    if cfg.mode != "sft":
+        ref_tokens = sum(len(it["prompt"]) * len(it["responses"]) + sum(map(len, it["responses"])) for it in items)
         cache_dir = Path(cfg.ref_cache_dir or out / "ref_cache")
         key = hashlib.sha256(
             (model_fingerprint(cfg.model, cfg.revision) + data_fingerprint(items)).encode()
@@ -453,7 +488,7 @@ def train(cfg: TrainConfig) -> dict:
             if main:
                 with atomic_path(cache) as tmp:
                     torch.save(ref, tmp)
-        if ref.shape != (len(items), 2):
+        if ref.shape != (len(items), len(items[0]["responses"])):
             raise ValueError(f"{cache}: cached reference log-probs do not match the data; delete the file")
 
     # --- optimisation
@@ -471,10 +506,11 @@ def train(cfg: TrainConfig) -> dict:
 
     ckpt = out / "checkpoint"
     metrics_path = out / "metrics.jsonl"
-    start_step = 0
+    start_step, train_tokens = 0, 0
     if (ckpt / "trainer_state.json").is_file():
         accelerator.load_state(str(ckpt))
-        start_step = json.loads((ckpt / "trainer_state.json").read_text())["step"]
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        start_step, train_tokens = state["step"], state.get("train_tokens", 0)
         if main:
             log.info("resuming from %s at step %d", ckpt, start_step)
             _truncate_metrics(metrics_path, start_step)
@@ -486,7 +522,7 @@ def train(cfg: TrainConfig) -> dict:
     bar = tqdm(
         total=total_steps,
         initial=start_step,
-        desc=f"{cfg.mode} ({cfg.loss if cfg.mode == 'preference' else 'nll'})",
+        desc=f"{cfg.mode} ({cfg.loss if cfg.mode != 'sft' else 'nll'})",
         disable=not (main and cfg.progress),
     )
     last = {}
@@ -509,6 +545,17 @@ def train(cfg: TrainConfig) -> dict:
                 if cfg.mode == "sft":
                     per_example = -logps
                     loss = per_example.sum() / global_tokens * world
+                elif cfg.mode == "pointwise":
+                    mb_ids = torch.tensor(ids[lo : lo + per_dev])
+                    scale = n_tok.clamp(min=1).to(logps) if cfg.length_normalize else torch.ones_like(logps)
+                    point = PointBatch(
+                        logps / scale,
+                        ref[mb_ids, 0].to(logps) / scale,
+                        torch.tensor([it["label"] for it in mb]).to(logps),
+                        n_tok,
+                    )
+                    per_example = POINT_LOSSES[cfg.loss](point, cfg)
+                    loss = per_example.sum() / global_batch * world
                 else:
                     b = len(mb)
                     mb_ids = torch.tensor(ids[lo : lo + per_dev])
@@ -539,6 +586,9 @@ def train(cfg: TrainConfig) -> dict:
                 stats["d_chosen"].append((batch.chosen_logps - batch.ref_chosen_logps).detach())
                 stats["d_rejected"].append((batch.rejected_logps - batch.ref_rejected_logps).detach())
                 stats["combo"].append(batch.chosen_safe * 2 + batch.rejected_safe)
+            elif cfg.mode == "pointwise":
+                stats["d"].append((point.logps - point.ref_logps).detach())
+                stats["z"].append(point.labels.detach())
             else:
                 stats["tokens"].append(n_tok.float())
         grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm else None
@@ -548,6 +598,7 @@ def train(cfg: TrainConfig) -> dict:
 
         gathered = {k: accelerator.gather(torch.cat(v).to(accelerator.device)).cpu() for k, v in stats.items()}
         tokens = int(accelerator.gather(torch.tensor([tokens], device=accelerator.device)).sum())
+        train_tokens += tokens
         record = _step_metrics(
             step + 1, gathered, cfg, scheduler.get_last_lr()[0], grad_norm, tokens, time.perf_counter() - t0
         )
@@ -558,7 +609,7 @@ def train(cfg: TrainConfig) -> dict:
         bar.update(1)
         bar.set_postfix(loss=f"{record['loss']:.4g}")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total_steps:
-            _save_checkpoint(accelerator, ckpt, step + 1)
+            _save_checkpoint(accelerator, ckpt, step + 1, train_tokens)
     bar.close()
 
     # each process leaves a note, so a run can show that every rank took part
@@ -580,6 +631,8 @@ def train(cfg: TrainConfig) -> dict:
         "trainable_parameters": trainable,
         "total_parameters": total,
         "seconds": time.perf_counter() - t_start,
+        "tokens": {"reference": ref_tokens, "train": train_tokens},
+        "flops": _flops(total, trainable, ref_tokens, train_tokens),
         "final": last,
         "mixed_precision": _mixed_precision(cfg),
     }
@@ -589,6 +642,15 @@ def train(cfg: TrainConfig) -> dict:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
+
+
+def _flops(n_params: int, n_trainable: int, ref_tokens: int, train_tokens: int) -> dict[str, float]:
+    """Reference pass (forward) and the steps (forward + backward) of this run; see :mod:`bfpo.compute`."""
+    counter = compute.FlopCounter()
+    if ref_tokens:
+        counter.forward("reference", n_params, ref_tokens)
+    counter.train("train", n_params, train_tokens, n_trainable)
+    return counter.as_dict()
 
 
 def completed(output_dir: str | os.PathLike, cfg: TrainConfig) -> dict | None:
@@ -613,6 +675,10 @@ def _step_metrics(step, g, cfg, lr, grad_norm, tokens, seconds) -> dict:
     }
     if grad_norm is not None:
         record["grad_norm"] = float(grad_norm)
+    if "d" in g:  # point-wise: how far each class moved from the reference
+        for sel, name in ((g["z"] >= 0.5, "positive"), (g["z"] < 0.5, "negative")):
+            if sel.any():
+                record[f"logp_change/{name}"] = float(g["d"][sel].mean())
     if "h" in g:
         h = g["h"]
         record["margin"] = float(cfg.beta * h.mean())  # implicit reward margin beta * h
@@ -627,7 +693,7 @@ def _step_metrics(step, g, cfg, lr, grad_norm, tokens, seconds) -> dict:
     return record
 
 
-def _save_checkpoint(accelerator, ckpt: Path, step: int) -> None:
+def _save_checkpoint(accelerator, ckpt: Path, step: int, train_tokens: int) -> None:
     """Write the training state to ``ckpt`` so that a killed run never leaves half a checkpoint."""
     tmp = ckpt.with_name(f".{ckpt.name}.tmp")
     if accelerator.is_main_process and tmp.exists():
@@ -636,7 +702,7 @@ def _save_checkpoint(accelerator, ckpt: Path, step: int) -> None:
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        write_json(tmp / "trainer_state.json", {"step": step})
+        write_json(tmp / "trainer_state.json", {"step": step, "train_tokens": train_tokens})
         old = ckpt.with_name(f".{ckpt.name}.old")
         if ckpt.exists():
             os.replace(ckpt, old)
@@ -645,10 +711,11 @@ def _save_checkpoint(accelerator, ckpt: Path, step: int) -> None:
     accelerator.wait_for_everyone()
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
+def _truncate_metrics(path: Path, step: int, key: str = "step") -> None:
+    """Drop the records a resumed run will write again (those after ``step``)."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line and json.loads(line)["step"] <= step]
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line and json.loads(line)[key] <= step]
     with atomic_path(path) as tmp:
         tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 

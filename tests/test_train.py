@@ -43,7 +43,7 @@ def test_config_errors(tmp_path):
     base = dict(model="m", output_dir="o", train_data="d")
     with pytest.raises(ValueError, match="unknown loss 'bfpoo'; known losses"):
         train.TrainConfig(**base, loss="bfpoo")
-    with pytest.raises(ValueError, match="'reward_model' is not a pairwise loss"):
+    with pytest.raises(ValueError, match="'reward_model' does not fit mode 'preference'"):
         train.TrainConfig(**base, loss="reward_model")
     with pytest.raises(ValueError, match="mode: expected"):
         train.TrainConfig(**base, mode="rl")
@@ -177,7 +177,7 @@ def test_sft_mode_lowers_the_nll(tiny_world, tmp_path):
 
 def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tiny_world, tmp_path, monkeypatch):
     straight = config(tiny_world, tmp_path / "a", max_steps=10)
-    train.train(straight)
+    straight_summary = train.train(straight)
     resumed = config(tiny_world, tmp_path / "b", max_steps=10, save_every=4)
     original = train._step_metrics
 
@@ -189,11 +189,12 @@ def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tiny_world,
     monkeypatch.setattr(train, "_step_metrics", killed_at_step_7)
     with pytest.raises(KeyboardInterrupt):
         train.train(resumed)
-    assert json.loads((tmp_path / "b" / "run" / "checkpoint" / "trainer_state.json").read_text()) == {"step": 4}
+    assert json.loads((tmp_path / "b" / "run" / "checkpoint" / "trainer_state.json").read_text())["step"] == 4
     assert not (tmp_path / "b" / "run" / "model").exists()
     monkeypatch.setattr(train, "_step_metrics", original)
     summary = train.train(resumed)
     assert summary["resumed_from"] == 4
+    assert summary["tokens"] == straight_summary["tokens"] and summary["flops"] == straight_summary["flops"]
     a, b = weights(tmp_path / "a" / "run" / "model"), weights(tmp_path / "b" / "run" / "model")
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     steps = [m["step"] for m in train.read_metrics(tmp_path / "b" / "run")]

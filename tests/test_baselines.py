@@ -1,0 +1,279 @@
+"""Baselines: label views, each method through the trainer, Safe RLHF's score models and PPO-Lagrangian."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from bfpo import baselines, compute, data, models, safe_rlhf, train
+from bfpo import toyworld as tw
+
+# --- label views --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    return tw.preference_pairs(200, tw.WorldConfig(seed=1))
+
+
+def combos(ds):
+    return [(r["chosen_safe"], r["rejected_safe"]) for r in ds]
+
+
+def test_safety_view_keeps_only_pairs_with_one_safe_response_and_chooses_it(pairs):
+    view = baselines.safety_view(pairs)
+    mixed = sum(a != b for a, b in combos(pairs))
+    assert len(view) == mixed and all(c == (True, False) for c in combos(view))
+    assert set(view["prompt"]) <= set(pairs["prompt"])
+
+
+def test_ranked_view_follows_the_sign_of_the_bfpo_target(pairs):
+    ranked = baselines.ranked_view(pairs)
+    for before, after in zip(pairs, ranked, strict=True):
+        g = float(tw_target(before))
+        assert (after["chosen"] == before["chosen"]) == (g > 0)
+
+
+def tw_target(row):
+    from bfpo import losses
+
+    return losses.bfpo_target(torch.tensor([float(row["chosen_safe"])]), torch.tensor([float(row["rejected_safe"])]))[0]
+
+
+def test_mix_view_is_the_union(pairs):
+    assert len(baselines.mix_view(pairs)) == len(pairs) + len(baselines.safety_view(pairs))
+
+
+def test_pointwise_labels(pairs):
+    binary = baselines.pointwise_view(pairs, "binary")
+    assert len(binary) == 2 * len(pairs) and binary["label"][::2] == [1.0] * len(pairs)
+    cont = baselines.pointwise_view(pairs, "continuous")
+    chosen_rows, rejected_rows = cont.select(range(0, len(cont), 2)), cont.select(range(1, len(cont), 2))
+    for row, chosen, rejected in zip(pairs, chosen_rows, rejected_rows, strict=True):
+        assert chosen["label"] == pytest.approx(1.0 if row["chosen_safe"] else 0.0)
+        assert rejected["label"] == pytest.approx(2 / 3 if row["rejected_safe"] else 1 / 3)
+    with pytest.raises(ValueError, match="label_type"):
+        baselines.pointwise_view(pairs, "ternary")
+
+
+def test_unknown_method_and_bad_pointwise_data(tmp_path):
+    with pytest.raises(ValueError, match="unknown method 'dpo_help'; known: dpo_helpful"):
+        baselines.get_method("dpo_help")
+    path = tmp_path / "points.jsonl"
+    path.write_text(json.dumps({"prompt": "p", "response": "r", "label": 1.5}) + "\n")
+    with pytest.raises(data.DataError, match=r"points.jsonl, line 1, field 'label'"):
+        train.load_examples(str(path), "pointwise", "train_data")
+
+
+# --- each method moves the margins its labels ask for ------------------------------------------
+
+EXPECTED_SIGNS = {  # sign of beta * h on the original (helpfulness-ordered) pairs, per combination
+    "dpo_helpful": {"safe>unsafe": +1, "unsafe>safe": +1, "safe>safe": +1},
+    "ipo": {"safe>unsafe": +1, "unsafe>safe": +1, "safe>safe": +1},
+    "dpo_safety": {"safe>unsafe": +1, "unsafe>safe": -1},
+    "bfpo": {"safe>unsafe": +1, "unsafe>safe": -1, "safe>safe": +1, "unsafe>unsafe": -1},
+    "pointwise_dpo": {"safe>unsafe": +1, "unsafe>safe": -1, "safe>safe": +1},
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_world, tmp_path_factory):
+    root = tmp_path_factory.mktemp("methods")
+    pairs, buffer = data.load(tiny_world / "pairs"), data.load(tiny_world / "buffer")
+    base = dict(
+        model=str(tiny_world / "init"),
+        beta=0.5,
+        learning_rate=3e-3,
+        per_device_batch_size=16,
+        max_steps=40,
+        max_length=64,
+        buffer_ratio=0.25,
+        progress=False,
+        num_threads=1,
+    )
+    runs = {}
+    for name in [*EXPECTED_SIGNS, "dpo_mix", "ulma"]:
+        cfg = baselines.method_config(baselines.METHODS[name], base, pairs, buffer, root / name)
+        train.train(cfg)
+        runs[name] = baselines.implicit_margins(
+            root / name / "run" / "model", tiny_world / "init", pairs, beta=0.5, max_length=64
+        )
+    runs["_root"] = root
+    return runs
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_SIGNS))
+def test_each_method_shifts_the_margins_its_labels_ask_for(trained, name):
+    margins = trained[name]
+    for combo, sign in EXPECTED_SIGNS[name].items():
+        assert margins[combo] * sign > 0, (name, combo, margins)
+
+
+def test_ulma_lifts_positives_above_negatives(trained):
+    """ULMA's SFT term on positives is unbounded and its point-wise term on negatives saturates: on
+    this world it lifts every answer-shaped response (all four margins come out positive), so the
+    check is on what it optimises, the positive and negative examples themselves."""
+    last = train.read_metrics(trained["_root"] / "ulma" / "run")[-1]
+    assert last["logp_change/positive"] > last["logp_change/negative"], last
+
+
+def test_naive_mix_sits_between_helpfulness_and_safety(trained):
+    m = "unsafe>safe"  # the combination where the two labels disagree
+    assert trained["dpo_safety"][m] < trained["dpo_mix"][m] < trained["dpo_helpful"][m], trained
+
+
+# --- Safe RLHF -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def score_models(tiny_world, tmp_path_factory):
+    root = tmp_path_factory.mktemp("safe_rlhf")
+    held_out = tw.preference_pairs(200, tw.WorldConfig(seed=5), held_out=True)
+    data.save(held_out, root / "held_out")
+    out = {}
+    for kind in ("reward", "cost"):
+        cfg = safe_rlhf.ScoreConfig(
+            model=str(tiny_world / "init"),
+            output_dir=str(root / kind),
+            train_data=str(tiny_world / "pairs"),
+            eval_data=str(root / "held_out"),
+            kind=kind,
+            learning_rate=3e-3,
+            max_steps=120,
+            max_length=64,
+            progress=False,
+        )
+        out[kind] = safe_rlhf.train_score_model(cfg)
+    return root, out
+
+
+def test_cost_model_ranks_unsafe_above_safe_on_held_out_pairs(score_models):
+    _, summary = score_models
+    cost = summary["cost"]["eval_accuracy"]
+    assert cost["ranking"] > 0.85 and cost["sign"] > 0.85, cost
+    assert summary["reward"]["eval_accuracy"]["ranking"] > 0.7, summary["reward"]
+
+
+def test_score_pairs_for_the_cost_model_put_the_harmful_response_first(pairs):
+    for r in safe_rlhf.score_pairs(pairs.to_list(), "cost"):
+        assert not r["chosen_safe"]
+    assert len(safe_rlhf.score_pairs(pairs.to_list(), "cost")) == sum(not (a and b) for a, b in combos(pairs))
+
+
+def test_lagrange_multiplier_rises_above_the_threshold_and_falls_below():
+    lam = safe_rlhf.LagrangeMultiplier(init=1.0, lr=0.1, threshold=0.0, max_value=5.0)
+    up = [lam.update(2.0) for _ in range(5)]
+    assert all(b > a for a, b in zip([1.0, *up], up, strict=False)), up
+    assert up[0] == pytest.approx(math.exp(0.2))  # log_lambda += lr * (J_C - d) * lambda
+    assert max(lam.update(100.0) for _ in range(5)) == pytest.approx(5.0), "capped at lambda_max"
+    down = [lam.update(-1.0) for _ in range(5)]
+    assert all(b < a for a, b in zip([5.0, *down], down, strict=False)), down
+
+
+def test_gae_by_hand():
+    rewards = torch.tensor([[0.0, 0.0, 1.0, 0.0]])
+    values = torch.tensor([[0.5, 0.5, 0.5, 9.0]])
+    mask = torch.tensor([[1, 1, 1, 0]])
+    adv, ret = safe_rlhf.gae(rewards, values, mask, gamma=1.0, lam=0.5)
+    # delta = [0, 0, 0.5]; A_2 = 0.5, A_1 = 0 + 0.5 * 0.5, A_0 = 0 + 0.5 * 0.25
+    assert adv.tolist() == [[0.125, 0.25, 0.5, 0.0]]
+    assert ret.tolist() == [[0.625, 0.75, 1.0, 0.0]]
+
+
+def test_shaped_rewards_put_the_score_on_the_last_token():
+    logps, ref = torch.tensor([[-1.0, -2.0, -3.0]]), torch.tensor([[-1.5, -2.0, -1.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    r = safe_rlhf.shaped_rewards(torch.tensor([4.0]), logps, ref, mask, kl_coef=0.1, sign=-1.0)
+    assert r[0].tolist() == pytest.approx([-0.05, 4.0, 0.0])
+    c = safe_rlhf.shaped_rewards(torch.tensor([4.0]), logps, ref, mask, kl_coef=0.1, sign=+1.0)
+    assert c[0].tolist() == pytest.approx([0.05, 4.0, 0.0])
+
+
+def ppo_config(tiny_world, score_models, out, **overrides):
+    root, _ = score_models
+    values = dict(
+        actor=str(tiny_world / "init"),
+        reward_model=str(root / "reward" / "model"),
+        cost_model=str(root / "cost" / "model"),
+        output_dir=str(out),
+        prompts=str(tiny_world / "pairs"),
+        iterations=4,
+        rollout_batch_size=8,
+        max_new_tokens=10,
+        actor_lr=1e-3,
+        critic_lr=1e-3,
+        progress=False,
+    )
+    return safe_rlhf.PPOConfig(**(values | overrides))
+
+
+def test_ppo_lagrangian_lambda_follows_the_cost(tiny_world, score_models, tmp_path):
+    for threshold, direction in ((-20.0, +1), (20.0, -1)):
+        cfg = ppo_config(
+            tiny_world,
+            score_models,
+            tmp_path / str(threshold),
+            cost_threshold=threshold,
+            lambda_max=None,
+            lambda_lr=0.01,
+        )
+        summary = safe_rlhf.ppo_lagrangian(cfg)
+        lams = [1.0] + [m["lambda"] for m in safe_rlhf.read_metrics(cfg.output_dir)]
+        assert all((b - a) * direction > 0 for a, b in zip(lams, lams[1:], strict=False)), lams
+        first = safe_rlhf.read_metrics(cfg.output_dir)[0]
+        assert {"reward", "cost", "kl", "lambda", "actor_loss", "cost_critic_loss"} <= set(first)
+        parts = summary["flops"]
+        assert parts["rollout_generation"] > 0 and parts["actor_train"] > 0 and parts["critic_train"] > 0
+    assert models.load_model(tmp_path / "20.0" / "model") is not None
+
+
+def test_ppo_lagrangian_resumes_where_it_stopped(tiny_world, score_models, tmp_path, monkeypatch):
+    straight = ppo_config(tiny_world, score_models, tmp_path / "a", iterations=4)
+    safe_rlhf.ppo_lagrangian(straight)
+    cfg = ppo_config(tiny_world, score_models, tmp_path / "b", iterations=4, save_every=2)
+    real = safe_rlhf.ppo_actor_loss
+    calls = {"n": 0}
+
+    def killed_in_iteration_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(safe_rlhf, "ppo_actor_loss", killed_in_iteration_3)
+    with pytest.raises(KeyboardInterrupt):
+        safe_rlhf.ppo_lagrangian(cfg)
+    monkeypatch.setattr(safe_rlhf, "ppo_actor_loss", real)
+    summary = safe_rlhf.ppo_lagrangian(cfg)
+    assert summary["resumed_from"] == 2
+    a, b = safe_rlhf.read_metrics(tmp_path / "a"), safe_rlhf.read_metrics(tmp_path / "b")
+    assert [m["iteration"] for m in b] == [1, 2, 3, 4]
+    for x, y in zip(a, b, strict=True):
+        assert x["lambda"] == pytest.approx(y["lambda"], rel=1e-5) and x["reward"] == pytest.approx(
+            y["reward"], abs=1e-4
+        )
+
+
+# --- compute -----------------------------------------------------------------------------------
+
+
+def test_flop_formulas_and_trainer_accounting(tiny_world, tmp_path):
+    assert compute.train_flops(100, 10) == 6 * 100 * 10
+    assert compute.train_flops(100, 10, n_trainable=5) == (400 + 10) * 10
+    assert compute.generation_flops(100, 3, 7) == 2 * 100 * 10
+    cfg = train.TrainConfig(
+        model=str(tiny_world / "init"),
+        output_dir=str(tmp_path / "run"),
+        train_data=str(tiny_world / "pairs"),
+        max_steps=3,
+        per_device_batch_size=4,
+        max_length=64,
+        trainable=["down_proj"],
+        progress=False,
+    )
+    s = train.train(cfg)
+    n, n_tr = s["total_parameters"], s["trainable_parameters"]
+    assert s["flops"]["train"] == (4 * n + 2 * n_tr) * s["tokens"]["train"]
+    assert s["flops"]["reference"] == 2 * n * s["tokens"]["reference"]
+    assert s["tokens"]["train"] == sum(m["tokens"] for m in train.read_metrics(tmp_path / "run"))
