@@ -37,7 +37,7 @@ import torch
 import yaml
 
 from bfpo import data as bdata
-from bfpo import models, train
+from bfpo import models, safe_rlhf, train
 from bfpo import toyworld as tw
 
 # ---------------------------------------------------------------------------------------------
@@ -278,12 +278,12 @@ def train_job(name: str, cfg: train.TrainConfig) -> tuple[str, list[str]] | None
     if train.completed(cfg.output_dir, cfg) is not None:
         return None
     values = cfg.to_dict() | {"num_threads": 1, "progress": False}
-    return name, _command("bfpo.train", [], values, Path(cfg.output_dir).parent / "train_config.yaml")
+    return name, _command("bfpo.train", [], values, Path(cfg.output_dir) / "train_config.yaml")
 
 
 def safe_rlhf_job(name: str, stage: str, cfg) -> tuple[str, list[str]]:
     values = dataclasses.asdict(cfg) | {"num_threads": 1, "progress": False}
-    return name, _command("bfpo.safe_rlhf", [stage], values, Path(cfg.output_dir).parent / f"{stage}_config.yaml")
+    return name, _command("bfpo.safe_rlhf", [stage], values, Path(cfg.output_dir) / f"{stage}_config.yaml")
 
 
 def summary_of(run_dir) -> dict:
@@ -293,3 +293,180 @@ def summary_of(run_dir) -> dict:
         if p.is_file():
             return json.loads(p.read_text())
     raise FileNotFoundError(f"{run_dir}: no finished run (no *_summary.json)")
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole comparison: every method on one budget, several seeds, judged
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Budget:
+    """What every method gets: the same start, data, steps, batch and learning rate."""
+
+    steps: int = 300
+    batch_size: int = 16
+    learning_rate: float = 2e-4
+    beta: float = 0.1
+    buffer_ratio: float = 0.25
+    max_length: int = 128
+    # Safe RLHF: reward and cost model steps, PPO-Lagrangian iterations (each one rollout batch)
+    score_steps: int = 200
+    score_learning_rate: float = 1e-3
+    ppo_iterations: int = 150
+    ppo_actor_lr: float = 2e-5
+    ppo_critic_lr: float = 1e-4
+    ppo_max_new_tokens: int = 32
+    ppo_prompts: str = "safety"  # "safety": the harmful and scary prompts (Safe RLHF's PPO prompts are safety
+    # prompts, PKU-SafeRLHF's); "all": every prompt of the pairs
+    # the red-teaming setting: prompts the SFT model answers twice, judged into pairs
+    red_team_prompts: int = 400
+
+
+def ppo_prompts(pairs: datasets.Dataset, which: str) -> datasets.Dataset:
+    """The distinct prompts of ``pairs`` for PPO rollouts: all, or only SafeHelp's harmful and scary ones."""
+    if which not in ("safety", "all"):
+        raise ValueError(f"ppo_prompts: expected 'safety' or 'all', got {which!r}")
+    prompts = sorted(set(pairs["prompt"]))
+    if which == "safety":
+        prompts = [p for p in prompts if tw.topic_of(p).kind in ("harmful", "scary")]
+    return datasets.Dataset.from_dict({"prompt": prompts})
+
+
+def suite_jobs(
+    sft_model, pairs_dir, buffer_dir, out_dir, methods: list[str], seeds: list[int], budget: Budget
+) -> dict[str, list]:
+    """The runs of the comparison, grouped into stages that must run one after another:
+    ``{"stage": [(name, run_dir, job or None), ...]}``; a job is None when its run is complete."""
+    out = Path(out_dir)
+    pairs, buffer = bdata.load(pairs_dir), bdata.load(buffer_dir)
+    stages: dict[str, list] = {"train": [], "score": [], "ppo": []}
+    base = dict(
+        model=str(sft_model),
+        beta=budget.beta,
+        learning_rate=budget.learning_rate,
+        per_device_batch_size=budget.batch_size,
+        max_steps=budget.steps,
+        max_length=budget.max_length,
+        buffer_ratio=budget.buffer_ratio,
+        log_every=5,
+        ref_cache_dir=str(out / "ref_cache"),
+    )
+    for name in methods:
+        if name == "safe_rlhf":
+            for kind in ("reward", "cost"):
+                cfg = safe_rlhf.ScoreConfig(
+                    model=str(sft_model),
+                    output_dir=str(out / "safe_rlhf" / f"{kind}_model"),
+                    train_data=str(pairs_dir),
+                    kind=kind,
+                    learning_rate=budget.score_learning_rate,
+                    max_steps=budget.score_steps,
+                    per_device_batch_size=budget.batch_size,
+                    max_length=budget.max_length,
+                )
+                done = (Path(cfg.output_dir) / "score_summary.json").is_file()
+                stages["score"].append(
+                    (f"{kind}_model", cfg.output_dir, None if done else safe_rlhf_job(f"{kind} model", "score", cfg))
+                )
+            prompts_dir = out / "safe_rlhf" / f"prompts_{budget.ppo_prompts}"
+            if not prompts_dir.is_dir():
+                bdata.save(ppo_prompts(pairs, budget.ppo_prompts), prompts_dir)
+            for seed in seeds:
+                cfg = safe_rlhf.PPOConfig(
+                    actor=str(sft_model),
+                    reward_model=str(out / "safe_rlhf" / "reward_model" / "model"),
+                    cost_model=str(out / "safe_rlhf" / "cost_model" / "model"),
+                    output_dir=str(out / f"safe_rlhf/seed{seed}"),
+                    prompts=str(prompts_dir),
+                    iterations=budget.ppo_iterations,
+                    rollout_batch_size=budget.batch_size,
+                    max_new_tokens=budget.ppo_max_new_tokens,
+                    actor_lr=budget.ppo_actor_lr,
+                    critic_lr=budget.ppo_critic_lr,
+                    seed=seed,
+                    save_every=25,
+                )
+                done = (Path(cfg.output_dir) / "ppo_summary.json").is_file()
+                stages["ppo"].append(
+                    (
+                        f"safe_rlhf/seed{seed}",
+                        cfg.output_dir,
+                        None if done else safe_rlhf_job(f"safe_rlhf seed {seed}", "ppo", cfg),
+                    )
+                )
+            continue
+        if name == "bfpo_red_team":
+            rt_dir = out / "red_team_data"
+            if not (rt_dir / "pairs").is_dir():
+                rt_pairs, records = red_team_data(sft_model, budget.red_team_prompts, seed=0)
+                bdata.save(rt_pairs, rt_dir / "pairs")
+                from bfpo.io import write_json
+
+                write_json(rt_dir / "generations.json", records)
+            method, method_pairs = METHODS["bfpo"], bdata.load(rt_dir / "pairs")
+        else:
+            method, method_pairs = get_method(name), pairs
+        for seed in seeds:
+            work = out / name / f"seed{seed}"
+            cfg = method_config(method, {**base, "seed": seed}, method_pairs, buffer, work)
+            stages["train"].append((f"{name}/seed{seed}", cfg.output_dir, train_job(f"{name} seed {seed}", cfg)))
+    return stages
+
+
+def run_suite(stages: dict[str, list], parallel: int = 2, progress: bool = True) -> None:
+    """Run the stages in order (reward/cost models before PPO), ``parallel`` jobs at a time."""
+    from tqdm.auto import tqdm
+
+    for stage in ("train", "score", "ppo"):
+        jobs = [job for _, _, job in stages.get(stage, []) if job is not None]
+        if not jobs:
+            continue
+        bar = tqdm(total=len(jobs), desc=f"{stage} runs", disable=not progress)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+            for _ in pool.map(lambda j: run_jobs([j], parallel=1), jobs):
+                bar.update(1)
+        bar.close()
+
+
+def judge_run(model_dir, samples_per_prompt: int, seed: int = 0) -> list[dict]:
+    """Gold-judge scores of a model on training and held-out wordings: two tidy rows."""
+    model, tok = models.load_model(model_dir), models.load_tokenizer(model_dir)
+    rows = []
+    for held_out in (False, True):
+        summary, _ = tw.evaluate_model(model, tok, samples_per_prompt=samples_per_prompt, held_out=held_out, seed=seed)
+        rows.append({"wording": "held-out" if held_out else "training", **summary})
+    return rows
+
+
+def run_flops(run_dir) -> float:
+    """Training FLOPs of a finished run beyond the shared SFT; a Safe RLHF PPO run also counts the
+    reward and cost models it needed (found beside it)."""
+    total = summary_of(run_dir)["flops"]["total"]
+    if (Path(run_dir) / "ppo_summary.json").is_file():
+        cfg = json.loads((Path(run_dir) / "ppo_summary.json").read_text())["config"]
+        for path in (cfg["reward_model"], cfg["cost_model"]):
+            total += summary_of(Path(path).parent)["flops"]["total"]
+    return total
+
+
+def judge_runs(runs: list[tuple[str, int, str]], samples_per_prompt: int, cache_path) -> list[dict]:
+    """Tidy rows (method, seed, wording, gold-judge numbers) for ``(method, seed, model_dir)`` runs.
+
+    Judged models are cached in ``cache_path`` by (method, seed, model weights, samples), so a re-run
+    judges only what changed.
+    """
+    from tqdm.auto import tqdm
+
+    from bfpo.io import write_json
+
+    cache_path = Path(cache_path)
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    rows = []
+    for method, seed, model_dir in tqdm(runs, desc="judging"):
+        key = f"{method}|{seed}|{samples_per_prompt}|{train.model_fingerprint(str(model_dir), None)[:16]}"
+        if key not in cache:
+            cache[key] = judge_run(model_dir, samples_per_prompt, seed=seed)
+            write_json(cache_path, cache)
+        rows += [{"method": method, "seed": seed, **r} for r in cache[key]]
+    return rows

@@ -226,3 +226,97 @@ def plot_judged(summaries: dict[str, dict[str, float]], title: str):
     ax.set(ylim=(0, 1.1), ylabel="gold judge", title=title)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     return fig
+
+
+def plot_method_margins(margins: dict[str, dict[str, float]], targets: dict[str, float] | None = None):
+    """Heatmap of beta*h per method (rows) and label combination (columns), on the same pairs."""
+    import pandas as pd
+
+    set_style()
+    cols = ["safe>safe", "safe>unsafe", "unsafe>safe", "unsafe>unsafe"]
+    table = pd.DataFrame(margins).T.reindex(columns=cols)
+    if targets:
+        table.loc["BFPO target g"] = [targets[c] for c in cols]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(table) + 1.4))
+    lim = float(table.abs().max().max()) or 1.0
+    sns.heatmap(
+        table, annot=True, fmt=".2f", cmap="RdBu", center=0, vmin=-lim, vmax=lim, ax=ax, cbar_kws={"shrink": 0.7}
+    )
+    ax.set(
+        xlabel="label combination of the pair (chosen = more helpful)", ylabel="", title="implicit-reward margin beta*h"
+    )
+    return fig
+
+
+def plot_safe_rlhf(metrics_by_seed: dict[str, list[dict]], window: int = 5):
+    """PPO-Lagrangian trajectories: lambda, reward, cost and KL per iteration, one line per seed."""
+    set_style()
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+    panels = [
+        ("lambda", "Lagrange multiplier lambda"),
+        ("reward", "reward model score R"),
+        ("cost", "cost model score C (d = 0)"),
+        ("kl", "KL(pi || pi_ref) per response"),
+    ]
+    for name, ms in metrics_by_seed.items():
+        xs = [m["iteration"] for m in ms]
+        for ax, (key, _) in zip(axes, panels, strict=True):
+            ax.plot(xs, _smooth([m[key] for m in ms], window if key != "lambda" else 1), label=name)
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        ax.set(title=title, xlabel="PPO iteration")
+        if key == "cost":
+            ax.axhline(0, color="black", lw=0.8, ls="--")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_tradeoff(df, x: str = "helpfulness", y: str = "harmlessness", quoted=None, title: str = ""):
+    """Helpfulness against harmlessness per method: mean over seeds with standard-deviation error
+    bars (measured here, filled markers); ``quoted`` rows (method, x, y, source) are drawn hollow
+    and labelled as quoted."""
+    set_style()
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    stats = df.groupby("title")[[x, y]].agg(["mean", "std", "count"])
+    palette = sns.color_palette("colorblind", len(stats))
+    for color, (name, row) in zip(palette, stats.iterrows(), strict=True):
+        n = int(row[(x, "count")])
+        ax.errorbar(
+            row[(x, "mean")],
+            row[(y, "mean")],
+            xerr=row[(x, "std")] if n > 1 else None,
+            yerr=row[(y, "std")] if n > 1 else None,
+            fmt="o",
+            ms=9,
+            color=color,
+            capsize=3,
+            label=f"{name} (measured, n={n})",
+        )
+    if quoted is not None:
+        for _, q in quoted.iterrows():
+            ax.scatter(q[x], q[y], s=80, facecolors="none", edgecolors="black")
+            ax.annotate(
+                f"{q['method']} (quoted: {q['source']})",
+                (q[x], q[y]),
+                fontsize=7,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
+    ax.set(xlabel=x.replace("_", " "), ylabel=y.replace("_", " "), title=title)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return fig
+
+
+def plot_compute(df, y: str = "harmlessness"):
+    """Training compute (log FLOPs, beyond the shared SFT) against ``y``, one point per method."""
+    set_style()
+    stats = df.groupby("title").agg(flops=("flops", "mean"), value=(y, "mean"))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    palette = sns.color_palette("colorblind", len(stats))
+    for color, (name, row) in zip(palette, stats.iterrows(), strict=True):
+        ax.scatter(row["flops"], row["value"], s=70, color=color, label=name)
+    ax.set(
+        xscale="log", xlabel="training FLOPs beyond the shared SFT (log)", ylabel=y, title="compute and harmlessness"
+    )
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return fig

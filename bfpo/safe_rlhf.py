@@ -648,3 +648,16 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def evaluate_score_model(model_dir, pairs_path: str, kind: str, max_length: int = 128) -> dict[str, float]:
+    """Accuracy of a saved reward or cost model on the pairs at ``pairs_path`` (see :func:`score_accuracy`)."""
+    from transformers import AutoModelForSequenceClassification
+
+    tok = models.load_tokenizer(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    cfg = ScoreConfig(
+        model=str(model_dir), output_dir="-", train_data=str(pairs_path), kind=kind, max_length=max_length
+    )
+    items = _tokenized_pairs(str(pairs_path), kind, tok, cfg, "pairs")
+    return score_accuracy(model, items, kind, tok.pad_token_id)

@@ -277,3 +277,21 @@ def test_flop_formulas_and_trainer_accounting(tiny_world, tmp_path):
     assert s["flops"]["train"] == (4 * n + 2 * n_tr) * s["tokens"]["train"]
     assert s["flops"]["reference"] == 2 * n * s["tokens"]["reference"]
     assert s["tokens"]["train"] == sum(m["tokens"] for m in train.read_metrics(tmp_path / "run"))
+
+
+def test_suite_jobs_each_have_their_own_config(tiny_world, tmp_path):
+    stages = baselines.suite_jobs(
+        tiny_world / "init",
+        tiny_world / "pairs",
+        tiny_world / "buffer",
+        tmp_path,
+        ["dpo_helpful", "bfpo", "safe_rlhf"],
+        [0, 1],
+        baselines.Budget(steps=2),
+    )
+    jobs = [job for stage in stages.values() for _, _, job in stage]
+    assert [len(stages[s]) for s in ("train", "score", "ppo")] == [4, 2, 2]
+    configs = [job[1][-1] for job in jobs]
+    assert len(set(configs)) == len(configs), "every job reads its own config file"
+    runs = [run for stage in stages.values() for _, run, _ in stage]
+    assert len(set(runs)) == len(runs)
