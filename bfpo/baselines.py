@@ -304,9 +304,9 @@ def summary_of(run_dir) -> dict:
 class Budget:
     """What every method gets: the same start, data, steps, batch and learning rate."""
 
-    steps: int = 300
+    steps: int = 200
     batch_size: int = 16
-    learning_rate: float = 2e-4
+    learning_rate: float = 5e-4
     beta: float = 0.1
     buffer_ratio: float = 0.25
     max_length: int = 128
@@ -365,7 +365,7 @@ def suite_jobs(
                     per_device_batch_size=budget.batch_size,
                     max_length=budget.max_length,
                 )
-                done = (Path(cfg.output_dir) / "score_summary.json").is_file()
+                done = safe_rlhf.finished(cfg, "score_summary.json") is not None
                 stages["score"].append(
                     (f"{kind}_model", cfg.output_dir, None if done else safe_rlhf_job(f"{kind} model", "score", cfg))
                 )
@@ -387,7 +387,7 @@ def suite_jobs(
                     seed=seed,
                     save_every=25,
                 )
-                done = (Path(cfg.output_dir) / "ppo_summary.json").is_file()
+                done = safe_rlhf.finished(cfg, "ppo_summary.json") is not None
                 stages["ppo"].append(
                     (
                         f"safe_rlhf/seed{seed}",

@@ -767,7 +767,9 @@ def run_alpaca_eval(model, tokenizer, judge, limit=None, max_new_tokens=64, data
     )
     rows = []
     for line, r in bdata.read_jsonl(path):
-        rows.append((_need(str(path), line, r, "instruction"), _need(str(path), line, r, "output")))
+        if not isinstance(r.get("output"), str):  # an empty reference is kept: davinci-003 did answer nothing
+            raise bdata.DataError(str(path), line, "output", "missing or not text")
+        rows.append((_need(str(path), line, r, "instruction"), r["output"]))
     rows = rows[:limit] if limit else rows
     prompts = [p for p, _ in rows]
     outputs = [

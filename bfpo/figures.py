@@ -292,6 +292,7 @@ def plot_tradeoff(df, x: str = "helpfulness", y: str = "harmlessness", quoted=No
             capsize=3,
             label=f"{name} (measured, n={n})",
         )
+        ax.annotate(name, (row[(x, "mean")], row[(y, "mean")]), fontsize=7, xytext=(5, 5), textcoords="offset points")
     if quoted is not None:
         for _, q in quoted.iterrows():
             ax.scatter(q[x], q[y], s=80, facecolors="none", edgecolors="black")
@@ -319,4 +320,62 @@ def plot_compute(df, y: str = "harmlessness"):
         xscale="log", xlabel="training FLOPs beyond the shared SFT (log)", ylabel=y, title="compute and harmlessness"
     )
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return fig
+
+
+def plot_benchmark_table(wide, title: str = ""):
+    """Heatmap of a model x (task metric) table of scores in [0, 1] (likelihood differences, which
+    are unbounded, are left out)."""
+    set_style()
+    table = wide[[c for c in wide.columns if "likelihood_diff" not in c]]
+    fig, ax = plt.subplots(figsize=(0.55 * len(table.columns) + 3, 0.45 * len(table) + 2.5))
+    sns.heatmap(
+        table,
+        annot=True,
+        fmt=".2f",
+        cmap="viridis",
+        vmin=0,
+        vmax=1,
+        ax=ax,
+        cbar_kws={"shrink": 0.6},
+        annot_kws={"fontsize": 7},
+    )
+    ax.set(xlabel="", ylabel="", title=title)
+    ax.tick_params(axis="x", labelsize=8)
+    return fig
+
+
+def plot_quoted_bubbles(points, source: str):
+    """The paper's 7B comparison (helpfulness vs harmlessness, bubble size as in the source figure),
+    every point QUOTED, with the arrow from Zephyr-7b-beta to BFPO."""
+    set_style()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    palette = sns.color_palette("colorblind", len(points))
+    for color, (_, p) in zip(palette, points.iterrows(), strict=True):
+        ax.scatter(
+            p["helpfulness"],
+            p["harmlessness"],
+            s=(p["radius_px"] * 2.2) ** 2,
+            color=color,
+            alpha=0.55,
+            edgecolors="black",
+            linewidths=0.6,
+        )
+        ax.annotate(p["method"], (p["helpfulness"], p["harmlessness"]), ha="center", va="center", fontsize=8)
+    by = points.set_index("method")
+    if {"Zephyr-7b-beta", "BFPO"} <= set(by.index):
+        ax.annotate(
+            "",
+            xy=(by.loc["BFPO", "helpfulness"], by.loc["BFPO", "harmlessness"] - 0.006),
+            xytext=(by.loc["Zephyr-7b-beta", "helpfulness"], by.loc["Zephyr-7b-beta", "harmlessness"] + 0.006),
+            arrowprops={"arrowstyle": "->", "color": "black", "lw": 1.5},
+        )
+    ax.set(
+        xlabel="helpfulness (quoted; metric not named by the source)",
+        ylabel="harmlessness (quoted; metric not named by the source)",
+        title="7B models, QUOTED from the BFPO paper's repository figure",
+        xlim=(-0.02, 0.18),
+        ylim=(0.56, 0.77),
+    )
+    ax.text(0.01, 0.01, f"quoted, not measured here: {source}", transform=ax.transAxes, fontsize=7, color="dimgray")
     return fig

@@ -64,6 +64,16 @@ def _from_dict(cls, values: dict, where: str):
     return cls(**values)
 
 
+def finished(cfg, summary_name: str) -> dict | None:
+    """The summary of a finished run of the same config (threads and progress bars aside), else None."""
+    path = Path(cfg.output_dir) / summary_name
+    if not path.is_file():
+        return None
+    done = json.loads(path.read_text())
+    strip = lambda d: {k: v for k, v in d.items() if k not in btrain.RUNTIME_KEYS}  # noqa: E731
+    return done if strip(done.get("config", {})) == strip(json.loads(json.dumps(dataclasses.asdict(cfg)))) else None
+
+
 # ---------------------------------------------------------------------------------------------
 # Reward and cost models
 # ---------------------------------------------------------------------------------------------
@@ -182,10 +192,8 @@ def train_score_model(cfg: ScoreConfig) -> dict:
 
     out = Path(cfg.output_dir)
     summary_path = out / "score_summary.json"
-    if summary_path.is_file():
-        done = json.loads(summary_path.read_text())
-        if done.get("config") == dataclasses.asdict(cfg):
-            return done
+    if (done := finished(cfg, "score_summary.json")) is not None:
+        return done
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
@@ -418,8 +426,8 @@ def ppo_lagrangian(cfg: PPOConfig) -> dict:
 
     out = Path(cfg.output_dir)
     summary_path = out / "ppo_summary.json"
-    if summary_path.is_file() and json.loads(summary_path.read_text()).get("config") == dataclasses.asdict(cfg):
-        return json.loads(summary_path.read_text())
+    if (done := finished(cfg, "ppo_summary.json")) is not None:
+        return done
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
@@ -459,6 +467,13 @@ def ppo_lagrangian(cfg: PPOConfig) -> dict:
 
     ckpt, metrics_path = out / "checkpoint.pt", out / "metrics.jsonl"
     start = 0
+    if ckpt.is_file():
+        state = torch.load(ckpt, weights_only=False)
+        if {k: v for k, v in state.get("config", {}).items() if k not in btrain.RUNTIME_KEYS} != {
+            k: v for k, v in dataclasses.asdict(cfg).items() if k not in btrain.RUNTIME_KEYS
+        }:
+            log.warning("%s is a checkpoint of another config; starting afresh", ckpt)
+            ckpt.unlink()
     if ckpt.is_file():
         state = torch.load(ckpt, weights_only=False)
         actor.load_state_dict(state["actor"])
@@ -585,6 +600,7 @@ def ppo_lagrangian(cfg: PPOConfig) -> dict:
         if cfg.save_every and (it + 1) % cfg.save_every == 0 and it + 1 < cfg.iterations:
             state = {
                 "iteration": it + 1,
+                "config": dataclasses.asdict(cfg),
                 "actor": actor.state_dict(),
                 "actor_opt": actor_opt.state_dict(),
                 "critics": {k: c.state_dict() for k, c in critics.items()},

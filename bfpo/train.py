@@ -436,7 +436,16 @@ def train(cfg: TrainConfig) -> dict:
     world = accelerator.num_processes
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", cfg.to_dict())
+        saved = out / "config.json"
+        if saved.is_file() and not _same_run(json.loads(saved.read_text()), cfg):
+            # another config ran here: its checkpoint, metrics and results must not be resumed or kept
+            log.warning("%s held a run of another config; starting afresh", out)
+            for stale in ("checkpoint", "model", "ranks"):
+                shutil.rmtree(out / stale, ignore_errors=True)
+            for stale in ("train_summary.json", "metrics.jsonl"):
+                (out / stale).unlink(missing_ok=True)
+        write_json(saved, cfg.to_dict())
+    accelerator.wait_for_everyone()
     torch.manual_seed(cfg.seed)
 
     tokenizer = models.load_tokenizer(cfg.model, cfg.revision)
@@ -659,9 +668,20 @@ def completed(output_dir: str | os.PathLike, cfg: TrainConfig) -> dict | None:
     summary, config = out / "train_summary.json", out / "config.json"
     if not (summary.is_file() and config.is_file() and (out / "model" / "config.json").is_file()):
         return None
-    if json.loads(config.read_text()) != json.loads(json.dumps(cfg.to_dict())):
+    if not _same_run(json.loads(config.read_text()), cfg):
         return None
     return json.loads(summary.read_text())
+
+
+RUNTIME_KEYS = ("num_threads", "progress")
+"""Config keys that change how a run executes, not what it computes."""
+
+
+def _same_run(saved: dict, cfg: TrainConfig) -> bool:
+    now = json.loads(json.dumps(cfg.to_dict()))
+    return {k: v for k, v in saved.items() if k not in RUNTIME_KEYS} == {
+        k: v for k, v in now.items() if k not in RUNTIME_KEYS
+    }
 
 
 def _step_metrics(step, g, cfg, lr, grad_norm, tokens, seconds) -> dict:

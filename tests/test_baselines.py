@@ -245,6 +245,10 @@ def test_ppo_lagrangian_resumes_where_it_stopped(tiny_world, score_models, tmp_p
     with pytest.raises(KeyboardInterrupt):
         safe_rlhf.ppo_lagrangian(cfg)
     monkeypatch.setattr(safe_rlhf, "ppo_actor_loss", real)
+    other = ppo_config(tiny_world, score_models, tmp_path / "c", iterations=4, save_every=2, actor_lr=5e-4)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "checkpoint.pt").write_bytes((tmp_path / "b" / "checkpoint.pt").read_bytes())
+    assert safe_rlhf.ppo_lagrangian(other)["resumed_from"] == 0, "a checkpoint of another config is not resumed"
     summary = safe_rlhf.ppo_lagrangian(cfg)
     assert summary["resumed_from"] == 2
     a, b = safe_rlhf.read_metrics(tmp_path / "a"), safe_rlhf.read_metrics(tmp_path / "b")

@@ -179,3 +179,23 @@ def test_evaluate_is_cached_and_tidy(tiny_world, tmp_path):
 def test_cli_help():
     out = subprocess.run([sys.executable, "-m", "bfpo.evaluate", "--help"], capture_output=True, text=True, check=True)
     assert "--tasks" in out.stdout and "truthfulqa_mc2" in out.stdout and "refusal" in out.stdout
+
+
+def test_alpaca_eval_keeps_an_empty_reference_and_rejects_a_missing_one(tiny_world, tmp_path):
+    class Longer:  # a pairwise judge by hand: the longer output wins
+        name = "longer"
+
+        def preference(self, prompts, outputs, references):
+            return [
+                1.0 if len(o) > len(r) else 0.5 if len(o) == len(r) else 0.0
+                for o, r in zip(outputs, references, strict=True)
+            ]
+
+    model, tok = models.load_model(tiny_world / "init"), models.load_tokenizer(tiny_world / "init")
+    path = tmp_path / "alpaca_eval_text_davinci_003_500.jsonl"
+    path.write_text(json.dumps({"instruction": "bake bread", "output": ""}) + "\n")
+    res = evaluation.run_alpaca_eval(model, tok, Longer(), max_new_tokens=4, data_dir=tmp_path)
+    assert res["n"] == 1 and res["metrics"]["win_rate"] in (0.5, 1.0)
+    path.write_text(json.dumps({"instruction": "bake bread"}) + "\n")
+    with pytest.raises(data.DataError, match="line 1, field 'output'"):
+        evaluation.run_alpaca_eval(model, tok, Longer(), data_dir=tmp_path)

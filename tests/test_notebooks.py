@@ -109,8 +109,8 @@ def test_labeling_notebook_writes_labelled_data(tmp_path):
     assert (tmp_path / "figs" / "02_label_combinations.png").stat().st_size > 0
 
 
-def test_training_notebook_runs_two_processes(tmp_path):
-    """Notebooks 02 and 03 in sequence (03 reads only what 02 wrote), with short runs."""
+def test_pipeline_02_to_06_with_short_runs(tmp_path):
+    """Notebooks 02 to 06 in sequence, each reading only what the earlier ones wrote, with short runs."""
     runner.run("smoke", only=["02"], output_dir=tmp_path / "runs", figures_dir=tmp_path / "figs", progress=False)
     runner.run(
         "smoke",
@@ -128,4 +128,52 @@ def test_training_notebook_runs_two_processes(tmp_path):
     for key in ("SFT (held-out wordings)", "BFPO (training wordings)"):
         assert 0 <= results["judged"][key]["harmlessness"] <= 1 and results["judged"][key]["samples"] > 0
     for name in ("03_training_curves", "03_judged_before_after"):
+        assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 0
+
+    # 04: a few methods, two seeds, short runs
+    runner.run(
+        "smoke",
+        only=["04"],
+        output_dir=tmp_path / "runs",
+        figures_dir=tmp_path / "figs",
+        progress=False,
+        parameters={
+            "seeds": [0, 1],
+            "steps": 40,
+            "ppo_iterations": 4,
+            "eval_samples": 1,
+            "methods": ["dpo_helpful", "dpo_safety", "bfpo", "bfpo_red_team", "safe_rlhf"],
+        },
+    )
+    import pandas as pd
+
+    base = tmp_path / "runs" / "04_baselines"
+    df = pd.read_csv(base / "results.csv")
+    assert set(df["method"]) == {"sft", "dpo_helpful", "dpo_safety", "bfpo", "bfpo_red_team", "safe_rlhf"}
+    assert set(df["wording"]) == {"training", "held-out"} and set(df["seed"]) == {0, 1}
+    assert (df.loc[df["method"] != "sft", "flops"] > 0).all()
+    results = json.loads((base / "results.json").read_text())
+    assert 0 < results["bfpo_flops_fraction_of_safe_rlhf"] < 1
+    assert results["score_models_held_out"]["cost"]["ranking"] > 0.8
+    assert results["red_team_pairs"] > 0
+    for name in ("04_method_margins", "04_safe_rlhf_lambda", "04_tradeoff", "04_compute"):
+        assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 0
+    # 05: every task on the first few examples
+    runner.run(
+        "smoke",
+        only=["05"],
+        output_dir=tmp_path / "runs",
+        figures_dir=tmp_path / "figs",
+        progress=False,
+        parameters={"limit_mc": 4, "limit_generative": 4, "safehelp_samples": 1},
+    )
+    ev = pd.read_csv(tmp_path / "runs" / "05_evaluation" / "results.csv")
+    assert {"truthfulqa_mc2", "ethics_virtue", "advbench", "xstest", "alpaca_eval", "safehelp"} <= set(ev["task"])
+    assert {"SFT start", "BFPO", "DPO (safety)", "Safe RLHF"} <= set(ev["model"])
+    assert ev["value"].between(0, 1).all() or (ev.loc[ev["metric"] == "likelihood_diff", "value"] >= 0).all()
+    # 06: the figures and the results summary
+    runner.run("smoke", only=["06"], output_dir=tmp_path / "runs", figures_dir=tmp_path / "figs", progress=False)
+    summary = (tmp_path / "figs" / "RESULTS.md").read_text()
+    assert "harmlessness gain with public data" in summary and "compute of BFPO relative to Safe RLHF" in summary
+    for name in ("06_fig1_tradeoff_held_out", "06_quoted_7b_comparison", "06_safe_rlhf_lambda", "06_compute"):
         assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 0

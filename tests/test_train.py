@@ -202,6 +202,26 @@ def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tiny_world,
     assert train.train(resumed) == summary, "a finished run is not trained again"
 
 
+def test_a_changed_config_does_not_resume_the_old_checkpoint(tiny_world, tmp_path, monkeypatch):
+    cfg = config(tiny_world, tmp_path, max_steps=6, save_every=2)
+    original = train._step_metrics
+
+    def killed_at_step_5(step, *args, **kwargs):
+        if step == 5:
+            raise KeyboardInterrupt("killed")
+        return original(step, *args, **kwargs)
+
+    monkeypatch.setattr(train, "_step_metrics", killed_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(cfg)
+    monkeypatch.setattr(train, "_step_metrics", original)
+    assert (tmp_path / "run" / "checkpoint").is_dir()
+    other = train.TrainConfig.from_dict(cfg.to_dict() | {"learning_rate": 1e-3})
+    assert train.train(other)["resumed_from"] == 0, "a checkpoint of another config is not resumed"
+    same_but_threads = train.TrainConfig.from_dict(other.to_dict() | {"num_threads": 2, "progress": True})
+    assert train.completed(tmp_path / "run", same_but_threads) is not None, "threads and progress bars do not count"
+
+
 def test_reference_logps_are_cached(tiny_world, tmp_path):
     cache = tmp_path / "cache"
     train.train(config(tiny_world, tmp_path / "a", max_steps=2, ref_cache_dir=str(cache)))
