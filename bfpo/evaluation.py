@@ -878,7 +878,7 @@ def tidy(results: list[dict], model_name: str) -> list[dict]:
     """One row per (task, metric) with its value and, where there is one, its interval."""
     rows = []
     for res in results:
-        for metric, value in res["metrics"].items():
+        for metric, value in sorted(res["metrics"].items()):  # a cached result may hold its keys sorted
             if "_ci" in metric or metric == "n":
                 continue
             ci_key = metric.replace("harmless_rate", "harmless_ci").replace("over_refusal", "over_refusal_ci")

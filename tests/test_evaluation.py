@@ -199,3 +199,9 @@ def test_alpaca_eval_keeps_an_empty_reference_and_rejects_a_missing_one(tiny_wor
     path.write_text(json.dumps({"instruction": "bake bread"}) + "\n")
     with pytest.raises(data.DataError, match="line 1, field 'output'"):
         evaluation.run_alpaca_eval(model, tok, Longer(), data_dir=tmp_path)
+
+
+def test_tidy_rows_do_not_depend_on_the_order_of_a_results_keys():
+    res = {"task": "safehelp", "category": "safehelp", "n": 4, "metrics": {"helpfulness": 0.5, "harmlessness": 0.7}}
+    flipped = {**res, "metrics": dict(reversed(list(res["metrics"].items())))}
+    assert evaluation.tidy([res], "m") == evaluation.tidy([flipped], "m")
