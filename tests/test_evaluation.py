@@ -33,11 +33,48 @@ def test_crows_pairs_metrics():
     assert evaluation.crows(doc, [-13.0, -12.0])["pct_stereotype"] == 0.0
 
 
-def test_bbq_splits_ambiguous_and_disambiguated():
-    docs = [Doc("1", "c", (" a", " b", " c"), 2, ("ambig",)), Doc("2", "c", (" a", " b", " c"), 0, ("disambig",))]
+def test_bbq_docs_follow_lm_eval():
+    docs = evaluation.load_docs(evaluation.MC_TASKS["bbq"])
+    first, second = docs[0], docs[1]  # the grandfather / grandson example, ambiguous then disambiguated
+    assert first.choices[:3] == (" The grandfather", " The grandson", " Unknown") and len(first.choices) == 12
+    assert first.gold == tuple(range(2, 12)), "every 'unknown' phrase is right when the answer is unknown"
+    assert first.meta == ("ambig", (0,), "Age"), "negative question: the stereotyped (old) group is the biased answer"
+    assert second.gold == 1 and second.meta[0] == "disambig"
+    assert docs[2].meta[1] == (1,), "non-negative question: the other (non-old) group is the biased answer"
+    assert all(len(d.meta[1]) == 1 for d in docs)
+
+
+def test_bbq_accuracy_and_bias_scores_by_hand():
     task = evaluation.MC_TASKS["bbq"]
-    scores = evaluation.score_mc(docs, [[-3.0, -2.0, -1.0], [-1.0, -0.5, -2.0]], task)
-    assert scores == {"acc": 0.5, "acc_ambig": 1.0, "acc_disambig": 0.0}
+    choices = (" a", " b", *(" " + u for u in evaluation.BBQ_UNKNOWN))
+    unk = tuple(range(2, 12))
+
+    def doc(gold, condition, biased, category="Age"):
+        return Doc("x", "c", choices, gold, (condition, (biased,), category))
+
+    def pick(k):  # log-likelihoods whose argmax is choice k
+        return [0.0 if j == k else -5.0 for j in range(12)]
+
+    docs = [
+        doc(unk, "ambig", 0),  # answers 0: wrong, biased
+        doc(unk, "ambig", 0),  # answers 5 ("unknown"): right
+        doc(unk, "ambig", 1, "Religion"),  # answers 0: wrong, not biased
+        doc(unk, "ambig", 1, "Religion"),  # answers 2: right
+        doc(0, "disambig", 0),  # answers 0: right, biased
+        doc(1, "disambig", 0),  # answers 0: wrong, biased
+        doc(1, "disambig", 1, "Religion"),  # answers 1: right, biased
+        doc(0, "disambig", 1, "Religion"),  # answers 3 ("unknown"): wrong
+    ]
+    lls = [pick(k) for k in (0, 5, 0, 2, 0, 0, 1, 3)]
+    s = evaluation.score_mc(docs, lls, task)
+    assert s["acc"] == 4 / 8 and s["accuracy_amb"] == 0.5 and s["accuracy_disamb"] == 0.5
+    # disambiguated: 3 biased of 3 named answers -> 2 * 3/3 - 1 = 1
+    assert s["disamb_bias_score"] == 1.0
+    # ambiguous: 1 biased of 2 named -> s = 0, times (1 - 0.5)
+    assert s["amb_bias_score"] == 0.0
+    # per category: Age ambiguous 1 biased of 1 named -> (1 - 0.5) * 1; Religion ambiguous 0 biased -> 0
+    assert s["amb_bias_score_Age"] == 0.5 and s["amb_bias_score_Religion"] == 0.0
+    assert s["disamb_bias_score_Age"] == 1.0 and s["disamb_bias_score_Religion"] == 1.0
 
 
 def test_wilson_interval_and_win_rate():
@@ -148,6 +185,13 @@ def test_bad_rows_name_file_line_and_field(tmp_path):
         evaluation.load_docs(evaluation.MC_TASKS["ethics_cm"], data_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="task arc_challenge: data file .* not found"):
         evaluation.load_docs(evaluation.MC_TASKS["arc_challenge"], data_dir=tmp_path)
+    bbq = evaluation.MC_TASKS["bbq"]
+    for name in bbq.files:
+        (tmp_path / name).write_text("")
+    row = {"label": 0, "ans0": "The cook", "ans1": "The nurse", "ans2": "The pilot", "question_polarity": "neg"}
+    (tmp_path / bbq.files[0]).write_text(json.dumps(row) + "\n")
+    with pytest.raises(data.DataError, match=r"bbq_age_200.jsonl, line 1, field 'ans0..ans2': expected exactly one"):
+        evaluation.load_docs(bbq, data_dir=tmp_path)
 
 
 def test_unknown_task_judge_and_model(tiny_world, tmp_path):
@@ -205,3 +249,138 @@ def test_tidy_rows_do_not_depend_on_the_order_of_a_results_keys():
     res = {"task": "safehelp", "category": "safehelp", "n": 4, "metrics": {"helpfulness": 0.5, "harmlessness": 0.7}}
     flipped = {**res, "metrics": dict(reversed(list(res["metrics"].items())))}
     assert evaluation.tidy([res], "m") == evaluation.tidy([flipped], "m")
+
+
+# --- the full test sets from the hub (load_dataset replaced by records in the hub's schema) ----
+
+N_HUB = 6
+
+
+def _csv(name, header=True, fields=None):
+    with open(data.shared_data_file(name), newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f) if header else csv.DictReader(f, fieldnames=fields))
+    return rows[:N_HUB]
+
+
+def _jsonl(name):
+    return [r for _, r in data.read_jsonl(data.shared_data_file(name))][:N_HUB]
+
+
+def _hub_records(path, name):
+    """The first shared records, rewritten in the schema each hub data set has."""
+    if path == "allenai/ai2_arc":
+        return [
+            {
+                "id": r["id"],
+                "question": r["question"]["stem"],
+                "choices": {
+                    "text": [c["text"] for c in r["question"]["choices"]],
+                    "label": [c["label"] for c in r["question"]["choices"]],
+                },
+                "answerKey": r["answerKey"],
+            }
+            for r in _jsonl("arc_challenge_test_500.jsonl")
+        ]
+    if path == "cais/mmlu":
+        rows = _csv("mmlu_high_school_chemistry_test_203.csv", False, ["q", "A", "B", "C", "D", "ans"])
+        return [
+            {"question": r["q"], "subject": name, "choices": [r[k] for k in "ABCD"], "answer": "ABCD".index(r["ans"])}
+            for r in rows
+        ]
+    if path == "truthfulqa/truthful_qa":
+        return [
+            {
+                "question": r["question"],
+                **{k: {"choices": list(r[k]), "labels": list(r[k].values())} for k in ("mc1_targets", "mc2_targets")},
+            }
+            for r in _jsonl("truthfulqa_v1_mc_task_500.jsonl")
+        ]
+    if path == "jannalu/crows_pairs_multilingual":
+        return [
+            {k: r[k] for k in ("sent_more", "sent_less", "stereo_antistereo", "bias_type")}
+            for r in _csv("crows_pairs_anonymized_500.csv")
+        ]
+    if path == "EleutherAI/hendrycks_ethics":
+        if name == "utilitarianism":
+            rows = _csv("ethics_utilitarianism_test_500.csv", False, ["activity", "baseline"])
+            return [{"activity": r["activity"], "baseline": r["baseline"], "rating": ""} for r in rows]
+        file = {"commonsense": "ethics_commonsense_test_500.csv"}.get(name, f"ethics_{name}_test_500.csv")
+        rows = [{**r, "label": int(r["label"])} for r in _csv(file)]
+        if name == "virtue":  # the hub has the sentence and the trait apart
+            rows = [
+                {"label": r["label"], **dict(zip(("scenario", "trait"), r["scenario"].split(" [SEP] "), strict=True))}
+                for r in rows
+            ]
+        return rows
+    if path == "oskarvanderwal/bbq":
+        return _jsonl(f"bbq_{name.lower()}_200.jsonl")
+    raise AssertionError(f"no hub records for {path}")
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def load_dataset(path, name=None, split=None, revision=None):
+        calls.append((path, name, split, revision))
+        records = _hub_records(path, name)
+        if path == "jannalu/crows_pairs_multilingual":  # a ClassLabel column comes back as its names
+            names = sorted({r["bias_type"] for r in records})
+            feats = datasets.Features({k: datasets.Value("string") for k in records[0]})
+            feats["bias_type"] = datasets.ClassLabel(names=names)
+            records = [{**r, "bias_type": names.index(r["bias_type"])} for r in records]
+            return datasets.Dataset.from_list(records, features=feats)
+        return datasets.Dataset.from_list(records)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return calls
+
+
+def test_hub_test_sets_read_like_the_shared_files(fake_hub, tmp_path):
+    evaluation.fetch_hub_data(list(evaluation.MC_TASKS), tmp_path, progress=False)
+    assert {c[0] for c in fake_hub} == {s.path for t in evaluation.MC_TASKS.values() for s in t.hub}
+    assert len(fake_hub) == 15, "one download per file: truthfulqa mc1 and mc2 share one"
+    for name, task in evaluation.MC_TASKS.items():
+        from_hub = evaluation.load_docs(task, data_dir=tmp_path)
+        shared = evaluation.load_docs(task)
+        if name == "bbq":  # six categories, N_HUB records each
+            per_file = len(shared) // len(task.files)
+            shared = [d for k in range(len(task.files)) for d in shared[k * per_file : k * per_file + N_HUB]]
+        assert from_hub == shared[: len(from_hub)] and len(from_hub) == len(shared[: len(from_hub)]), name
+        assert len(from_hub) == N_HUB * len(task.files), name
+    evaluation.fetch_hub_data(["arc_challenge"], tmp_path, progress=False)
+    assert len(fake_hub) == 15, "files already fetched are kept"
+
+
+def test_hub_errors_name_the_data_set_and_record(monkeypatch, fake_hub, tmp_path):
+    import datasets
+
+    real = datasets.load_dataset
+
+    def broken_mmlu(path, name=None, split=None, revision=None):
+        ds = real(path, name, split=split, revision=revision)
+        return ds.remove_columns("answer") if path == "cais/mmlu" else ds
+
+    monkeypatch.setattr(datasets, "load_dataset", broken_mmlu)
+    with pytest.raises(data.DataError, match=r"hub:cais/mmlu/high_school_chemistry/test@main, line 1, field 'answer'"):
+        evaluation.fetch_hub_data(["mmlu_high_school_chemistry"], tmp_path, progress=False)
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no internet")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(OSError, match=r"hub:EleutherAI/hendrycks_ethics/justice/test@refs/convert/parquet could not"):
+        evaluation.fetch_hub_data(["ethics_justice"], tmp_path, progress=False)
+    with pytest.raises(ValueError, match="unknown multiple-choice task 'xstest'"):
+        evaluation.fetch_hub_data(["xstest"], tmp_path)
+
+
+def test_evaluate_on_the_hub_test_sets(fake_hub, tiny_world, tmp_path):
+    res = evaluation.evaluate(
+        tiny_world / "init", ["ethics_justice", "xstest"], limit=4, cache_dir=tmp_path / "c", hub_dir=tmp_path / "h"
+    )
+    assert (tmp_path / "h" / "ethics_justice_test_500.csv").is_file()
+    assert [c[:2] for c in fake_hub] == [("EleutherAI/hendrycks_ethics", "justice")], "only MC tasks are fetched"
+    assert res[0]["n"] == 4 and res[1]["task"] == "xstest"
