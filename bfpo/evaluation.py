@@ -473,7 +473,7 @@ class MCTask:
     score: Callable[[Doc, list[float]], dict[str, float]]
     main_metric: str
     aggregate: Callable[[list[dict]], dict[str, float]] | None = None  # default: the mean of each metric
-    version: int = 1  # bumped when the scoring changes, so cached results are not reused
+    version: int = 1  # bumped when the scoring or the choice of examples changes: old caches are not reused
     hub: tuple[HubSource, ...] = ()  # one per file: the full test set, see fetch_hub_data
 
 
@@ -580,7 +580,7 @@ MC_TASKS: dict[str, MCTask] = {
             bbq_metrics,
             "acc",
             aggregate=bbq_aggregate,
-            version=2,
+            version=3,
             hub=tuple(_bbq_hub(c) for c in BBQ_CATEGORIES),
         ),
     )
@@ -637,10 +637,15 @@ def fetch_hub_data(tasks: list[str], out_dir, force: bool = False, progress: boo
 
 
 def load_docs(task: MCTask, data_dir=None, limit: int | None = None) -> list[Doc]:
+    """The task's examples; ``limit`` keeps the first ones, shared evenly between the files of a
+    task with several (so a limited BBQ run still covers every category)."""
     paths = [bdata.shared_data_file(f) if data_dir is None else Path(data_dir) / f for f in task.files]
     for p in paths:
         if not Path(p).is_file():
             raise FileNotFoundError(f"task {task.name}: data file {p} not found (set BFPO_DATA_DIR or pass data_dir)")
+    if limit and len(paths) > 1:
+        share = -(-limit // len(paths))  # ceil
+        return [d for p in paths for d in task.load(p)[:share]][:limit]
     docs = task.load(*paths)
     return docs[:limit] if limit else docs
 

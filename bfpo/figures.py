@@ -309,7 +309,8 @@ def plot_tradeoff(df, x: str = "helpfulness", y: str = "harmlessness", quoted=No
 
 
 def plot_compute(df, y: str = "harmlessness"):
-    """Training compute (log FLOPs, beyond the shared SFT) against ``y``, one point per method."""
+    """Training compute (log FLOPs, beyond the shared SFT) against ``y``, one point per method
+    (the mean over its seeds); every number is measured here."""
     set_style()
     stats = df.groupby("title").agg(flops=("flops", "mean"), value=(y, "mean"))
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -317,7 +318,10 @@ def plot_compute(df, y: str = "harmlessness"):
     for color, (name, row) in zip(palette, stats.iterrows(), strict=True):
         ax.scatter(row["flops"], row["value"], s=70, color=color, label=name)
     ax.set(
-        xscale="log", xlabel="training FLOPs beyond the shared SFT (log)", ylabel=y, title="compute and harmlessness"
+        xscale="log",
+        xlabel="training FLOPs beyond the shared SFT (log)",
+        ylabel=y,
+        title=f"compute and {y} (measured here, mean over seeds)",
     )
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     return fig
