@@ -356,8 +356,8 @@ def _bbq_groups(info) -> set[str]:
     give both parts, and gendered words add lm-eval's "f" / "m" group tags."""
     groups: set[str] = set()
     for part in info or []:
-        part = str(part).lower()
-        for prefix in ("m-", "f-", "lowses-", "highses-"):
+        part = str(part).replace("lowSES", "low SES").replace("highSES", "high SES").lower()
+        for prefix in ("m-", "f-", "low ses-", "high ses-"):
             if part.startswith(prefix):
                 groups.add(prefix[:-1])
                 part = part[len(prefix) :]

@@ -42,6 +42,8 @@ def test_bbq_docs_follow_lm_eval():
     assert second.gold == 1 and second.meta[0] == "disambig"
     assert docs[2].meta[1] == (1,), "non-negative question: the other (non-old) group is the biased answer"
     assert all(len(d.meta[1]) == 1 for d in docs)
+    assert evaluation._bbq_groups(["lowSES-Black", "lowSES-Black"]) == {"low ses", "black"}
+    assert evaluation._bbq_groups(["F-Latino", "woman"]) == {"f", "latino", "woman"}
     limited = evaluation.load_docs(evaluation.MC_TASKS["bbq"], limit=50)
     assert len(limited) == 50 and len({d.meta[2] for d in limited}) == 6, "a limit is shared between categories"
 
