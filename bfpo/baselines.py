@@ -39,6 +39,7 @@ import yaml
 from bfpo import data as bdata
 from bfpo import models, safe_rlhf, train
 from bfpo import toyworld as tw
+from bfpo.io import write_json
 
 # ---------------------------------------------------------------------------------------------
 # Label views
@@ -286,6 +287,12 @@ def safe_rlhf_job(name: str, stage: str, cfg) -> tuple[str, list[str]]:
     return name, _command("bfpo.safe_rlhf", [stage], values, Path(cfg.output_dir) / f"{stage}_config.yaml")
 
 
+def _safe_rlhf_entry(name: str, label: str, stage: str, cfg) -> tuple:
+    """A stage entry (name, run dir, job); the job is None when the run finished with this config."""
+    done = safe_rlhf.finished(cfg, f"{stage}_summary.json") is not None
+    return name, cfg.output_dir, None if done else safe_rlhf_job(label, stage, cfg)
+
+
 def summary_of(run_dir) -> dict:
     """The summary a finished run left: train_summary.json, ppo_summary.json or score_summary.json."""
     for name in ("train_summary.json", "ppo_summary.json", "score_summary.json"):
@@ -365,10 +372,7 @@ def suite_jobs(
                     per_device_batch_size=budget.batch_size,
                     max_length=budget.max_length,
                 )
-                done = safe_rlhf.finished(cfg, "score_summary.json") is not None
-                stages["score"].append(
-                    (f"{kind}_model", cfg.output_dir, None if done else safe_rlhf_job(f"{kind} model", "score", cfg))
-                )
+                stages["score"].append(_safe_rlhf_entry(f"{kind}_model", f"{kind} model", "score", cfg))
             prompts_dir = out / "safe_rlhf" / f"prompts_{budget.ppo_prompts}"
             if not prompts_dir.is_dir():
                 bdata.save(ppo_prompts(pairs, budget.ppo_prompts), prompts_dir)
@@ -387,22 +391,13 @@ def suite_jobs(
                     seed=seed,
                     save_every=25,
                 )
-                done = safe_rlhf.finished(cfg, "ppo_summary.json") is not None
-                stages["ppo"].append(
-                    (
-                        f"safe_rlhf/seed{seed}",
-                        cfg.output_dir,
-                        None if done else safe_rlhf_job(f"safe_rlhf seed {seed}", "ppo", cfg),
-                    )
-                )
+                stages["ppo"].append(_safe_rlhf_entry(f"safe_rlhf/seed{seed}", f"safe_rlhf seed {seed}", "ppo", cfg))
             continue
         if name == "bfpo_red_team":
             rt_dir = out / "red_team_data"
             if not (rt_dir / "pairs").is_dir():
                 rt_pairs, records = red_team_data(sft_model, budget.red_team_prompts, seed=0)
                 bdata.save(rt_pairs, rt_dir / "pairs")
-                from bfpo.io import write_json
-
                 write_json(rt_dir / "generations.json", records)
             method, method_pairs = METHODS["bfpo"], bdata.load(rt_dir / "pairs")
         else:
@@ -457,8 +452,6 @@ def judge_runs(runs: list[tuple[str, int, str]], samples_per_prompt: int, cache_
     judges only what changed.
     """
     from tqdm.auto import tqdm
-
-    from bfpo.io import write_json
 
     cache_path = Path(cache_path)
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}

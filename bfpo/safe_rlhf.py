@@ -74,6 +74,16 @@ def finished(cfg, summary_name: str) -> dict | None:
     return done if strip(done.get("config", {})) == strip(json.loads(json.dumps(dataclasses.asdict(cfg)))) else None
 
 
+def _start(cfg, summary_name: str) -> dict | None:
+    """The summary of a finished run of ``cfg``; else None, after setting threads and the seed."""
+    if (done := finished(cfg, summary_name)) is not None:
+        return done
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    torch.manual_seed(cfg.seed)
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # Reward and cost models
 # ---------------------------------------------------------------------------------------------
@@ -192,11 +202,8 @@ def train_score_model(cfg: ScoreConfig) -> dict:
 
     out = Path(cfg.output_dir)
     summary_path = out / "score_summary.json"
-    if (done := finished(cfg, "score_summary.json")) is not None:
+    if (done := _start(cfg, "score_summary.json")) is not None:
         return done
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    torch.manual_seed(cfg.seed)
     tokenizer = models.load_tokenizer(cfg.model)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(cfg.model, num_labels=1)
@@ -426,11 +433,8 @@ def ppo_lagrangian(cfg: PPOConfig) -> dict:
 
     out = Path(cfg.output_dir)
     summary_path = out / "ppo_summary.json"
-    if (done := finished(cfg, "ppo_summary.json")) is not None:
+    if (done := _start(cfg, "ppo_summary.json")) is not None:
         return done
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    torch.manual_seed(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
 
     tokenizer = models.load_tokenizer(cfg.actor)
