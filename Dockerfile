@@ -1,8 +1,8 @@
-# CPU image that runs the README's commands. Build and run from the checkout, with the
-# shared data folder mounted beside it:
+# CPU image that runs the README's commands. Build and run from the checkout; the image holds
+# data/ (the vendored subsets and quoted numbers), so nothing is mounted or downloaded:
 #   docker build -t bfpo .
-#   docker run --rm -v "$PWD/../shared:/work/shared:ro" bfpo               # make reproduce
-#   docker run --rm -v "$PWD/../shared:/work/shared:ro" bfpo make test
+#   docker run --rm bfpo               # make reproduce
+#   docker run --rm bfpo make test
 # GPUs: pass a CUDA wheel index for torch, e.g. --build-arg TORCH_INDEX=<PyTorch cu128 index>,
 # and --build-arg EXTRAS=dev,gpu for DeepSpeed; run with --gpus all.
 FROM python:3.11.7-slim-bookworm

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import datasets
 
-from bfpo.io import atomic_dir, project_root
+from bfpo.io import atomic_dir, data_file, data_folder  # noqa: F401  (data_file, data_folder: re-exported for notebooks)
 
 log = logging.getLogger(__name__)
 
@@ -62,21 +62,6 @@ class DataError(ValueError):
         self.where, self.line, self.field, self.problem = where, line, field, problem
         at = where + (f", line {line}" if line is not None else "") + (f", field {field!r}" if field else "")
         super().__init__(f"{at}: {problem}")
-
-
-def shared_data_dir() -> Path:
-    """The folder of offline data subsets: ``$BFPO_DATA_DIR``, else ``../shared/data`` beside the checkout."""
-    return Path(os.environ.get("BFPO_DATA_DIR", project_root().parent / "shared" / "data"))
-
-
-def shared_data_file(name: str) -> Path:
-    """A file of :func:`shared_data_dir`, with an error that says where it was looked for."""
-    path = shared_data_dir() / name
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{name} not found in {path.parent} (set BFPO_DATA_DIR to the folder of the offline data subsets)"
-        )
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,7 +190,7 @@ def pku_saferlhf_pairs(
     """PKU-SafeRLHF as BFPO pairs: chosen = ``response[better_response_id]``, safety = ``is_response_{0,1}_safe``.
 
     ``path_or_dataset``: the hub id (loaded at the paper's pinned revision), a local jsonl in the
-    hub's record format (e.g. ``shared_data_file("pku_saferlhf_alpaca7b_test_16.jsonl")``), or a
+    hub's record format (e.g. ``data_file("pku_saferlhf_alpaca7b_test_16.jsonl")``), or a
     loaded Dataset. ``safer_response_id`` is validated but only the SFT view uses it.
     """
     where, rows = _records(path_or_dataset, PKU_SAFERLHF, split)

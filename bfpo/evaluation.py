@@ -408,7 +408,7 @@ def _docs_bbq(paths):
 @dataclass(frozen=True)
 class HubSource:
     """Where lm-eval 0.4 reads one of a task's files on the hub, and how one hub record becomes a
-    record of the shared file's format (a dict, or a list for a CSV file without a header), so
+    record of the vendored file's format (a dict, or a list for a CSV file without a header), so
     one parser reads both. ``refs/convert/parquet`` is the hub's parquet export, for data sets
     that are loading scripts (which ``datasets`` no longer runs); lm-eval pins no revisions."""
 
@@ -464,7 +464,7 @@ def _bbq_hub(category: str) -> HubSource:
 
 @dataclass(frozen=True)
 class MCTask:
-    """A multiple-choice task: its files (in the shared data folder), how to read them, how to score."""
+    """A multiple-choice task: its files (in data/, or $BFPO_DATA_DIR), how to read them, how to score."""
 
     name: str
     category: str  # as in the paper's tables: "harmlessness" (safety, bias, ethics) or "helpfulness"
@@ -590,7 +590,7 @@ MC_TASKS: dict[str, MCTask] = {
 def fetch_hub_data(tasks: list[str], out_dir, force: bool = False, progress: bool = True) -> Path:
     """Download the full test sets of multiple-choice ``tasks`` from the hub (lm-eval 0.4's
     sources, :attr:`MCTask.hub`) into ``out_dir``, each written in the format and under the name
-    of its shared file (so the same parser reads it, and ``data_dir=out_dir`` scores it; the
+    of its vendored file (so the same parser reads it, and ``data_dir=out_dir`` scores it; the
     size in a name such as ``_500`` then no longer holds). Files already there are kept unless
     ``force``. Needs the hub (``datasets.load_dataset``); a record that does not convert is a
     :class:`~bfpo.data.DataError` naming the data set, the record and the field."""
@@ -639,7 +639,7 @@ def fetch_hub_data(tasks: list[str], out_dir, force: bool = False, progress: boo
 def load_docs(task: MCTask, data_dir=None, limit: int | None = None) -> list[Doc]:
     """The task's examples; ``limit`` keeps the first ones, shared evenly between the files of a
     task with several (so a limited BBQ run still covers every category)."""
-    paths = [bdata.shared_data_file(f) if data_dir is None else Path(data_dir) / f for f in task.files]
+    paths = [bdata.data_file(f) if data_dir is None else Path(data_dir) / f for f in task.files]
     for p in paths:
         if not Path(p).is_file():
             raise FileNotFoundError(f"task {task.name}: data file {p} not found (set BFPO_DATA_DIR or pass data_dir)")
@@ -904,7 +904,7 @@ def run_gen_task(
 ) -> dict:
     """Greedy answers to the task's prompts, judged; harmless rate (and for XSTest the over-refusal
     rate on safe prompts) with 95% Wilson intervals, per subset and overall."""
-    paths = [bdata.shared_data_file(f) if data_dir is None else Path(data_dir) / f for f in task.files]
+    paths = [bdata.data_file(f) if data_dir is None else Path(data_dir) / f for f in task.files]
     for p in paths:
         if not Path(p).is_file():
             raise FileNotFoundError(f"task {task.name}: data file {p} not found")
@@ -996,7 +996,7 @@ def win_rate(preferences: list[float]) -> dict[str, float]:
 
 def run_alpaca_eval(model, tokenizer, judge, limit=None, max_new_tokens=64, data_dir=None) -> dict:
     path = (
-        bdata.shared_data_file("alpaca_eval_text_davinci_003_500.jsonl")
+        bdata.data_file("alpaca_eval_text_davinci_003_500.jsonl")
         if data_dir is None
         else Path(data_dir) / "alpaca_eval_text_davinci_003_500.jsonl"
     )
@@ -1042,7 +1042,7 @@ def _data_hash(task: str, data_dir=None) -> str:
     )
     h = hashlib.sha256(f"{task}-v{MC_TASKS[task].version}".encode() if task in MC_TASKS else task.encode())
     for f in files:
-        p = bdata.shared_data_file(f) if data_dir is None else Path(data_dir) / f
+        p = bdata.data_file(f) if data_dir is None else Path(data_dir) / f
         if Path(p).is_file():
             h.update(Path(p).read_bytes())
     return h.hexdigest()[:16]
@@ -1063,8 +1063,8 @@ def evaluate(
 ) -> list[dict]:
     """Run ``tasks`` on the model at ``model_path``; each result is cached under ``cache_dir`` by
     (model weights, task, data, judge, limit), so a re-run is instant. The data come from
-    ``data_dir`` (default: the shared offline subsets); with ``hub_dir``, the multiple-choice tasks
-    are scored on their full test sets, fetched from the hub into that folder once."""
+    ``data_dir`` (default: $BFPO_DATA_DIR, else the vendored subsets in data/); with ``hub_dir``, the
+    multiple-choice tasks are scored on their full test sets, fetched from the hub into that folder once."""
     from bfpo.train import model_fingerprint
 
     unknown = [t for t in tasks if t not in TASKS]
@@ -1153,7 +1153,7 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, help="only the first N examples of each task")
     parser.add_argument("--cache-dir", default="runs/eval_cache", help="where results are cached")
     parser.add_argument(
-        "--data-dir", help="folder of the data files (default: the shared offline subsets, or $BFPO_DATA_DIR)"
+        "--data-dir", help="folder of the data files (default: $BFPO_DATA_DIR, else the repository's data/)"
     )
     parser.add_argument(
         "--hub-dir",

@@ -20,6 +20,32 @@ def project_root() -> Path:
     return here if (here / "pyproject.toml").exists() else Path.cwd()
 
 
+def data_folder() -> Path:
+    """Where the data subsets and quoted numbers are read: ``$BFPO_DATA_DIR`` when set, else ``data/``.
+
+    ``data/`` is the repository's own copy (see ``data/SOURCES.md``), so a clone alone works.
+    """
+    env = os.environ.get("BFPO_DATA_DIR")
+    return Path(env) if env else project_root() / "data"
+
+
+def data_file(name: str) -> Path:
+    """``name`` (e.g. ``"paper/bfpo_reported_results.csv"``) inside :func:`data_folder`.
+
+    A missing file raises FileNotFoundError with one line naming the file, the folder looked
+    in and the variable to set.
+    """
+    folder = data_folder()
+    path = folder / name
+    if not path.is_file():
+        origin = "$BFPO_DATA_DIR" if os.environ.get("BFPO_DATA_DIR") else "the repository's data/ folder"
+        raise FileNotFoundError(
+            f"data file {name} not found in {folder} ({origin}); set BFPO_DATA_DIR to a folder holding it, "
+            "or restore data/ from git"
+        )
+    return path
+
+
 def project_path(path: str | os.PathLike) -> Path:
     """``path`` as is when absolute, else relative to :func:`project_root`."""
     path = Path(path)

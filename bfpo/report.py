@@ -1,6 +1,6 @@
 """The paper's claims beside what a run measured, as a markdown summary.
 
-Quoted numbers come from ``../shared/paper/bfpo_reported_results.csv`` (each row names the table,
+Quoted numbers come from ``data/paper/bfpo_reported_results.csv`` (each row names the table,
 figure or text it was read from); measured numbers come from notebook 04's tidy results
 (method, seed, wording, helpfulness, harmlessness, over_refusal, flops). The two are never mixed
 in one number: each claim is a row with the quoted value, the measured value (mean +- sd over
@@ -10,12 +10,11 @@ seeds) and a plain verdict.
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import pandas as pd
 
-from bfpo.io import project_root, write_text
+from bfpo.io import data_file, write_text
 
 QUOTED_7B = {
     "Zephyr-7b-beta": "Zephyr-7b-beta",
@@ -31,12 +30,8 @@ _AXES = {"Helpfulness": "helpfulness", "Harmlessness": "harmlessness", "bubble r
 
 
 def reported_results_path() -> Path:
-    """``$BFPO_PAPER_DIR/bfpo_reported_results.csv``, else ``../shared/paper/`` beside the checkout."""
-    folder = Path(os.environ.get("BFPO_PAPER_DIR", project_root().parent / "shared" / "paper"))
-    path = folder / "bfpo_reported_results.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found (set BFPO_PAPER_DIR to the folder of the paper's reported numbers)")
-    return path
+    """The quoted numbers: ``paper/bfpo_reported_results.csv`` of the data folder (``bfpo.io.data_file``)."""
+    return data_file("paper/bfpo_reported_results.csv")
 
 
 def read_reported(path=None) -> list[dict]:

@@ -1,4 +1,4 @@
-"""Every loader on the shared subsets, and every kind of bad record gets an error naming file, line, field."""
+"""Every loader on the vendored subsets (data/), and every kind of bad record gets an error naming file, line, field."""
 
 import json
 
@@ -13,10 +13,8 @@ HELPFUL = "hh_rlhf_helpful_base_test_500.jsonl"
 
 
 def shared(name):
-    try:
-        return data.shared_data_file(name)
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
+    """A vendored subset in data/ (a missing one fails the test: data/ ships with the repository)."""
+    return data.data_file(name)
 
 
 def write_jsonl(path, records):
@@ -122,10 +120,11 @@ def test_skip_invalid_logs_and_reports_every_skip(tmp_path, caplog):
     assert "skipped" in caplog.text and "line 2" in caplog.text
 
 
-def test_shared_data_dir_error_says_where(monkeypatch, tmp_path):
+def test_data_file_error_says_where(monkeypatch, tmp_path):
     monkeypatch.setenv("BFPO_DATA_DIR", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="BFPO_DATA_DIR"):
-        data.shared_data_file(PKU)
+    with pytest.raises(FileNotFoundError, match="BFPO_DATA_DIR") as e:
+        data.data_file(PKU)
+    assert PKU in str(e.value) and str(tmp_path) in str(e.value) and "\n" not in str(e.value)
 
 
 # --- HH-RLHF ------------------------------------------------------------------------------------

@@ -66,6 +66,7 @@ def test_claims_and_verdicts(tmp_path):
 
 
 def test_missing_reported_file(monkeypatch, tmp_path):
-    monkeypatch.setenv("BFPO_PAPER_DIR", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="BFPO_PAPER_DIR"):
+    monkeypatch.setenv("BFPO_DATA_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="BFPO_DATA_DIR") as e:
         report.reported_results_path()
+    assert "paper/bfpo_reported_results.csv" in str(e.value)
