@@ -27,6 +27,7 @@ from pathlib import Path
 
 import datasets
 
+from bfpo.errors import BadInput
 from bfpo.io import atomic_dir, data_file, data_folder  # noqa: F401  (data_file, data_folder: re-exported for notebooks)
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ ULTRAFEEDBACK = ("HuggingFaceH4/ultrafeedback_binarized", None)
 ASSISTANT_TAG = "\n\nAssistant:"
 
 
-class DataError(ValueError):
+class DataError(BadInput):
     """A record that does not fit its format: says which file, which line and which field."""
 
     def __init__(self, where: str, line: int | None, field: str | None, problem: str):
@@ -113,12 +114,15 @@ def _text(where, line, record, field) -> str:
 
 
 def _flag(where, line, record, field) -> bool:
+    """A 0/1 label: true/false or the integers 0/1 (both accepted); anything else is an error."""
     if field not in record:
         raise DataError(where, line, field, "missing")
     value = record[field]
-    if not isinstance(value, bool):
-        raise DataError(where, line, field, f"expected true or false, got {value!r}")
-    return value
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise DataError(where, line, field, f"expected true/false or 0/1, got {value!r}")
 
 
 def _choice(where, line, record, field, allowed) -> int:
@@ -157,16 +161,47 @@ def _pairs(rows: list[dict]) -> datasets.Dataset:
     return datasets.Dataset.from_list(rows, features=PAIR_FEATURES)
 
 
+def pair_record(where, line, r) -> dict:
+    """A record of the pair schema, checked field by field (0/1 labels become booleans)."""
+    out = {f: _text(where, line, r, f) for f in ("prompt", "chosen", "rejected", "source")}
+    return out | {f: _flag(where, line, r, f) for f in ("chosen_safe", "rejected_safe")}
+
+
+def sft_record(where, line, r) -> dict:
+    """A record of the SFT schema: ``prompt`` and ``response``, both non-empty text."""
+    return {f: _text(where, line, r, f) for f in ("prompt", "response")}
+
+
+def point_record(where, line, r) -> dict:
+    """A point-wise record: ``prompt``, ``response`` and ``label`` z in [0, 1] (1 good, 0 bad)."""
+    if "label" not in r:
+        raise DataError(where, line, "label", "missing")
+    z = r["label"]
+    if isinstance(z, bool) or not isinstance(z, int | float) or not 0.0 <= z <= 1.0:
+        raise DataError(where, line, "label", f"expected a number in [0, 1], got {z!r}")
+    return sft_record(where, line, r) | {"label": float(z)}
+
+
+RECORD_CHECKS = {"preference": pair_record, "sft": sft_record, "pointwise": point_record}
+"""Training mode -> the check of one record (``where, line, record -> clean dict``)."""
+
+
+def check_records(rows: Iterable[tuple[int, dict]], mode: str, where: str) -> list[dict]:
+    """Every ``(line, record)`` checked for ``mode`` (see :data:`RECORD_CHECKS`), each keeping its
+    ``line``; an empty source is an error saying so."""
+    check = RECORD_CHECKS[mode]
+    out = [check(where, line, r) | {"line": line} for line, r in rows]
+    if not out:
+        raise DataError(where, None, None, "no records (the file is empty)")
+    return out
+
+
 def validate_pairs(dataset: datasets.Dataset, where: str = "dataset") -> datasets.Dataset:
-    """Check a Dataset already in the pair schema; returns it unchanged (with only the schema's columns)."""
+    """Check a Dataset already in the pair schema; returns it with only the schema's columns."""
     missing = [c for c in PAIR_COLUMNS if c not in dataset.column_names]
     if missing:
         raise DataError(where, None, missing[0], f"missing column (the pair schema is {list(PAIR_COLUMNS)})")
-    for i, r in enumerate(dataset.select_columns(list(PAIR_COLUMNS))):
-        for f in ("prompt", "chosen", "rejected", "source"):
-            _text(where, i + 1, r, f)
-        for f in ("chosen_safe", "rejected_safe"):
-            _flag(where, i + 1, r, f)
+    check_records(enumerate(dataset.select_columns(list(PAIR_COLUMNS)), start=1), "preference", where)
     return dataset.select_columns(list(PAIR_COLUMNS)).cast(PAIR_FEATURES)
 
 

@@ -51,8 +51,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from bfpo import configs, models
 from bfpo import data as bdata
-from bfpo import models
+from bfpo.errors import BadInput, run_cli
 from bfpo.io import atomic_path, write_json
 
 # ---------------------------------------------------------------------------------------------
@@ -828,7 +829,7 @@ def get_judge(name: str) -> Judge:
     try:
         return JUDGES[name]()
     except KeyError:
-        raise ValueError(f"unknown judge {name!r}; known: {', '.join(JUDGES)}") from None
+        raise BadInput(f"unknown judge {name!r}; known: {', '.join(JUDGES)}") from None
 
 
 @dataclass(frozen=True)
@@ -1048,6 +1049,24 @@ def _data_hash(task: str, data_dir=None) -> str:
     return h.hexdigest()[:16]
 
 
+def check_request(model_path, tasks, judge="refusal", limit=None, data_dir=None, win_rate_judge=None, where="evaluate"):
+    """Everything :func:`evaluate` is asked for, checked before any model is loaded (BadInput)."""
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise BadInput(f"{where}: unknown task(s) {', '.join(map(repr, unknown))}; known: {', '.join(TASKS)}")
+    if not tasks:
+        raise BadInput(f"{where}: no task given")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise BadInput(f"{where}: limit: expected a positive number of examples, got {limit!r}")
+    if any(t in GEN_TASKS for t in tasks) and judge not in JUDGES:
+        raise BadInput(f"{where}: unknown judge {judge!r}; known: {', '.join(JUDGES)}")
+    if "alpaca_eval" in tasks and win_rate_judge is None:
+        raise BadInput(f"{where}: alpaca_eval needs a pairwise judge (--win-rate-judge, e.g. a reward model folder)")
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise BadInput(f"{where}: data_dir {data_dir}: no such folder")
+    configs.require_model(str(model_path), where, "model")
+
+
 def evaluate(
     model_path,
     tasks: list[str],
@@ -1067,9 +1086,7 @@ def evaluate(
     multiple-choice tasks are scored on their full test sets, fetched from the hub into that folder once."""
     from bfpo.train import model_fingerprint
 
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(TASKS)}")
+    check_request(model_path, tasks, judge, limit, data_dir, win_rate_judge)
     try:
         model, tokenizer = models.load_model(model_path), models.load_tokenizer(model_path)
     except (OSError, ValueError) as e:
@@ -1150,7 +1167,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tasks", required=True, help="comma-separated task names, or 'mc', 'generative', 'all'")
     parser.add_argument("--judge", default="refusal", help="judge of generative harmlessness (default: refusal)")
     parser.add_argument("--win-rate-judge", help="a scalar-head model folder (e.g. a reward model) for alpaca_eval")
-    parser.add_argument("--limit", type=int, help="only the first N examples of each task")
+    parser.add_argument("--limit", type=_positive_int, help="only the first N examples of each task")
     parser.add_argument("--cache-dir", default="runs/eval_cache", help="where results are cached")
     parser.add_argument(
         "--data-dir", help="folder of the data files (default: $BFPO_DATA_DIR, else the repository's data/)"
@@ -1161,30 +1178,45 @@ def main(argv=None) -> int:
         "sources) into this folder once, then read them from there",
     )
     parser.add_argument("--output", help="write the tidy rows (JSON) here")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or BFPO_DEBUG=1)")
     args = parser.parse_args(argv)
     groups = {"mc": list(MC_TASKS), "generative": list(GEN_TASKS), "all": TASKS}
-    tasks = [t for name in args.tasks.split(",") for t in groups.get(name.strip(), [name.strip()])]
+    tasks = [t for name in args.tasks.split(",") if name.strip() for t in groups.get(name.strip(), [name.strip()])]
+    return run_cli("bfpo.evaluate", lambda: _cli(args, tasks), args.debug)
+
+
+def _positive_int(text: str) -> int:
     try:
-        wr = RewardModelJudge(args.win_rate_judge) if args.win_rate_judge else None
-        results = evaluate(
-            args.model,
-            tasks,
-            judge=args.judge,
-            limit=args.limit,
-            cache_dir=args.cache_dir,
-            data_dir=args.data_dir,
-            win_rate_judge=wr,
-            hub_dir=args.hub_dir,
-        )
-    except (ValueError, OSError, bdata.DataError) as e:
-        parser.error(str(e))
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _cli(args, tasks) -> None:
+    where = "python -m bfpo.evaluate"
+    check_request(args.model, tasks, args.judge, args.limit, args.data_dir, args.win_rate_judge or None, where)
+    if args.win_rate_judge:
+        configs.require_model(args.win_rate_judge, where, "--win-rate-judge")
+    wr = RewardModelJudge(args.win_rate_judge) if args.win_rate_judge else None
+    results = evaluate(
+        args.model,
+        tasks,
+        judge=args.judge,
+        limit=args.limit,
+        cache_dir=args.cache_dir,
+        data_dir=args.data_dir,
+        win_rate_judge=wr,
+        hub_dir=args.hub_dir,
+    )
     rows = tidy(results, str(args.model))
     for r in rows:
         ci = f"  [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r["ci_low"] is not None else ""
         print(f"{r['task']:28} {r['metric']:24} {r['value']:.4f}{ci}  (n={r['n']})")
     if args.output:
         write_json(args.output, rows)
-    return 0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from bfpo.errors import BadInput
 from bfpo.io import atomic_dir
 
 # The models of the paper (hub ids). The paper's code does not pin model revisions.
@@ -117,7 +118,7 @@ def select_trainable(model, patterns: list[str] | None) -> tuple[int, int]:
         for pattern in patterns:
             if not any(pattern in n for n in names):
                 examples = sorted({n.split(".")[-2] for n in names if "." in n})
-                raise ValueError(f"trainable pattern {pattern!r} matches no parameter; names contain e.g. {examples}")
+                raise BadInput(f"trainable: pattern {pattern!r} matches no parameter; names contain e.g. {examples}")
     for name, p in model.named_parameters():
         p.requires_grad_(not patterns or any(pattern in name for pattern in patterns))
     return count_parameters(model)

@@ -17,13 +17,21 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from bfpo.errors import BadInput, run_cli
 from bfpo.io import project_path, write_json
 
 PROFILES = ("smoke", "paper")
 
+BAD_INPUT_ERRORS = ("BadInput", "ConfigError", "DataError", "NoIntactCheckpoint", "FileNotFoundError")
+"""Error names that, raised in a notebook, mean bad input (the runner exits 2 for them)."""
+
 
 class NotebookFailed(RuntimeError):
-    """A notebook raised: the message names the notebook, the cell and the error."""
+    """A notebook raised: the one-line message names the notebook, the cell and the error."""
+
+
+class NotebookBadInput(NotebookFailed, BadInput):
+    """A notebook stopped on bad input (a config key, a data record, a missing file)."""
 
 
 def discover(notebooks_dir: str | Path = "notebooks", only: list[str] | None = None) -> list[Path]:
@@ -32,12 +40,12 @@ def discover(notebooks_dir: str | Path = "notebooks", only: list[str] | None = N
     folder = project_path(notebooks_dir)
     found = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
     if not found:
-        raise FileNotFoundError(f"no numbered notebooks (NN_*.ipynb) in {folder}")
+        raise BadInput(f"{folder}: no numbered notebooks (NN_*.ipynb) here")
     if only:
         unknown = [o for o in only if not any(p.name.startswith(o) for p in found)]
         if unknown:
             names = ", ".join(p.stem for p in found)
-            raise ValueError(f"--only {', '.join(unknown)}: no such notebook; known: {names}")
+            raise BadInput(f"--only {', '.join(unknown)}: no such notebook; known: {names}")
         found = [p for p in found if any(p.name.startswith(o) for o in only)]
     return found
 
@@ -61,7 +69,7 @@ def run(
     from papermill.exceptions import PapermillExecutionError
 
     if profile not in PROFILES:
-        raise ValueError(f"profile: expected one of {PROFILES}, got {profile!r}")
+        raise BadInput(f"profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
     out = project_path(output_dir or f"runs/{profile}")
     executed_dir = out / "notebooks"
     executed_dir.mkdir(parents=True, exist_ok=True)
@@ -85,10 +93,11 @@ def run(
             )
         except PapermillExecutionError as err:
             first_line = next((line for line in err.source.splitlines() if line.strip()), "")
-            raise NotebookFailed(
-                f"{nb.name} failed in cell {err.cell_index} (execution count {err.exec_count}), "
-                f"which starts with {first_line!r}:\n  {err.ename}: {err.evalue}\n"
-                f"the executed copy with the full traceback is {executed_dir / nb.name}"
+            kind = NotebookBadInput if err.ename in BAD_INPUT_ERRORS else NotebookFailed
+            raise kind(
+                f"{nb.name} failed in cell {err.cell_index} (starts with {first_line.strip()!r}): "
+                f"{err.ename}: {' | '.join(line for line in err.evalue.splitlines() if line.strip())} "
+                f"(full traceback in {executed_dir / nb.name})"
             ) from None
         timings[nb.stem] = round(time.perf_counter() - start, 2)
         tqdm.write(f"  {nb.stem}: {timings[nb.stem]:.1f} s")
@@ -117,18 +126,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", help="results and executed notebooks (default: runs/<profile>)")
     parser.add_argument("--figures-dir", default="figures", help="where figures are written (default: figures)")
     parser.add_argument("--list", action="store_true", help="list the notebooks and exit")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or BFPO_DEBUG=1)")
     args = parser.parse_args(argv)
-    if args.list:
-        for nb in discover(only=args.only):
-            print(nb.name)
-        return 0
-    try:
+
+    def work():
+        if args.list:
+            for nb in discover(only=args.only):
+                print(nb.name)
+            return
         timings = run(args.profile, args.only, args.output_dir, args.figures_dir)
-    except (NotebookFailed, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"ran {len(timings)} notebook(s) in {sum(timings.values()):.1f} s (profile {args.profile})")
-    return 0
+        print(f"ran {len(timings)} notebook(s) in {sum(timings.values()):.1f} s (profile {args.profile})")
+
+    return run_cli("bfpo.notebooks", work, args.debug)
 
 
 if __name__ == "__main__":

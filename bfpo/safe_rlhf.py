@@ -45,23 +45,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from tqdm.auto import tqdm
 
-from bfpo import compute, losses, models
+from bfpo import checkpoints, compute, configs, losses, models
 from bfpo import data as bdata
 from bfpo import train as btrain
+from bfpo.errors import run_cli
 from bfpo.io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
-
-
-def _from_dict(cls, values: dict, where: str):
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(known)}")
-    return cls(**values)
 
 
 def finished(cfg, summary_name: str) -> dict | None:
@@ -70,12 +62,13 @@ def finished(cfg, summary_name: str) -> dict | None:
     if not path.is_file():
         return None
     done = json.loads(path.read_text())
-    strip = lambda d: {k: v for k, v in d.items() if k not in btrain.RUNTIME_KEYS}  # noqa: E731
-    return done if strip(done.get("config", {})) == strip(json.loads(json.dumps(dataclasses.asdict(cfg)))) else None
+    return done if configs.same_run(done.get("config", {}), cfg) else None
 
 
 def _start(cfg, summary_name: str) -> dict | None:
-    """The summary of a finished run of ``cfg``; else None, after setting threads and the seed."""
+    """The summary of a finished run of ``cfg``; else None, after checking its inputs exist and
+    setting threads and the seed."""
+    cfg.check_inputs()
     if (done := finished(cfg, summary_name)) is not None:
         return done
     if cfg.num_threads:
@@ -111,10 +104,22 @@ class ScoreConfig:
     def __post_init__(self):
         if self.kind not in ("reward", "cost"):
             raise ValueError(f"kind: expected 'reward' or 'cost', got {self.kind!r}")
+        configs.check_ranges(
+            self,
+            positive=("learning_rate",),
+            at_least_one=("per_device_batch_size", "max_steps", "max_length", "max_prompt_length", "num_threads"),
+            non_negative=("regularization",),
+        )
+
+    def check_inputs(self, where: str = "config") -> None:
+        """The start model and the data exist (or the model looks like a hub id)."""
+        configs.require_model(self.model, where, "model")
+        configs.require_path(self.train_data, where, "train_data", "saved dataset folder or .jsonl file")
+        configs.require_path(self.eval_data, where, "eval_data", "saved dataset folder or .jsonl file")
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "config") -> ScoreConfig:
-        return _from_dict(cls, values, where)
+        return configs.build(cls, values, where)
 
 
 def score_pairs(pairs: list[dict], kind: str) -> list[dict]:
@@ -188,7 +193,7 @@ def _tokenized_pairs(path: str, kind: str, tokenizer, cfg: ScoreConfig, where: s
     )
     items, dropped = btrain.tokenize(rows, tokenizer, tcfg, "preference")
     if dropped:
-        log.warning("%s: skipped %d pair(s) whose response was truncated away", path, dropped)
+        log.warning("%s", btrain.describe_dropped(path, dropped, tcfg, "pair(s)"))
     return items
 
 
@@ -368,18 +373,36 @@ class PPOConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     save_every: int = 0  # iterations between checkpoints; 0: none
+    keep_checkpoints: int = 2  # checkpoints kept; a damaged one falls back to the one before
+    start_over: bool = False  # when no intact checkpoint is left: start from iteration 0 (else stop and say so)
     num_threads: int | None = None
     progress: bool = True
 
+    def __post_init__(self):
+        configs.check_ranges(
+            self,
+            positive=("actor_lr", "critic_lr", "temperature", "clip_range", "clip_range_value", "score_clip")
+            + ("max_grad_norm", "lambda_max"),
+            at_least_one=("iterations", "rollout_batch_size", "ppo_epochs", "max_new_tokens", "max_prompt_length")
+            + ("episode_cost_window", "keep_checkpoints", "num_threads"),
+            non_negative=("ptx_coef", "kl_coef", "lambda_init", "lambda_lr", "save_every"),
+            unit=("gamma", "gae_lambda"),
+        )
+
+    def check_inputs(self, where: str = "config") -> None:
+        """The actor, the two score models and the prompt (and PTX) data exist."""
+        for key in ("actor", "reward_model", "cost_model"):
+            configs.require_model(getattr(self, key), where, key)
+        configs.require_path(self.prompts, where, "prompts", "saved dataset folder or .jsonl file")
+        configs.require_path(self.ptx_data, where, "ptx_data", "saved dataset folder or .jsonl file")
+
     @classmethod
     def from_dict(cls, values: dict, where: str = "config") -> PPOConfig:
-        return _from_dict(cls, values, where)
+        return configs.build(cls, values, where)
 
     @classmethod
     def from_yaml(cls, path, overrides: dict | None = None) -> PPOConfig:
-        with open(path, encoding="utf-8") as f:
-            values = yaml.safe_load(f) or {}
-        return cls.from_dict({**values, **(overrides or {})}, where=str(path))
+        return configs.from_yaml(cls, path, overrides)
 
 
 def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -436,6 +459,13 @@ def ppo_lagrangian(cfg: PPOConfig) -> dict:
     if (done := _start(cfg, "ppo_summary.json")) is not None:
         return done
     out.mkdir(parents=True, exist_ok=True)
+    # which checkpoint to resume (known before any expensive work): one of this config, intact
+    stale = [c for _, c in checkpoints.listed(out) if not _checkpoint_of(c, cfg)]
+    if stale:
+        log.warning("%s holds checkpoints of another config; starting afresh", out)
+        checkpoints.clear(out)
+    resume, damaged = checkpoints.latest_intact(out, cfg.start_over)
+    checkpoints.discard(damaged)
 
     tokenizer = models.load_tokenizer(cfg.actor)
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
@@ -469,17 +499,11 @@ def ppo_lagrangian(cfg: PPOConfig) -> dict:
         tcfg = btrain.TrainConfig(model=cfg.actor, output_dir="-", train_data=cfg.ptx_data, mode="sft")
         ptx_items, _ = btrain.tokenize(btrain.load_examples(cfg.ptx_data, "sft", "ptx_data"), tokenizer, tcfg, "sft")
 
-    ckpt, metrics_path = out / "checkpoint.pt", out / "metrics.jsonl"
+    metrics_path = out / "metrics.jsonl"
     start = 0
-    if ckpt.is_file():
-        state = torch.load(ckpt, weights_only=False)
-        if {k: v for k, v in state.get("config", {}).items() if k not in btrain.RUNTIME_KEYS} != {
-            k: v for k, v in dataclasses.asdict(cfg).items() if k not in btrain.RUNTIME_KEYS
-        }:
-            log.warning("%s is a checkpoint of another config; starting afresh", ckpt)
-            ckpt.unlink()
-    if ckpt.is_file():
-        state = torch.load(ckpt, weights_only=False)
+    if resume is not None:
+        ckpt, manifest = resume
+        state = torch.load(ckpt / "state.pt", weights_only=False)
         actor.load_state_dict(state["actor"])
         actor_opt.load_state_dict(state["actor_opt"])
         for k in critics:
@@ -490,7 +514,7 @@ def ppo_lagrangian(cfg: PPOConfig) -> dict:
         episode_costs.extend(state["episode_costs"])
         flops.add(state["flops"])
         torch.set_rng_state(state["torch_rng"])
-        start = state["iteration"]
+        start = manifest["step"]
         btrain._truncate_metrics(metrics_path, start, key="iteration")
         log.info("resuming PPO-Lagrangian from %s at iteration %d", ckpt, start)
     elif metrics_path.exists():
@@ -603,8 +627,6 @@ def ppo_lagrangian(cfg: PPOConfig) -> dict:
         bar.set_postfix(lam=f"{lam:.3f}", R=f"{record['reward']:.2f}", C=f"{record['cost']:.2f}")
         if cfg.save_every and (it + 1) % cfg.save_every == 0 and it + 1 < cfg.iterations:
             state = {
-                "iteration": it + 1,
-                "config": dataclasses.asdict(cfg),
                 "actor": actor.state_dict(),
                 "actor_opt": actor_opt.state_dict(),
                 "critics": {k: c.state_dict() for k, c in critics.items()},
@@ -615,8 +637,9 @@ def ppo_lagrangian(cfg: PPOConfig) -> dict:
                 "flops": flops.as_dict(),
                 "torch_rng": torch.get_rng_state(),
             }
-            with atomic_path(ckpt) as tmp:
-                torch.save(state, tmp)
+            tmp = checkpoints.staging(out, it + 1)
+            torch.save(state, tmp / "state.pt")
+            checkpoints.commit(out, tmp, it + 1, {"config": configs.as_json(cfg)}, cfg.keep_checkpoints)
     bar.close()
     models.save(actor, tokenizer, out / "model")
     summary = {
@@ -628,8 +651,18 @@ def ppo_lagrangian(cfg: PPOConfig) -> dict:
         "parameters": {"actor": n_actor, "score_model": n_score, "critic": n_critic},
     }
     write_json(summary_path, summary)
-    ckpt.unlink(missing_ok=True)
+    checkpoints.clear(out)
     return summary
+
+
+def _checkpoint_of(ckpt: Path, cfg: PPOConfig) -> bool:
+    """Whether ``ckpt`` was written by a run of ``cfg`` (an unreadable manifest counts as yes: the
+    damage check then reports it)."""
+    try:
+        saved = json.loads((ckpt / checkpoints.MANIFEST).read_text())["state"]["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
+    return configs.same_run(saved, cfg)
 
 
 def read_metrics(output_dir) -> list[dict]:
@@ -649,21 +682,21 @@ def main(argv=None) -> int:
         dest="overrides",
         action="append",
         default=[],
-        type=btrain._parse_override,
+        type=configs.parse_override,
         metavar="KEY=VALUE",
         help="override a config key (repeatable)",
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or BFPO_DEBUG=1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    with open(args.config, encoding="utf-8") as f:
-        values = {**(yaml.safe_load(f) or {}), **dict(args.overrides)}
-    try:
-        cfg = (ScoreConfig if args.stage == "score" else PPOConfig).from_dict(values, where=args.config)
-    except ValueError as e:
-        parser.error(str(e))
-    summary = train_score_model(cfg) if args.stage == "score" else ppo_lagrangian(cfg)
-    print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
-    return 0
+
+    def work():
+        cls = ScoreConfig if args.stage == "score" else PPOConfig
+        cfg = configs.from_yaml(cls, args.config, dict(args.overrides))
+        summary = train_score_model(cfg) if args.stage == "score" else ppo_lagrangian(cfg)
+        print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
+
+    return run_cli("bfpo.safe_rlhf", work, args.debug)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """One trainer on ``accelerate`` for SFT and every pairwise preference loss of :mod:`bfpo.losses`.
 
-    python -m bfpo.train --config configs/safehelp_bfpo.yaml
+    python -m bfpo.train --config configs/paper_bfpo.yaml
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m bfpo.train --config ...
 
 How a step works (global batch G = per_device_batch_size x processes x gradient_accumulation_steps):
@@ -15,9 +15,10 @@ How a step works (global batch G = per_device_batch_size x processes x gradient_
 * the loss of each micro-batch is sum(per-example losses) / G (x processes, since DDP averages
   gradients), so the gradient is the mean over the global batch however it is split.
 
-Checkpoints (model, optimizer, scheduler) are written every ``save_every`` steps with
-``accelerator.save_state`` into a temporary folder that replaces ``checkpoint/`` in one rename; a
-re-run with the same config resumes from it and ends where an uninterrupted run ends.
+Checkpoints (model, optimizer, scheduler, random states) are written every ``save_every`` steps
+with ``accelerator.save_state`` into ``checkpoints/step-NNNNNN`` (:mod:`bfpo.checkpoints`: atomic,
+sha256 manifest, the newest ``keep_checkpoints`` kept); a re-run with the same config resumes from
+the newest intact one and ends where an uninterrupted run ends.
 """
 
 from __future__ import annotations
@@ -41,13 +42,15 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from bfpo import compute, losses, models
+from bfpo import checkpoints, compute, configs, losses, models
 from bfpo import data as bdata
+from bfpo.errors import BadInput, run_cli
 from bfpo.io import atomic_path, write_json
 
 log = logging.getLogger("bfpo.train")
 
 COMBOS = {(1, 1): "safe>safe", (1, 0): "safe>unsafe", (0, 1): "unsafe>safe", (0, 0): "unsafe>unsafe"}
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,6 +99,8 @@ class TrainConfig:
     reference_batch_size: int = 64  # pairs per reference forward pass (no grad: can exceed the training batch)
     num_threads: int | None = None  # torch CPU threads per process
     progress: bool = True
+    keep_checkpoints: int = 2  # checkpoints kept (newest first); a damaged one falls back to the one before
+    start_over: bool = False  # when no intact checkpoint is left: train from step 0 (else stop and say so)
 
     def __post_init__(self):
         if self.mode not in ("preference", "pointwise", "sft"):
@@ -114,25 +119,35 @@ class TrainConfig:
         if self.mixed_precision not in ("auto", "no", "bf16"):
             raise ValueError(f"mixed_precision: expected 'auto', 'no' or 'bf16', got {self.mixed_precision!r}")
         self.adam_betas = tuple(self.adam_betas)
+        configs.check_ranges(
+            self,
+            positive=("beta", "learning_rate", "num_epochs", "max_grad_norm", "b1"),
+            at_least_one=("reference_batch_size", "log_every", "keep_checkpoints", "max_steps", "max_train_examples")
+            + ("num_threads",),
+            non_negative=("save_every",),
+            unit=("warmup_ratio", "weight_decay"),
+        )
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"label_smoothing: must lie in [0, 0.5), got {self.label_smoothing}")
+        if self.b1 == 1.0:
+            raise ValueError("b1: must differ from 1 (BFPO's B3 = 1 / (B1 - 1))")
+        if not all(0.0 <= b < 1.0 for b in self.adam_betas):
+            raise ValueError(f"adam_betas: each must lie in [0, 1), got {list(self.adam_betas)}")
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            raise ValueError(f"lr_scheduler: expected one of {', '.join(LR_SCHEDULERS)}, got {self.lr_scheduler!r}")
+        if self.buffer_data is not None and self.mode != "preference":
+            raise ValueError(f"buffer_data: only the preference mode mixes in a buffer, not mode {self.mode!r}")
+        if self.label_smoothing and not (self.mode == "preference" and self.loss == "dpo"):
+            raise ValueError(f"label_smoothing: only the DPO loss takes it, not {self.loss!r}")
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "config") -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(known)}")
-        missing = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in values]
-        if missing:
-            raise ValueError(f"{where}: missing required key(s) {missing}")
-        return cls(**values)
+        """Every key checked (type, range, combination); errors are ConfigError naming ``where`` and the key."""
+        return configs.build(cls, values, where)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, overrides: dict | None = None) -> TrainConfig:
-        with open(path, encoding="utf-8") as f:
-            values = yaml.safe_load(f) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a mapping of config keys")
-        return cls.from_dict({**values, **(overrides or {})}, where=str(path))
+        return configs.from_yaml(cls, path, overrides)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -203,30 +218,15 @@ class PointBatch:
 
 
 def load_examples(path: str, mode: str, where: str) -> list[dict]:
-    """Pairs (or SFT examples) from a saved Dataset folder or a jsonl file, validated."""
+    """Examples for ``mode`` from a saved Dataset folder or a jsonl file, every record checked in
+    Python before any Arrow conversion (:func:`bfpo.data.check_records`); each keeps its ``line``."""
     p = Path(path)
     if p.is_dir():
-        ds = bdata.load(p)
-    elif p.is_file():
-        import datasets
-
-        ds = datasets.Dataset.from_list([r for _, r in bdata.read_jsonl(p)])
-    else:
-        raise FileNotFoundError(f"{where}: {path} is neither a saved dataset folder nor a file")
-    if mode in ("sft", "pointwise"):
-        needed = ("prompt", "response") + (("label",) if mode == "pointwise" else ())
-        missing = [c for c in needed if c not in ds.column_names]
-        if missing:
-            raise bdata.DataError(path, None, missing[0], f"missing column ({mode} data needs {', '.join(needed)})")
-        rows = ds.select_columns(list(needed)).to_list()
-        for line, r in enumerate(rows, start=1):
-            for key in ("prompt", "response"):
-                if not isinstance(r[key], str) or not r[key].strip():
-                    raise bdata.DataError(path, line, key, "empty or not text")
-            if mode == "pointwise" and not (isinstance(r["label"], int | float) and 0.0 <= r["label"] <= 1.0):
-                raise bdata.DataError(path, line, "label", f"expected a number in [0, 1], got {r['label']!r}")
-        return rows
-    return bdata.validate_pairs(ds, where=path).to_list()
+        rows = enumerate(bdata.load(p).to_list(), start=1)
+        return bdata.check_records(rows, mode, f"{path} (saved dataset; line = row)")
+    if p.is_file():
+        return bdata.check_records(bdata.read_jsonl(p), mode, str(path))
+    raise FileNotFoundError(f"{where}: {path} is neither a saved dataset folder nor a file")
 
 
 def encode_prompt(tokenizer, prompt: str, max_prompt_length: int) -> list[int]:
@@ -241,23 +241,26 @@ def encode_response(tokenizer, response: str, budget: int) -> list[int]:
     return ids[: max(budget, 0)]
 
 
-def tokenize(examples: list[dict], tokenizer, cfg: TrainConfig, mode: str) -> tuple[list[dict], int]:
-    """Token ids per example; an example whose response is truncated away entirely is dropped and counted."""
-    out, dropped = [], 0
-    for ex in examples:
+def tokenize(examples: list[dict], tokenizer, cfg: TrainConfig, mode: str) -> tuple[list[dict], list[tuple]]:
+    """Token ids per example, and the examples dropped because a response was truncated away entirely
+    (the prompt filled ``max_length``), as ``(line, field)``: ``line`` is the example's ``"line"`` key
+    (set by :func:`load_examples`) or its 1-based position."""
+    out, dropped = [], []
+    for k, ex in enumerate(examples):
         prompt_ids = encode_prompt(tokenizer, ex["prompt"], cfg.max_prompt_length)
         budget = cfg.max_length - len(prompt_ids)
+        line = ex.get("line", k + 1)
         if mode in ("sft", "pointwise"):
             resp = encode_response(tokenizer, ex["response"], budget)
             if not resp:
-                dropped += 1
+                dropped.append((line, "response"))
                 continue
             out.append({"prompt": prompt_ids, "responses": [resp], "label": float(ex.get("label", 1.0))})
             continue
         chosen = encode_response(tokenizer, ex["chosen"], budget)
         rejected = encode_response(tokenizer, ex["rejected"], budget)
         if not chosen or not rejected:
-            dropped += 1
+            dropped.append((line, "chosen" if not chosen else "rejected"))
             continue
         out.append(
             {
@@ -267,6 +270,16 @@ def tokenize(examples: list[dict], tokenizer, cfg: TrainConfig, mode: str) -> tu
             }
         )
     return out, dropped
+
+
+def describe_dropped(path: str, dropped: list[tuple], cfg: TrainConfig, what: str = "training example(s)") -> str:
+    """One line naming the file and the first records whose response was truncated away."""
+    shown = ", ".join(f"line {line} field {field!r}" for line, field in dropped[:5])
+    more = f" and {len(dropped) - 5} more" if len(dropped) > 5 else ""
+    return (
+        f"{path}: skipped {len(dropped)} {what} whose response was truncated away (the prompt, cut to "
+        f"max_prompt_length {cfg.max_prompt_length}, fills max_length {cfg.max_length}): {shown}{more}"
+    )
 
 
 def collate(sequences: list[tuple[list[int], list[int]]], pad_id: int):
@@ -413,6 +426,15 @@ def reference_logps(model, items, batch_size, accelerator, pad_id, desc="referen
 # ---------------------------------------------------------------------------------------------
 
 
+def check_inputs(cfg: TrainConfig, where: str = "config") -> None:
+    """The files and models ``cfg`` names exist (or the model looks like a hub id); raises ConfigError."""
+    configs.require_model(cfg.model, where, "model")
+    configs.require_path(cfg.train_data, where, "train_data", "saved dataset folder or .jsonl file")
+    configs.require_path(cfg.buffer_data, where, "buffer_data", "saved dataset folder or .jsonl file")
+    if Path(cfg.output_dir).is_file():
+        raise configs.ConfigError(where, "output_dir", f"{cfg.output_dir} is a file, not a folder")
+
+
 def _mixed_precision(cfg: TrainConfig) -> str:
     if cfg.mixed_precision == "auto":
         return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
@@ -424,6 +446,7 @@ def train(cfg: TrainConfig) -> dict:
     from accelerate import Accelerator
     from transformers import get_scheduler
 
+    check_inputs(cfg)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     out = Path(cfg.output_dir)
@@ -434,18 +457,11 @@ def train(cfg: TrainConfig) -> dict:
     accelerator = Accelerator(mixed_precision=_mixed_precision(cfg))
     main = accelerator.is_main_process
     world = accelerator.num_processes
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        saved = out / "config.json"
-        if saved.is_file() and not _same_run(json.loads(saved.read_text()), cfg):
-            # another config ran here: its checkpoint, metrics and results must not be resumed or kept
-            log.warning("%s held a run of another config; starting afresh", out)
-            for stale in ("checkpoint", "model", "ranks"):
-                shutil.rmtree(out / stale, ignore_errors=True)
-            for stale in ("train_summary.json", "metrics.jsonl"):
-                (out / stale).unlink(missing_ok=True)
-        write_json(saved, cfg.to_dict())
-    accelerator.wait_for_everyone()
+    # --- data: every record checked before anything else (cheap, and a bad file stops here)
+    examples = load_examples(cfg.train_data, cfg.mode, "train_data")
+    if cfg.max_train_examples:
+        examples = examples[: cfg.max_train_examples]
+    buffer = load_examples(cfg.buffer_data, "preference", "buffer_data") if cfg.buffer_data else None
     torch.manual_seed(cfg.seed)
 
     tokenizer = models.load_tokenizer(cfg.model, cfg.revision)
@@ -454,30 +470,49 @@ def train(cfg: TrainConfig) -> dict:
         model.gradient_checkpointing_enable()
     trainable, total = models.select_trainable(model, cfg.trainable)
 
-    # --- data
-    examples = load_examples(cfg.train_data, cfg.mode, "train_data")
-    if cfg.max_train_examples:
-        examples = examples[: cfg.max_train_examples]
     items, dropped = tokenize(examples, tokenizer, cfg, cfg.mode)
     n_main = len(items)
-    n_buffer, dropped_buffer = 0, 0
-    if cfg.buffer_data and cfg.mode == "preference":
-        buffer_items, dropped_buffer = tokenize(
-            load_examples(cfg.buffer_data, "preference", "buffer_data"), tokenizer, cfg, "preference"
-        )
+    n_buffer, dropped_buffer = 0, []
+    if buffer is not None:
+        buffer_items, dropped_buffer = tokenize(buffer, tokenizer, cfg, "preference")
         items += buffer_items
         n_buffer = len(buffer_items)
-    for what, n in (("training", dropped), ("buffer", dropped_buffer)):
-        if n:
-            log.warning(
-                "skipped %d %s example(s) whose response was truncated away (max_length %d)", n, what, cfg.max_length
-            )
+    for path, what, lost in ((cfg.train_data, "training", dropped), (cfg.buffer_data, "buffer", dropped_buffer)):
+        if lost:
+            log.warning("%s", describe_dropped(path, lost, cfg, f"{what} example(s)"))
     if not n_main:
-        raise ValueError(f"{cfg.train_data}: no training example left after truncation to max_length {cfg.max_length}")
+        raise BadInput(f"{cfg.train_data}: no training example left after truncation to max_length {cfg.max_length}")
 
     global_batch = cfg.per_device_batch_size * world * cfg.gradient_accumulation_steps
+    if n_buffer and not float(global_batch * cfg.buffer_ratio).is_integer():
+        raise configs.ConfigError(
+            "config",
+            "buffer_ratio",
+            f"{cfg.buffer_ratio} x the global batch {global_batch} (per_device_batch_size {cfg.per_device_batch_size}"
+            f" x {world} process(es) x gradient_accumulation_steps {cfg.gradient_accumulation_steps}) is not a "
+            "whole number of buffer pairs",
+        )
     schedule = StepSchedule(n_main, n_buffer, global_batch, cfg.buffer_ratio, cfg.seed)
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.num_epochs * schedule.steps_per_epoch()))
+
+    # --- the output folder: touched only now, after every input has been read and checked
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        saved = out / "config.json"
+        if saved.is_file() and not configs.same_run(json.loads(saved.read_text()), cfg):
+            # another config ran here: its checkpoint, metrics and results must not be resumed or kept
+            log.warning("%s held a run of another config; starting afresh", out)
+            for stale in ("checkpoints", "model", "ranks"):
+                shutil.rmtree(out / stale, ignore_errors=True)
+            for stale in ("train_summary.json", "metrics.jsonl"):
+                (out / stale).unlink(missing_ok=True)
+        write_json(saved, cfg.to_dict())
+    accelerator.wait_for_everyone()
+    # which checkpoint to resume (a damaged one falls back to the previous); known before the expensive work
+    resume, damaged = checkpoints.latest_intact(out, cfg.start_over)
+    accelerator.wait_for_everyone()
+    if main:
+        checkpoints.discard(damaged)
 
     # --- reference log-probs (the start model is the reference)
     ref = None
@@ -513,13 +548,12 @@ def train(cfg: TrainConfig) -> dict:
     accelerator.register_for_checkpointing(scheduler)
     model.train()
 
-    ckpt = out / "checkpoint"
     metrics_path = out / "metrics.jsonl"
     start_step, train_tokens = 0, 0
-    if (ckpt / "trainer_state.json").is_file():
+    if resume is not None:
+        ckpt, manifest = resume
         accelerator.load_state(str(ckpt))
-        state = json.loads((ckpt / "trainer_state.json").read_text())
-        start_step, train_tokens = state["step"], state.get("train_tokens", 0)
+        start_step, train_tokens = manifest["step"], manifest["state"]["train_tokens"]
         if main:
             log.info("resuming from %s at step %d", ckpt, start_step)
             _truncate_metrics(metrics_path, start_step)
@@ -618,7 +652,7 @@ def train(cfg: TrainConfig) -> dict:
         bar.update(1)
         bar.set_postfix(loss=f"{record['loss']:.4g}")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total_steps:
-            _save_checkpoint(accelerator, ckpt, step + 1, train_tokens)
+            _save_checkpoint(accelerator, out, step + 1, train_tokens, cfg.keep_checkpoints)
     bar.close()
 
     # each process leaves a note, so a run can show that every rank took part
@@ -636,7 +670,7 @@ def train(cfg: TrainConfig) -> dict:
         "global_batch": global_batch,
         "train_examples": n_main,
         "buffer_examples": n_buffer,
-        "skipped_truncated": dropped + dropped_buffer,
+        "skipped_truncated": len(dropped) + len(dropped_buffer),
         "trainable_parameters": trainable,
         "total_parameters": total,
         "seconds": time.perf_counter() - t_start,
@@ -647,7 +681,7 @@ def train(cfg: TrainConfig) -> dict:
     }
     if main:
         write_json(out / "train_summary.json", summary)  # marks the run complete
-        shutil.rmtree(ckpt, ignore_errors=True)  # the final model supersedes it
+        checkpoints.clear(out)  # the final model supersedes them
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
@@ -668,20 +702,9 @@ def completed(output_dir: str | os.PathLike, cfg: TrainConfig) -> dict | None:
     summary, config = out / "train_summary.json", out / "config.json"
     if not (summary.is_file() and config.is_file() and (out / "model" / "config.json").is_file()):
         return None
-    if not _same_run(json.loads(config.read_text()), cfg):
+    if not configs.same_run(json.loads(config.read_text()), cfg):
         return None
     return json.loads(summary.read_text())
-
-
-RUNTIME_KEYS = ("num_threads", "progress")
-"""Config keys that change how a run executes, not what it computes."""
-
-
-def _same_run(saved: dict, cfg: TrainConfig) -> bool:
-    now = json.loads(json.dumps(cfg.to_dict()))
-    return {k: v for k, v in saved.items() if k not in RUNTIME_KEYS} == {
-        k: v for k, v in now.items() if k not in RUNTIME_KEYS
-    }
 
 
 def _step_metrics(step, g, cfg, lr, grad_norm, tokens, seconds) -> dict:
@@ -713,21 +736,14 @@ def _step_metrics(step, g, cfg, lr, grad_norm, tokens, seconds) -> dict:
     return record
 
 
-def _save_checkpoint(accelerator, ckpt: Path, step: int, train_tokens: int) -> None:
-    """Write the training state to ``ckpt`` so that a killed run never leaves half a checkpoint."""
-    tmp = ckpt.with_name(f".{ckpt.name}.tmp")
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
+def _save_checkpoint(accelerator, out: Path, step: int, train_tokens: int, keep: int) -> None:
+    """Save the training state of every process as checkpoint ``step`` (see :mod:`bfpo.checkpoints`)."""
+    tmp = checkpoints.staging(out, step, create=accelerator.is_main_process)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        write_json(tmp / "trainer_state.json", {"step": step, "train_tokens": train_tokens})
-        old = ckpt.with_name(f".{ckpt.name}.old")
-        if ckpt.exists():
-            os.replace(ckpt, old)
-        os.replace(tmp, ckpt)
-        shutil.rmtree(old, ignore_errors=True)
+        checkpoints.commit(out, tmp, step, {"train_tokens": train_tokens}, keep)
     accelerator.wait_for_everyone()
 
 
@@ -759,6 +775,7 @@ def launch(cfg: TrainConfig, num_processes: int = 1, accelerate_config: str | No
     """
     import subprocess
 
+    check_inputs(cfg)  # bad input stops here, in the caller's process, with the same one line
     out = Path(cfg.output_dir)
     done = completed(out, cfg)
     if done is not None:
@@ -784,8 +801,12 @@ def launch(cfg: TrainConfig, num_processes: int = 1, accelerate_config: str | No
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     (out / "launch.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
     if proc.returncode != 0:
+        said = [line for line in proc.stderr.splitlines() if line.startswith("bfpo.train: error: ")]
+        if said:  # bad input found by the training process: pass its one line on
+            raise BadInput(said[0].removeprefix("bfpo.train: error: "))
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
-        raise RuntimeError(f"training failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
+        log_file = out / "launch.log"
+        raise RuntimeError(f"training failed (exit {proc.returncode}; log {log_file}): {' '.join(cmd)}\n{tail}")
     return json.loads((out / "train_summary.json").read_text())
 
 
@@ -799,19 +820,13 @@ def ranks_seen(output_dir: str | os.PathLike) -> list[int]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _parse_override(text: str) -> tuple[str, object]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--set expects key=value, got {text!r}")
-    key, value = text.split("=", 1)
-    return key, yaml.safe_load(value)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bfpo.train",
         description="Train with SFT or a pairwise preference loss (BFPO, DPO, IPO) on one or many processes. "
         "Launch with `accelerate launch [--multi_gpu --num_processes N] -m bfpo.train ...` for several; "
-        "set ACCELERATE_USE_CPU=1 for CPU processes (gloo). A re-run resumes from <output_dir>/checkpoint.",
+        "set ACCELERATE_USE_CPU=1 for CPU processes (gloo). A re-run resumes from the newest intact checkpoint "
+        "in <output_dir>/checkpoints (save_every, keep_checkpoints).",
         epilog="Config keys (YAML): " + ", ".join(f.name for f in dataclasses.fields(TrainConfig)),
     )
     parser.add_argument("--config", required=True, help="YAML file of TrainConfig keys")
@@ -820,20 +835,21 @@ def main(argv=None) -> int:
         dest="overrides",
         action="append",
         default=[],
-        type=_parse_override,
+        type=configs.parse_override,
         metavar="KEY=VALUE",
         help="override a config key (repeatable), e.g. --set max_steps=10",
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or BFPO_DEBUG=1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+
+    def work():
         cfg = TrainConfig.from_yaml(args.config, dict(args.overrides))
-    except (ValueError, FileNotFoundError) as e:
-        parser.error(str(e))
-    summary = train(cfg)
-    if summary and int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps({k: v for k, v in summary.items() if k != "final"}))
-    return 0
+        summary = train(cfg)
+        if summary and int(os.environ.get("RANK", "0")) == 0:
+            print(json.dumps({k: v for k, v in summary.items() if k != "final"}))
+
+    return run_cli("bfpo.train", work, args.debug)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,12 @@
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
 
-from bfpo import baselines, compute, data, models, safe_rlhf, train
+from bfpo import baselines, checkpoints, compute, data, models, safe_rlhf, train
 from bfpo import toyworld as tw
 
 # --- label views --------------------------------------------------------------------------------
@@ -246,8 +247,8 @@ def test_ppo_lagrangian_resumes_where_it_stopped(tiny_world, score_models, tmp_p
         safe_rlhf.ppo_lagrangian(cfg)
     monkeypatch.setattr(safe_rlhf, "ppo_actor_loss", real)
     other = ppo_config(tiny_world, score_models, tmp_path / "c", iterations=4, save_every=2, actor_lr=5e-4)
-    (tmp_path / "c").mkdir()
-    (tmp_path / "c" / "checkpoint.pt").write_bytes((tmp_path / "b" / "checkpoint.pt").read_bytes())
+    assert [step for step, _ in checkpoints.listed(tmp_path / "b")] == [2]
+    shutil.copytree(checkpoints.folder(tmp_path / "b"), checkpoints.folder(tmp_path / "c"))
     assert safe_rlhf.ppo_lagrangian(other)["resumed_from"] == 0, "a checkpoint of another config is not resumed"
     summary = safe_rlhf.ppo_lagrangian(cfg)
     assert summary["resumed_from"] == 2

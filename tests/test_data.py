@@ -70,8 +70,9 @@ def test_pku_accepts_a_loaded_dataset(tmp_path):
     [
         ({"prompt": None}, "prompt", "expected a string"),
         ({"response_1": "   "}, "response_1", "empty text"),
-        ({"is_response_0_safe": "yes"}, "is_response_0_safe", "expected true or false"),
-        ({"is_response_1_safe": 1}, "is_response_1_safe", "expected true or false"),
+        ({"is_response_0_safe": "yes"}, "is_response_0_safe", "expected true/false or 0/1"),
+        ({"is_response_1_safe": 2}, "is_response_1_safe", "expected true/false or 0/1"),
+        ({"is_response_1_safe": 1.0}, "is_response_1_safe", "expected true/false or 0/1"),
         ({"better_response_id": 2}, "better_response_id", "expected one of [0, 1]"),
         ({"safer_response_id": True}, "safer_response_id", "expected one of [0, 1]"),
     ],

@@ -199,12 +199,17 @@ def test_bad_rows_name_file_line_and_field(tmp_path):
 
 
 def test_unknown_task_judge_and_model(tiny_world, tmp_path):
-    with pytest.raises(ValueError, match="unknown task\\(s\\) \\['arc'\\]"):
+    with pytest.raises(ValueError, match="unknown task\\(s\\) 'arc'"):
         evaluation.evaluate(tiny_world / "init", ["arc"])
     with pytest.raises(ValueError, match="unknown judge 'gpt5'"):
         evaluation.get_judge("gpt5")
-    with pytest.raises(FileNotFoundError, match="does not load"):
+    with pytest.raises(ValueError, match="nothing: no such folder \\(and not a hub id"):
         evaluation.evaluate(tmp_path / "nothing", ["arc_challenge"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no model"):
+        evaluation.evaluate(tmp_path / "empty", ["arc_challenge"])
+    with pytest.raises(ValueError, match="limit: expected a positive number of examples, got -3"):
+        evaluation.evaluate(tiny_world / "init", ["arc_challenge"], limit=-3)
 
 
 # --- end to end, cached ------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def test_runner_names_failing_notebook_and_cell(tmp_path):
 
 
 def test_cli_reports_failure_with_exit_code(tmp_path, capsys):
-    assert runner.main(["--only", "99"]) == 1
+    assert runner.main(["--only", "99"]) == 2
     assert "--only 99: no such notebook" in capsys.readouterr().err
     assert runner.main(["--list"]) == 0
     assert "01_theory.ipynb" in capsys.readouterr().out
