@@ -367,3 +367,24 @@ def test_no_intact_checkpoint_stops_unless_start_over(tiny_world, tmp_path, monk
     code, err = run_main(train.main, ["--config", str(path), "--set", "start_over=true"], capsys)
     assert code == 0
     assert json.loads((tmp_path / "c" / "train_summary.json").read_text())["resumed_from"] == 0
+
+
+def test_a_notebook_raises_the_same_line_and_the_runner_calls_it_bad_input(tmp_path):
+    import nbformat
+
+    bad = write_jsonl(tmp_path / "pairs.jsonl", [pair(), pair(chosen_safe="yes")])
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell('profile = "smoke"'),
+        nbformat.v4.new_code_cell(f"from bfpo import train\ntrain.load_examples({str(bad)!r}, 'preference', 'x')"),
+    ]
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    (tmp_path / "nbs").mkdir()
+    nbformat.write(nb, tmp_path / "nbs" / "01_bad.ipynb")
+    with pytest.raises(runner.NotebookBadInput) as e:
+        runner.run("smoke", output_dir=tmp_path / "o", figures_dir=tmp_path / "f", notebooks_dir=tmp_path / "nbs",
+                   progress=False)
+    message = str(e.value)
+    assert "\n" not in message and "01_bad.ipynb failed in cell 2 (starts with 'from bfpo import train')" in message
+    assert f"DataError: {bad}, line 2, field 'chosen_safe': expected true/false or 0/1, got 'yes'" in message
