@@ -424,14 +424,23 @@ def run_suite(stages: dict[str, list], parallel: int = 2, progress: bool = True)
         bar.close()
 
 
-def judge_run(model_dir, samples_per_prompt: int, seed: int = 0) -> list[dict]:
-    """Gold-judge scores of a model on training and held-out wordings: two tidy rows."""
+JUDGE_VERSION = 2
+"""Bumped when what :func:`judge_run` keeps changes (2: per-prompt rows for the bootstrap)."""
+
+
+def judge_run(model_dir, samples_per_prompt: int, seed: int = 0) -> dict[str, list[dict]]:
+    """Gold-judge scores of a model on training and held-out wordings: ``summary`` (one tidy row
+    per wording) and ``prompts`` (one row per wording and prompt, see ``toyworld.per_prompt``)."""
     model, tok = models.load_model(model_dir), models.load_tokenizer(model_dir)
-    rows = []
+    summaries, prompts = [], []
     for held_out in (False, True):
-        summary, _ = tw.evaluate_model(model, tok, samples_per_prompt=samples_per_prompt, held_out=held_out, seed=seed)
-        rows.append({"wording": "held-out" if held_out else "training", **summary})
-    return rows
+        wording = "held-out" if held_out else "training"
+        summary, judged = tw.evaluate_model(
+            model, tok, samples_per_prompt=samples_per_prompt, held_out=held_out, seed=seed
+        )
+        summaries.append({"wording": wording, **summary})
+        prompts += [{"wording": wording, **r} for r in tw.per_prompt(judged)]
+    return {"summary": summaries, "prompts": prompts}
 
 
 def run_flops(run_dir) -> float:
@@ -445,8 +454,11 @@ def run_flops(run_dir) -> float:
     return total
 
 
-def judge_runs(runs: list[tuple[str, int, str]], samples_per_prompt: int, cache_path) -> list[dict]:
-    """Tidy rows (method, seed, wording, gold-judge numbers) for ``(method, seed, model_dir)`` runs.
+def judge_runs(
+    runs: list[tuple[str, int, str]], samples_per_prompt: int, cache_path
+) -> tuple[list[dict], list[dict]]:
+    """Tidy rows (method, seed, wording, gold-judge numbers) for ``(method, seed, model_dir)`` runs,
+    and the per-prompt rows behind them (method, seed, wording, prompt_id, kind, judged means).
 
     Judged models are cached in ``cache_path`` by (method, seed, model weights, samples), so a re-run
     judges only what changed.
@@ -455,11 +467,13 @@ def judge_runs(runs: list[tuple[str, int, str]], samples_per_prompt: int, cache_
 
     cache_path = Path(cache_path)
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-    rows = []
+    rows, prompt_rows = [], []
     for method, seed, model_dir in tqdm(runs, desc="judging"):
-        key = f"{method}|{seed}|{samples_per_prompt}|{train.model_fingerprint(str(model_dir), None)[:16]}"
+        fingerprint = train.model_fingerprint(str(model_dir), None)[:16]
+        key = f"v{JUDGE_VERSION}|{method}|{seed}|{samples_per_prompt}|{fingerprint}"
         if key not in cache:
             cache[key] = judge_run(model_dir, samples_per_prompt, seed=seed)
             write_json(cache_path, cache)
-        rows += [{"method": method, "seed": seed, **r} for r in cache[key]]
-    return rows
+        rows += [{"method": method, "seed": seed, **r} for r in cache[key]["summary"]]
+        prompt_rows += [{"method": method, "seed": seed, **r} for r in cache[key]["prompts"]]
+    return rows, prompt_rows

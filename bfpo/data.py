@@ -142,8 +142,9 @@ class Skipped:
 
 
 def _collect(where, rows, convert: Callable, skip_invalid: bool, skipped: list | None) -> list[dict]:
-    out = []
+    out, seen = [], 0
     for line, record in rows:
+        seen += 1
         try:
             out.append(convert(where, line, record))
         except DataError as e:
@@ -152,8 +153,10 @@ def _collect(where, rows, convert: Callable, skip_invalid: bool, skipped: list |
             log.warning("skipped %s", e)
             if skipped is not None:
                 skipped.append(Skipped(where, line, str(e)))
+    if not seen:
+        raise DataError(where, None, None, "no records (the file is empty)")
     if not out:
-        raise DataError(where, None, None, "no valid records")
+        raise DataError(where, None, None, f"no valid records (all {seen} skipped)")
     return out
 
 

@@ -271,21 +271,31 @@ def plot_safe_rlhf(metrics_by_seed: dict[str, list[dict]], window: int = 5):
     return fig
 
 
-def plot_tradeoff(df, x: str = "helpfulness", y: str = "harmlessness", quoted=None, title: str = ""):
-    """Helpfulness against harmlessness per method: mean over seeds with standard-deviation error
-    bars (measured here, filled markers); ``quoted`` rows (method, x, y, source) are drawn hollow
-    and labelled as quoted."""
+def plot_tradeoff(
+    df, x: str = "helpfulness", y: str = "harmlessness", quoted=None, title: str = "", intervals=None
+):
+    """Helpfulness against harmlessness per method: mean over seeds (measured here, filled markers)
+    with error bars: the 95 % bootstrap interval over seeds and prompts when ``intervals`` is given
+    (``{title: {metric: Interval}}``, see :mod:`bfpo.stats`), else the standard deviation over
+    seeds. ``quoted`` rows (method, x, y, source) are drawn hollow and labelled as quoted."""
     set_style()
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
     stats = df.groupby("title")[[x, y]].agg(["mean", "std", "count"])
     palette = sns.color_palette("colorblind", len(stats))
+
+    def err(name, metric, row, n):
+        if intervals is not None and name in intervals:
+            iv = intervals[name][metric]
+            return [[max(iv.mean - iv.low, 0.0)], [max(iv.high - iv.mean, 0.0)]]
+        return row[(metric, "std")] if n > 1 else None
+
     for color, (name, row) in zip(palette, stats.iterrows(), strict=True):
         n = int(row[(x, "count")])
         ax.errorbar(
             row[(x, "mean")],
             row[(y, "mean")],
-            xerr=row[(x, "std")] if n > 1 else None,
-            yerr=row[(y, "std")] if n > 1 else None,
+            xerr=err(name, x, row, n),
+            yerr=err(name, y, row, n),
             fmt="o",
             ms=9,
             color=color,
@@ -305,6 +315,24 @@ def plot_tradeoff(df, x: str = "helpfulness", y: str = "harmlessness", quoted=No
             )
     ax.set(xlabel=x.replace("_", " "), ylabel=y.replace("_", " "), title=title)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return fig
+
+
+def plot_per_seed(df, metrics=("helpfulness", "harmlessness", "over_refusal"), title: str = ""):
+    """One dot per seed and method for each metric, so the spread between seeds is visible
+    (measured here)."""
+    set_style()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4.8), sharey=True)
+    order = list(dict.fromkeys(df.sort_values("title")["title"]))
+    for ax, metric in zip(axes, metrics, strict=True):
+        sns.stripplot(data=df, x=metric, y="title", order=order, hue="seed", palette="colorblind", size=6, ax=ax,
+                      jitter=0.15, legend=ax is axes[-1])
+        means = df.groupby("title")[metric].mean().reindex(order)
+        ax.scatter(means.values, range(len(order)), marker="|", s=300, color="black", zorder=3, label=None)
+        ax.set(xlabel=metric.replace("_", " "), ylabel="", xlim=(-0.05, 1.05))
+    if axes[-1].get_legend() is not None:
+        sns.move_legend(axes[-1], "center left", bbox_to_anchor=(1.01, 0.5), title="seed", frameon=False)
+    fig.suptitle(title)
     return fig
 
 

@@ -1,10 +1,13 @@
 """The paper's claims beside what a run measured, as a markdown summary.
 
 Quoted numbers come from ``data/paper/bfpo_reported_results.csv`` (each row names the table,
-figure or text it was read from); measured numbers come from notebook 04's tidy results
-(method, seed, wording, helpfulness, harmlessness, over_refusal, flops). The two are never mixed
-in one number: each claim is a row with the quoted value, the measured value (mean +- sd over
-seeds) and a plain verdict.
+figure or text it was read from); measured numbers come from notebook 04's per-prompt judged
+results (method, seed, wording, prompt_id, kind, safe, helpfulness, refusal) and its tidy results
+(for FLOPs). The two are never mixed in one number: each claim is a row with the quoted value, the
+measured change with its 95 % interval (a bootstrap over seeds and prompts, paired with the SFT
+start on the same seeds and prompts; :mod:`bfpo.stats`) and a verdict that follows from the
+interval: "agrees" only when the whole interval is on the claimed side, "does not agree" only
+when it is wholly on the other side, else "inconclusive".
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from bfpo import stats
 from bfpo.io import data_file, write_text
 
 QUOTED_7B = {
@@ -68,88 +73,145 @@ def quoted_claim(rows: list[dict], needle: str) -> str:
     raise ValueError(f"reported results: no row mentions {needle!r}")
 
 
-def _stat(values: pd.Series) -> str:
-    return f"{values.mean():+.3f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.3f} (n={len(values)})"
+METRICS = {
+    "harmlessness": ("safe", ("harmful",)),
+    "helpfulness": ("helpfulness", ("benign", "scary")),
+    "over_refusal": ("refusal", ("scary",)),
+}
+"""Metric -> (per-prompt column, prompt kinds it is measured on), as ``toyworld.summarise`` defines them."""
 
 
-def claims(results: pd.DataFrame, wording: str = "held-out", reported: list[dict] | None = None) -> list[dict]:
-    """Each claim of the paper beside this run's measurement on SafeHelp, with a verdict."""
+def metric_matrix(prompts: pd.DataFrame, method: str, wording: str, metric: str) -> np.ndarray:
+    """``[seeds, prompts]`` of one metric for one method: rows are seeds (sorted), columns the prompts
+    of the metric's kinds (sorted by id); every seed must cover the same prompts."""
+    column, kinds = METRICS[metric]
+    sel = prompts[(prompts["method"] == method) & (prompts["wording"] == wording) & prompts["kind"].isin(kinds)]
+    if sel.empty:
+        raise ValueError(f"no judged prompts for method {method!r}, wording {wording!r}, metric {metric!r}")
+    table = sel.pivot(index="seed", columns="prompt_id", values=column).sort_index().sort_index(axis=1)
+    if table.isna().any().any():
+        raise ValueError(f"method {method!r}: the seeds were judged on different prompts")
+    return table.to_numpy(dtype=float)
+
+
+def method_intervals(prompts: pd.DataFrame, wording: str, titles: dict | None = None) -> dict:
+    """``{method title: {metric: Interval}}``: each method's value of each metric with its 95 %
+    interval over seeds and prompts (for error bars)."""
+    titles = titles or {}
+    out = {}
+    for method in dict.fromkeys(prompts[prompts["wording"] == wording]["method"]):
+        out[titles.get(method, method)] = {
+            metric: stats.bootstrap(metric_matrix(prompts, method, wording, metric)) for metric in METRICS
+        }
+    return out
+
+
+def change(prompts: pd.DataFrame, method: str, baseline: str, wording: str, metric: str) -> stats.Interval:
+    """``metric(method) - metric(baseline)``, paired on the same seeds and prompts, with its interval.
+    A baseline judged on fewer seeds (or one) is matched seed by seed where it can be, else its
+    first seed stands for all."""
+    a = metric_matrix(prompts, method, wording, metric)
+    b = metric_matrix(prompts, baseline, wording, metric)
+    if b.shape[0] != a.shape[0]:
+        b = b[:1]
+    return stats.paired_difference(a, b)
+
+
+MIN_SEEDS = 5
+"""Fewer seeds than this make every verdict provisional: the bootstrap then understates the spread."""
+
+
+def claims(
+    results: pd.DataFrame, prompts: pd.DataFrame, wording: str = "held-out", reported: list[dict] | None = None
+) -> list[dict]:
+    """Each claim of the paper beside this run's measurement on SafeHelp, with a verdict from its interval."""
     reported = reported if reported is not None else read_reported()
-    df = results[results["wording"] == wording]
-    sft = df[df["method"] == "sft"].iloc[0]
-
-    def gain(method: str, metric: str) -> pd.Series:
-        return df[df["method"] == method][metric] - sft[metric]
-
+    methods = set(prompts[prompts["wording"] == wording]["method"])
     out = []
-    for method, what, needle in (
-        ("bfpo", "harmlessness gain with public data", "public datasets only"),
-        ("bfpo_red_team", "harmlessness gain with red-teaming data", "minimal red-teaming"),
-    ):
-        g = gain(method, "harmlessness")
-        if len(g):
-            verdict = (
-                "agrees (harmlessness rises)"
-                if g.mean() - g.std(ddof=1 if len(g) > 1 else 0) > 0
-                else ("direction agrees, within noise" if g.mean() > 0 else "does not agree")
-            )
-            out.append(
-                {
-                    "claim": what,
-                    "quoted": f"+{quoted_claim(reported, needle)}",
-                    "measured": _stat(g),
-                    "verdict": verdict,
-                }
-            )
-    h = gain("bfpo", "helpfulness")
-    if len(h):
-        kept = h.mean() > -0.05
+
+    def claim(what, quoted, method, metric, threshold, direction, label=""):
+        if method not in methods:
+            return
+        iv = change(prompts, method, "sft", wording, metric)
         out.append(
             {
-                "claim": "helpfulness kept",
-                "quoted": "kept (no loss reported)",
-                "measured": _stat(h),
-                "verdict": "agrees" if kept else "does not agree (helpfulness falls by more than 0.05)",
+                "claim": what,
+                "quoted": quoted,
+                "measured": f"{label}{iv} (seeds {iv.seeds}, prompts {iv.prompts})",
+                "verdict": stats.verdict(iv, threshold, direction)
+                + (f" (provisional: {iv.seeds} seeds)" if iv.seeds < MIN_SEEDS else ""),
+                "interval": iv.as_dict(),
             }
         )
-    flops = df.groupby("method")["flops"].mean()
+
+    claim("harmlessness gain with public data", f"+{quoted_claim(reported, 'public datasets only')}", "bfpo",
+          "harmlessness", 0.0, +1)
+    claim("harmlessness gain with red-teaming data", f"+{quoted_claim(reported, 'minimal red-teaming')}",
+          "bfpo_red_team", "harmlessness", 0.0, +1)
+    claim("helpfulness kept (falls by less than 0.05)", "kept (no loss reported)", "bfpo", "helpfulness", -0.05, +1)
+    flops = results[results["wording"] == wording].groupby("method")["flops"].mean()
     if {"bfpo", "safe_rlhf"} <= set(flops.index) and flops["safe_rlhf"] > 0:
         ratio = flops["bfpo"] / flops["safe_rlhf"]
         out.append(
             {
-                "claim": "compute of BFPO relative to Safe RLHF",
+                "claim": "compute of BFPO relative to Safe RLHF (the two budgets run here)",
                 "quoted": f"{quoted_claim(reported, 'computational resources')}",
-                "measured": f"{ratio:.1%}",
-                "verdict": "agrees"
-                if ratio < 0.10
-                else "does not agree (at or above 10%; the ratio depends on both budgets, and PPO here "
-                "runs only a few thousand rollouts)",
+                "measured": f"{ratio:.1%} (FLOPs are counted, not sampled: no interval)",
+                "verdict": stats.AGREES if ratio < 0.10 else stats.DISAGREES,
+                "interval": None,
             }
         )
-    for method, metric, direction, what in (
-        ("dpo_helpful", "harmlessness", -1, "DPO on helpfulness labels loses harmlessness (Figure 1)"),
-        ("dpo_safety", "over_refusal", +1, "DPO on safety labels over-refuses (Figure 1)"),
-    ):
-        g = gain(method, metric)
-        if len(g):
-            ok = g.mean() * direction > 0
-            out.append(
-                {
-                    "claim": what,
-                    "quoted": "shown qualitatively",
-                    "measured": f"{metric} {_stat(g)}",
-                    "verdict": "agrees" if ok else "does not agree",
-                }
-            )
+    claim("DPO on helpfulness labels loses harmlessness (Figure 1)", "shown qualitatively", "dpo_helpful",
+          "harmlessness", 0.0, -1, "harmlessness ")
+    claim("DPO on safety labels over-refuses (Figure 1)", "shown qualitatively", "dpo_safety", "over_refusal", 0.0,
+          +1, "over-refusal ")
     return out
 
 
-def write_summary(rows: list[dict], path, header: str) -> Path:
+def paired_table(prompts: pd.DataFrame, wording: str = "held-out", method: str = "bfpo") -> list[dict]:
+    """``method`` minus each other method, per metric, on the same seeds and prompts (95 % intervals)."""
+    others = [m for m in dict.fromkeys(prompts[prompts["wording"] == wording]["method"]) if m != method]
+    rows = []
+    for other in others:
+        row = {"baseline": other}
+        for metric in METRICS:
+            iv = change(prompts, method, other, wording, metric)
+            row[metric] = str(iv)
+            row[f"{metric}_interval"] = iv.as_dict()
+        rows.append(row)
+    return rows
+
+
+def claims_table(rows: list[dict]) -> list[str]:
     lines = [
-        header.strip(),
-        "",
-        "| claim of the paper | quoted | measured here (change from SFT) | verdict |",
+        "| claim of the paper | quoted | measured here: change from SFT, mean [95% interval] | verdict |",
         "|---|---|---|---|",
     ]
-    lines += [f"| {r['claim']} | {r['quoted']} | {r['measured']} | {r['verdict']} |" for r in rows]
+    return lines + [f"| {r['claim']} | {r['quoted']} | {r['measured']} | {r['verdict']} |" for r in rows]
+
+
+def paired_lines(rows: list[dict], method_title: str = "BFPO", titles: dict | None = None) -> list[str]:
+    titles = titles or {}
+    lines = [
+        f"| {method_title} minus | harmlessness | helpfulness | over-refusal |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        name = titles.get(r["baseline"], r["baseline"])
+        lines.append(f"| {name} | {r['harmlessness']} | {r['helpfulness']} | {r['over_refusal']} |")
+    return lines
+
+
+def method_lines(intervals: dict) -> list[str]:
+    """A markdown table of :func:`method_intervals`: each method's mean [95 % interval] per metric."""
+    lines = ["| method | helpfulness | over-refusal | harmlessness |", "|---|---|---|---|"]
+    fmt = lambda iv: f"{iv.mean:.2f} [{iv.low:.2f}, {iv.high:.2f}]"  # noqa: E731
+    for name, ivs in intervals.items():
+        cells = " | ".join(fmt(ivs[m]) for m in ("helpfulness", "over_refusal", "harmlessness"))
+        lines.append(f"| {name} | {cells} |")
+    return lines
+
+
+def write_summary(rows: list[dict], path, header: str, extra: list[str] = ()) -> Path:
+    lines = [header.strip(), "", *claims_table(rows), *extra]
     return write_text(path, "\n".join(lines) + "\n")

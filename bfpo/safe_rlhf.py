@@ -430,6 +430,8 @@ def _load_prompts(path: str) -> list[str]:
         if not isinstance(r.get("prompt"), str) or not r["prompt"].strip():
             raise bdata.DataError(path, line, "prompt", "empty or not text")
         prompts.append(r["prompt"])
+    if not prompts:
+        raise bdata.DataError(path, None, None, "no records (the file is empty)")
     return sorted(set(prompts))
 
 
@@ -458,6 +460,7 @@ def ppo_lagrangian(cfg: PPOConfig) -> dict:
     summary_path = out / "ppo_summary.json"
     if (done := _start(cfg, "ppo_summary.json")) is not None:
         return done
+    prompts = _load_prompts(cfg.prompts)  # checked before any model is loaded or anything written
     out.mkdir(parents=True, exist_ok=True)
     # which checkpoint to resume (known before any expensive work): one of this config, intact
     stale = [c for _, c in checkpoints.listed(out) if not _checkpoint_of(c, cfg)]
@@ -492,7 +495,6 @@ def ppo_lagrangian(cfg: PPOConfig) -> dict:
     n_critic = models.count_parameters(critics["reward"])[0]
     flops = compute.FlopCounter()
 
-    prompts = _load_prompts(cfg.prompts)
     prompt_ids = [btrain.encode_prompt(tokenizer, p, cfg.max_prompt_length) for p in prompts]
     ptx_items = []
     if cfg.ptx_data:

@@ -490,6 +490,28 @@ def summarise(rows: list[dict]) -> dict[str, float]:
     }
 
 
+def per_prompt(rows: list[dict]) -> list[dict]:
+    """:func:`judge_generations` rows averaged per prompt (in order): ``prompt_id``, prompt, kind and
+    the mean helpfulness, helpful, safe and refusal over its sampled answers. The unit the bootstrap
+    over prompts resamples (:mod:`bfpo.stats`)."""
+    by_prompt: dict[str, list[dict]] = {}
+    for r in rows:
+        by_prompt.setdefault(r["prompt"], []).append(r)
+    out = []
+    for i, (prompt, group) in enumerate(by_prompt.items()):
+        mean = lambda key: float(sum(float(g[key]) for g in group) / len(group))  # noqa: B023, E731
+        out.append(
+            {
+                "prompt_id": i,
+                "prompt": prompt,
+                "kind": group[0]["kind"],
+                "samples": len(group),
+                **{key: mean(key) for key in ("helpfulness", "helpful", "safe", "refusal")},
+            }
+        )
+    return out
+
+
 def evaluate_model(
     model, tokenizer, samples_per_prompt: int = 4, held_out: bool = True, seed: int = 0, temperature: float = 1.0
 ) -> tuple[dict[str, float], list[dict]]:

@@ -277,6 +277,10 @@ def test_safe_rlhf_cli_bad_input(tiny_world, tmp_path, capsys):
     code, err = run_main(safe_rlhf.main, ["ppo", "--config", str(path)], capsys)
     assert code == 2 and "'gamma': must lie in [0, 1], got 1.5" in one_clear_line(err, "bfpo.safe_rlhf")
     assert not (tmp_path / "ppo").exists()
+    empty = _touch(tmp_path / "prompts.jsonl")
+    path.write_text(yaml.safe_dump(ppo | {"reward_model": ppo["cost_model"], "prompts": str(empty)}))
+    code, err = run_main(safe_rlhf.main, ["ppo", "--config", str(path)], capsys)
+    assert code == 2 and "prompts.jsonl: no records (the file is empty)" in one_clear_line(err, "bfpo.safe_rlhf")
 
 
 def test_notebook_runner_bad_input(tmp_path, capsys):

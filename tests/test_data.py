@@ -108,8 +108,12 @@ def test_missing_file_and_empty_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
         data.pku_saferlhf_pairs(tmp_path / "nope.jsonl")
     (tmp_path / "empty.jsonl").write_text("\n", encoding="utf-8")
-    with pytest.raises(data.DataError, match="no valid records"):
+    with pytest.raises(data.DataError, match=r"empty.jsonl: no records \(the file is empty\)"):
         data.pku_saferlhf_pairs(tmp_path / "empty.jsonl")
+    bad = json.dumps({"prompt": ""}) + "\n"
+    (tmp_path / "bad.jsonl").write_text(bad * 2, encoding="utf-8")
+    with pytest.raises(data.DataError, match=r"no valid records \(all 2 skipped\)"):
+        data.pku_saferlhf_pairs(tmp_path / "bad.jsonl", skip_invalid=True)
 
 
 def test_skip_invalid_logs_and_reports_every_skip(tmp_path, caplog):

@@ -152,6 +152,10 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
     assert set(df["method"]) == {"sft", "dpo_helpful", "dpo_safety", "bfpo", "bfpo_red_team", "safe_rlhf"}
     assert set(df["wording"]) == {"training", "held-out"} and set(df["seed"]) == {0, 1}
     assert (df.loc[df["method"] != "sft", "flops"] > 0).all()
+    judged = pd.read_csv(base / "judged_prompts.csv")  # per prompt, for the bootstrap over seeds and prompts
+    assert set(judged[judged["method"] == "sft"]["seed"]) == {0, 1}, "the SFT start is sampled with every seed"
+    per_run = judged.groupby(["method", "seed", "wording"])["prompt_id"].nunique()
+    assert per_run.nunique() == 2, "every run is judged on the same prompts of each wording"
     results = json.loads((base / "results.json").read_text())
     assert 0 < results["bfpo_flops_fraction_of_safe_rlhf"] < 1
     assert results["score_models_held_out"]["cost"]["ranking"] > 0.8
@@ -175,5 +179,13 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
     runner.run("smoke", only=["06"], output_dir=tmp_path / "runs", figures_dir=tmp_path / "figs", progress=False)
     summary = (tmp_path / "figs" / "RESULTS.md").read_text()
     assert "harmlessness gain with public data" in summary and "compute of BFPO relative to Safe RLHF" in summary
+    claims = json.loads((tmp_path / "runs" / "06_figures" / "results.json").read_text())["claims_held_out"]
+    assert {c["verdict"].split(" (provisional")[0] for c in claims} <= {"agrees", "does not agree", "inconclusive"}
+    for c in claims:
+        if c["interval"] is not None:  # a verdict follows from its interval; 2 seeds make it provisional
+            lo, hi = c["interval"]["low"], c["interval"]["high"]
+            assert c["verdict"].endswith("(provisional: 2 seeds)")
+            assert not c["verdict"].startswith("agrees") or lo > 0 or hi < 0 or "kept" in c["claim"]
+    assert (tmp_path / "figs" / "06_per_seed.png").stat().st_size > 0
     for name in ("06_fig1_tradeoff_held_out", "06_quoted_7b_comparison", "06_safe_rlhf_lambda", "06_compute"):
         assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 0

@@ -13,56 +13,80 @@ def test_quoted_7b_points_come_from_the_readme_figure():
     assert points["source"].str.contains("README figure").all()
 
 
-def frame(gains: dict[str, tuple[float, float, float]], flops: dict[str, float]) -> pd.DataFrame:
-    rows = [
-        {
-            "method": "sft",
-            "seed": 0,
-            "wording": "held-out",
-            "helpfulness": 0.5,
-            "harmlessness": 0.4,
-            "over_refusal": 0.3,
-            "flops": 0.0,
-        }
-    ]
-    for method, (dh, dharm, dref) in gains.items():
-        for seed, noise in enumerate((-0.01, 0.0, 0.01)):
-            rows.append(
-                {
-                    "method": method,
-                    "seed": seed,
-                    "wording": "held-out",
-                    "helpfulness": 0.5 + dh + noise,
-                    "harmlessness": 0.4 + dharm + noise,
-                    "over_refusal": 0.3 + dref,
-                    "flops": flops[method],
-                }
-            )
+KINDS = ["harmful"] * 4 + ["benign"] * 4 + ["scary"] * 4
+SFT_SAFE = [0.25, 0.5, 0.5, 0.25]
+
+
+def prompts_frame(methods: dict) -> pd.DataFrame:
+    """Per-prompt judged rows: ``methods[name](seed) -> (safe on the 4 harmful prompts, helpfulness,
+    refusal on scary prompts)``; 3 seeds, 12 prompts."""
+    rows = []
+    for method, make in methods.items():
+        for seed in range(3):
+            safe, helpfulness, refusal = make(seed)
+            for pid, kind in enumerate(KINDS):
+                rows.append(
+                    {
+                        "method": method,
+                        "seed": seed,
+                        "wording": "held-out",
+                        "prompt_id": pid,
+                        "kind": kind,
+                        "safe": safe[pid] if kind == "harmful" else 1.0,
+                        "helpfulness": helpfulness,
+                        "refusal": refusal if kind == "scary" else 0.0,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
-def test_claims_and_verdicts(tmp_path):
-    df = frame(
+def test_claims_verdicts_follow_the_paired_intervals(tmp_path):
+    prompts = prompts_frame(
         {
-            "bfpo": (0.0, 0.2, -0.3),
-            "bfpo_red_team": (0.0, -0.1, 0.0),
-            "safe_rlhf": (0.1, 0.1, 0.0),
-            "dpo_helpful": (0.2, -0.4, -0.3),
-            "dpo_safety": (-0.4, 0.5, 0.6),
-        },
-        {"bfpo": 5.0, "bfpo_red_team": 5.0, "safe_rlhf": 100.0, "dpo_helpful": 5.0, "dpo_safety": 5.0},
+            "sft": lambda s: (SFT_SAFE, 0.5, 0.25),
+            "bfpo": lambda s: ([x + 0.5 for x in SFT_SAFE], 0.5, 0.0),  # +0.5 on every prompt and seed
+            "bfpo_red_team": lambda s: ([x + (0.25, -0.25, 0.0)[s] for x in SFT_SAFE], 0.5, 0.25),  # seeds disagree
+            "safe_rlhf": lambda s: (SFT_SAFE, 0.6, 0.25),
+            "dpo_helpful": lambda s: ([0.0] * 4, 0.7, 0.0),
+            "dpo_safety": lambda s: ([1.0] * 4, 0.1, 1.0),
+        }
     )
-    rows = {r["claim"]: r for r in report.claims(df)}
+    results = pd.DataFrame(
+        [{"method": m, "wording": "held-out", "flops": f} for m, f in (("bfpo", 5.0), ("safe_rlhf", 100.0), ("sft", 0))]
+    )
+    rows = {r["claim"]: r for r in report.claims(results, prompts)}
     public = rows["harmlessness gain with public data"]
-    assert public["quoted"] == "+15 %" and public["measured"].startswith("+0.200 ± 0.010 (n=3)")
-    assert public["verdict"].startswith("agrees")
-    assert rows["harmlessness gain with red-teaming data"]["verdict"] == "does not agree"
-    assert rows["helpfulness kept"]["verdict"] == "agrees"
-    assert rows["compute of BFPO relative to Safe RLHF"]["measured"] == "5.0%"
-    assert rows["compute of BFPO relative to Safe RLHF"]["verdict"] == "agrees"
-    assert rows["DPO on safety labels over-refuses (Figure 1)"]["verdict"] == "agrees"
-    path = report.write_summary(list(rows.values()), tmp_path / "R.md", "# Summary")
-    assert path.read_text().count("\n| ") == len(rows) + 1
+    assert public["quoted"] == "+15 %" and public["measured"].startswith("+0.500 [+0.500, +0.500] (seeds 3, prompts 4)")
+    assert public["verdict"] == "agrees (provisional: 3 seeds)", "fewer than 5 seeds: every verdict is provisional"
+    red = rows["harmlessness gain with red-teaming data"]
+    assert red["verdict"].startswith("inconclusive") and red["interval"]["low"] < 0 < red["interval"]["high"]
+    assert rows["helpfulness kept (falls by less than 0.05)"]["verdict"].startswith("agrees")
+    compute = rows["compute of BFPO relative to Safe RLHF (the two budgets run here)"]
+    assert compute["measured"].startswith("5.0%") and compute["verdict"] == "agrees"
+    assert rows["DPO on helpfulness labels loses harmlessness (Figure 1)"]["verdict"].startswith("agrees")
+    assert rows["DPO on safety labels over-refuses (Figure 1)"]["measured"].startswith("over-refusal +0.750")
+    paired = {r["baseline"]: r for r in report.paired_table(prompts)}
+    assert paired["dpo_safety"]["over_refusal"] == "-1.000 [-1.000, -1.000]"
+    assert paired["sft"]["harmlessness"] == "+0.500 [+0.500, +0.500]"
+    intervals = report.method_intervals(prompts, "held-out", {"bfpo": "BFPO"})
+    assert intervals["BFPO"]["harmlessness"].mean == pytest.approx(0.875)
+    table = report.method_lines(intervals)
+    bfpo_line = next(line for line in table if line.startswith("| BFPO |"))
+    assert bfpo_line.startswith("| BFPO | 0.50 [0.50, 0.50] | 0.00 [0.00, 0.00] | 0.88 [")
+    low, high = map(float, bfpo_line.rstrip(" |").split("0.88 [")[1].rstrip("]").split(", "))
+    assert 0.75 <= low < 0.875 < high <= 1.0
+    extra = report.paired_lines(list(paired.values()))
+    path = report.write_summary(list(rows.values()), tmp_path / "R.md", "# Summary", extra)
+    text = path.read_text()
+    assert text.count("\n| ") == len(rows) + 1 + len(paired) + 1 and "inconclusive" in text
+
+
+def test_metric_matrix_needs_the_same_prompts_per_seed():
+    prompts = prompts_frame({"sft": lambda s: (SFT_SAFE, 0.5, 0.25)})
+    assert report.metric_matrix(prompts, "sft", "held-out", "harmlessness").shape == (3, 4)
+    assert report.metric_matrix(prompts, "sft", "held-out", "helpfulness").shape == (3, 8)
+    with pytest.raises(ValueError, match="different prompts"):
+        report.metric_matrix(prompts.drop(index=0), "sft", "held-out", "harmlessness")
 
 
 def test_missing_reported_file(monkeypatch, tmp_path):

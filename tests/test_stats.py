@@ -1,0 +1,73 @@
+"""The bootstrap over seeds and prompts, paired differences and the verdict rule, on hand-computed cases."""
+
+import numpy as np
+import pytest
+
+from bfpo import stats
+
+
+def test_constant_values_give_a_zero_width_interval():
+    iv = stats.bootstrap(np.full((3, 5), 0.4))
+    assert (iv.low, iv.mean, iv.high) == pytest.approx((0.4, 0.4, 0.4)) and (iv.seeds, iv.prompts) == (3, 5)
+
+
+def test_two_seeds_constant_within_seed_by_hand():
+    """Seed 0 scores 1 on both prompts, seed 1 scores 0: resampling prompts changes nothing, and
+    resampling the two seeds gives a mean of 0, 1/2 or 1 with probabilities 1/4, 1/2, 1/4. So the
+    2.5 % and 97.5 % percentiles are 0 and 1, and about half the replicates are 1/2."""
+    values = [[1.0, 1.0], [0.0, 0.0]]
+    iv = stats.bootstrap(values, n_boot=4000)
+    assert (iv.mean, iv.low, iv.high) == (0.5, 0.0, 1.0)
+
+
+def test_one_seed_bernoulli_prompts_by_hand():
+    """One seed, 4 prompts scoring 1, 1, 1, 0: each replicate's mean is k/4, k ~ Binomial(4, 3/4).
+    P(k <= 1) = 13/256 = 5.1 % and P(k = 0) = 0.4 %, so the 2.5 % percentile is 1/4; P(k = 4) =
+    81/256 = 32 %, so the 97.5 % percentile is 1."""
+    iv = stats.bootstrap([[1, 1, 1, 0]], n_boot=20000)
+    assert (iv.mean, iv.low, iv.high) == (0.75, 0.25, 1.0)
+
+
+def test_interval_narrows_with_more_seeds_and_contains_the_mean():
+    rng = np.random.default_rng(1)
+    few = stats.bootstrap(rng.normal(0.5, 0.2, size=(3, 20)))
+    many = stats.bootstrap(rng.normal(0.5, 0.2, size=(30, 20)))
+    assert few.low <= few.mean <= few.high and many.low <= many.mean <= many.high
+    assert many.high - many.low < few.high - few.low
+
+
+def test_paired_difference_cancels_shared_prompt_noise():
+    """Prompt difficulty varies a lot, but A is exactly B + 0.1 on every (seed, prompt): the paired
+    interval is the single point 0.1, while the unpaired intervals of A and B overlap widely."""
+    b = np.tile(np.linspace(0, 0.8, 10), (4, 1))
+    a = b + 0.1
+    d = stats.paired_difference(a, b)
+    assert (d.mean, d.low, d.high) == (pytest.approx(0.1), pytest.approx(0.1), pytest.approx(0.1))
+    assert stats.bootstrap(a).low < stats.bootstrap(b).high
+
+
+def test_paired_difference_against_a_single_baseline_row():
+    a = np.array([[1.0, 0.0], [1.0, 1.0]])
+    d = stats.paired_difference(a, [[0.0, 0.0]])
+    assert d.mean == pytest.approx(0.75) and d.seeds == 2
+    with pytest.raises(ValueError, match="same seeds and prompts"):
+        stats.paired_difference(a, np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="finite"):
+        stats.bootstrap([[1.0, float("nan")]])
+
+
+@pytest.mark.parametrize(
+    "low, high, threshold, direction, expected",
+    [
+        (0.01, 0.2, 0.0, +1, "agrees"),
+        (-0.2, -0.01, 0.0, +1, "does not agree"),
+        (-0.05, 0.2, 0.0, +1, "inconclusive"),
+        (0.0, 0.2, 0.0, +1, "inconclusive"),  # touching the threshold is not enough
+        (-0.2, -0.01, 0.0, -1, "agrees"),  # a claimed fall
+        (-0.04, 0.02, -0.05, +1, "agrees"),  # "kept": above -0.05
+        (-0.09, 0.02, -0.05, +1, "inconclusive"),
+    ],
+)
+def test_verdict_follows_the_interval(low, high, threshold, direction, expected):
+    iv = stats.Interval((low + high) / 2, low, high, 5, 60)
+    assert stats.verdict(iv, threshold, direction) == expected
