@@ -58,7 +58,7 @@ def test_config_errors(tmp_path):
 
 
 def test_unknown_parameter_group(tiny_world, tmp_path):
-    with pytest.raises(ValueError, match="trainable pattern 'down_projj' matches no parameter"):
+    with pytest.raises(ValueError, match="trainable: pattern 'down_projj' matches no parameter"):
         train.train(config(tiny_world, tmp_path, trainable=["down_projj"]))
 
 
