@@ -69,26 +69,69 @@ class Request:
     continuation: str
 
 
-def encode_request(tokenizer, req: Request) -> tuple[list[int], list[int]]:
+BOS_RULES = ("tokenizer", "none")
+"""How a context starts, as lm-evaluation-harness encodes it for a causal LM:
+
+* ``"tokenizer"`` (lm-eval >= 0.4.2, e.g. 0.4.13): the tokenizer's own default, so a Llama or
+  Mistral tokenizer puts its BOS first and a GPT-2, Pythia or Qwen2 tokenizer puts nothing;
+* ``"none"`` (lm-eval 0.4.1, the version the BFPO paper used): never a special token.
+
+An empty context is the prefix token (BOS, else EOS) under both rules."""
+
+ENCODING_VERSION = 2
+"""Bumped when :func:`encode_request` changes (2: lm-eval's BOS rule instead of always a BOS)."""
+
+
+def prefix_token_id(tokenizer) -> int:
+    """lm-eval's ``prefix_token_id``: the BOS token, else the EOS token."""
+    return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+
+
+def _encode(tokenizer, text: str, bos_rule: str) -> list[int]:
+    """lm-eval's ``tok_encode``: the tokenizer's default special tokens (rule "tokenizer"), except
+    for a text that already starts with the BOS text; none at all under rule "none"."""
+    special = bos_rule == "tokenizer"
+    if special and tokenizer.bos_token and text.startswith(tokenizer.bos_token):
+        special = False
+    return tokenizer(text, add_special_tokens=special).input_ids
+
+
+def encode_request(tokenizer, req: Request, bos_rule: str = "tokenizer") -> tuple[list[int], list[int]]:
     """(context ids, continuation ids), split as lm-eval splits them: the whole string is encoded
     once and the context's tokens cut off, with trailing spaces of the context moved onto the
-    continuation; an empty context becomes the BOS (or EOS) token."""
+    continuation; whether a BOS starts the context follows ``bos_rule`` (see :data:`BOS_RULES`);
+    an empty context becomes the prefix token."""
+    if bos_rule not in BOS_RULES:
+        raise ValueError(f"bos_rule: expected one of {BOS_RULES}, got {bos_rule!r}")
     context, continuation = req.context, req.continuation
+    if context == "":
+        cont = tokenizer(continuation, add_special_tokens=False).input_ids
+        if not cont:
+            raise ValueError(f"continuation {req.continuation!r} encodes to no token")
+        prefix = prefix_token_id(tokenizer)
+        return ([prefix], cont) if cont[0] != prefix else (cont[:1], cont[1:])
     n_spaces = len(context) - len(context.rstrip(" "))
     if n_spaces:
         context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
-    prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    whole = tokenizer(context + continuation, add_special_tokens=False).input_ids
-    ctx = tokenizer(context, add_special_tokens=False).input_ids
+    whole = _encode(tokenizer, context + continuation, bos_rule)
+    ctx = _encode(tokenizer, context, bos_rule)
     cont = whole[len(ctx) :]
     if not cont:
         raise ValueError(f"continuation {req.continuation!r} encodes to no token")
-    return [prefix] + ctx, cont
+    if not ctx:  # a context of only spaces: lm-eval would condition on nothing; use the prefix token
+        ctx = [prefix_token_id(tokenizer)]
+    return ctx, cont
 
 
 @torch.inference_mode()
 def loglikelihoods(
-    model, tokenizer, requests: list[Request], batch_size: int = 32, max_length: int | None = None, progress=True
+    model,
+    tokenizer,
+    requests: list[Request],
+    batch_size: int = 32,
+    max_length: int | None = None,
+    progress=True,
+    bos_rule: str = "tokenizer",
 ) -> list[tuple[float, bool]]:
     """(summed log-prob of the continuation, whether greedy decoding would produce it) per request.
 
@@ -96,7 +139,7 @@ def loglikelihoods(
     ``max_length`` (default: the model's context) keeps its end, as lm-eval does.
     """
     max_length = max_length or getattr(model.config, "max_position_embeddings", 2048)
-    encoded = [encode_request(tokenizer, r) for r in requests]
+    encoded = [encode_request(tokenizer, r, bos_rule) for r in requests]
     order = sorted(range(len(encoded)), key=lambda i: -(len(encoded[i][0]) + len(encoded[i][1])))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out: list[tuple[float, bool] | None] = [None] * len(encoded)
@@ -661,11 +704,13 @@ def score_mc(docs: list[Doc], lls: list[list[float]], task: MCTask) -> dict:
     return {k: sum(p[k] for p in per if k in p) / sum(k in p for p in per) for k in keys}
 
 
-def run_mc_task(model, tokenizer, task: MCTask, limit=None, batch_size=32, data_dir=None, progress=True) -> dict:
+def run_mc_task(
+    model, tokenizer, task: MCTask, limit=None, batch_size=32, data_dir=None, progress=True, bos_rule="tokenizer"
+) -> dict:
     """Scores of one task, with every example's choices, log-likelihoods and greedy flags."""
     docs = load_docs(task, data_dir, limit)
     requests = [Request(d.context, c) for d in docs for c in d.choices]
-    results = loglikelihoods(model, tokenizer, requests, batch_size=batch_size, progress=progress)
+    results = loglikelihoods(model, tokenizer, requests, batch_size=batch_size, progress=progress, bos_rule=bos_rule)
     lls, k = [], 0
     for d in docs:
         lls.append([ll for ll, _ in results[k : k + len(d.choices)]])
@@ -1041,7 +1086,8 @@ def _data_hash(task: str, data_dir=None) -> str:
         if task == "alpaca_eval"
         else ()
     )
-    h = hashlib.sha256(f"{task}-v{MC_TASKS[task].version}".encode() if task in MC_TASKS else task.encode())
+    version = f"{task}-v{MC_TASKS[task].version}-enc{ENCODING_VERSION}" if task in MC_TASKS else task
+    h = hashlib.sha256(version.encode())
     for f in files:
         p = bdata.data_file(f) if data_dir is None else Path(data_dir) / f
         if Path(p).is_file():
@@ -1079,14 +1125,19 @@ def evaluate(
     max_new_tokens: int = 64,
     progress: bool = True,
     hub_dir=None,
+    bos_rule: str = "tokenizer",
 ) -> list[dict]:
     """Run ``tasks`` on the model at ``model_path``; each result is cached under ``cache_dir`` by
     (model weights, task, data, judge, limit), so a re-run is instant. The data come from
     ``data_dir`` (default: $BFPO_DATA_DIR, else the vendored subsets in data/); with ``hub_dir``, the
-    multiple-choice tasks are scored on their full test sets, fetched from the hub into that folder once."""
+    multiple-choice tasks are scored on their full test sets, fetched from the hub into that folder once.
+    ``bos_rule`` says whether a multiple-choice context starts with BOS, as lm-eval decides it
+    (:data:`BOS_RULES`: "tokenizer" as lm-eval >= 0.4.2, "none" as 0.4.1, the paper's version)."""
     from bfpo.train import model_fingerprint
 
     check_request(model_path, tasks, judge, limit, data_dir, win_rate_judge)
+    if bos_rule not in BOS_RULES:
+        raise BadInput(f"evaluate: bos_rule: expected one of {', '.join(BOS_RULES)}, got {bos_rule!r}")
     try:
         model, tokenizer = models.load_model(model_path), models.load_tokenizer(model_path)
     except (OSError, ValueError) as e:
@@ -1100,12 +1151,16 @@ def evaluate(
         judge_name = judge if task in GEN_TASKS else getattr(win_rate_judge, "name", "-")
         task_dir = hub_dir if hub_dir is not None and task in MC_TASKS else data_dir
         key = f"{fingerprint}-{task}-{_data_hash(task, task_dir)}-{judge_name}-{limit}-{max_new_tokens}"
+        if task in MC_TASKS and bos_rule != "tokenizer":
+            key += f"-bos_{bos_rule}"
         cache = Path(cache_dir) / f"{key}.json" if cache_dir else None
         if cache and cache.is_file():
             results.append(json.loads(cache.read_text()))
             continue
         if task in MC_TASKS:
-            res = run_mc_task(model, tokenizer, MC_TASKS[task], limit, data_dir=task_dir, progress=progress)
+            res = run_mc_task(
+                model, tokenizer, MC_TASKS[task], limit, data_dir=task_dir, progress=progress, bos_rule=bos_rule
+            )
         elif task in GEN_TASKS:
             judge_obj = judge_obj or get_judge(judge)
             res = run_gen_task(model, tokenizer, GEN_TASKS[task], judge_obj, limit, max_new_tokens, data_dir)
@@ -1177,6 +1232,13 @@ def main(argv=None) -> int:
         help="score the multiple-choice tasks on their full test sets: fetch them from the hub (lm-eval 0.4's "
         "sources) into this folder once, then read them from there",
     )
+    parser.add_argument(
+        "--bos-rule",
+        choices=BOS_RULES,
+        default="tokenizer",
+        help="multiple-choice contexts start as lm-eval starts them: 'tokenizer' (lm-eval >= 0.4.2: the "
+        "tokenizer's default, a BOS for Llama/Mistral, none for GPT-2/Qwen2) or 'none' (lm-eval 0.4.1, the paper's)",
+    )
     parser.add_argument("--output", help="write the tidy rows (JSON) here")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or BFPO_DEBUG=1)")
     args = parser.parse_args(argv)
@@ -1210,6 +1272,7 @@ def _cli(args, tasks) -> None:
         data_dir=args.data_dir,
         win_rate_judge=wr,
         hub_dir=args.hub_dir,
+        bos_rule=args.bos_rule,
     )
     rows = tidy(results, str(args.model))
     for r in rows:

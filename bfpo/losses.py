@@ -265,6 +265,22 @@ def ulma_loss(logps: Tensor, ref_logps: Tensor, labels, beta: float) -> Tensor:
     return z * (-logps) + (1 - z) * negative
 
 
+def ulma_weights(labels: Tensor, n_positive: int, n_negative: int) -> Tensor:
+    """How the official ULMA code reduces its per-example losses over a batch: the SFT term is
+    averaged over the positives and the point-wise term over the negatives, separately, then added:
+
+        L_batch = (1 / n_pos) * sum_{z=1} L_i + (1 / n_neg) * sum_{z=0} L_i
+
+    (a class absent from the batch adds nothing). Returns the weight of each example, so that
+    ``(weights * per_example).sum()`` is ``L_batch``; ``n_positive`` and ``n_negative`` count the
+    whole (global) batch, of which ``labels`` may be a part. A label >= 0.5 counts as positive.
+    """
+    positive = labels >= 0.5
+    w_pos = 1.0 / n_positive if n_positive else 0.0
+    w_neg = 1.0 / n_negative if n_negative else 0.0
+    return torch.where(positive, torch.full_like(labels, w_pos), torch.full_like(labels, w_neg))
+
+
 # ----------------------------------------------------------------------------- Safe RLHF
 
 

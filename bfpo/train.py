@@ -598,6 +598,10 @@ def train(cfg: TrainConfig) -> dict:
                         n_tok,
                     )
                     per_example = POINT_LOSSES[cfg.loss](point, cfg)
+                    if cfg.loss == "ulma":  # official ULMA: mean over positives + mean over negatives
+                        n_pos = sum(items[i]["label"] >= 0.5 for i in ids)
+                        weights = losses.ulma_weights(point.labels, n_pos, len(ids) - n_pos)
+                        per_example = per_example * weights * len(ids)  # so that its mean is the batch loss
                     loss = per_example.sum() / global_batch * world
                 else:
                     b = len(mb)

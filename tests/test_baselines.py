@@ -300,3 +300,21 @@ def test_suite_jobs_each_have_their_own_config(tiny_world, tmp_path):
     assert len(set(configs)) == len(configs), "every job reads its own config file"
     runs = [run for stage in stages.values() for _, run, _ in stage]
     assert len(set(runs)) == len(runs)
+
+
+def test_ulma_step_loss_is_the_mean_over_positives_plus_the_mean_over_negatives(trained, tiny_world):
+    """At step 1 the policy is the reference, so a negative's loss is log 2 and a positive's is its
+    token-averaged NLL; the logged loss must be mean(positives) + log 2, as the official code reduces it."""
+    run = trained["_root"] / "ulma" / "run"
+    cfg = train.TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    tok, model = models.load_tokenizer(cfg.model), models.load_model(cfg.model)
+    items, _ = train.tokenize(train.load_examples(cfg.train_data, "pointwise", "x"), tok, cfg, "pointwise")
+    schedule = train.StepSchedule(len(items), 0, cfg.per_device_batch_size, cfg.buffer_ratio, cfg.seed)
+    batch = [items[i] for i in schedule.ids(0)]
+    input_ids, attn, resp = train.collate(train.micro_batch_sequences(batch), tok.pad_token_id)
+    with torch.no_grad():
+        logps, n_tok = train.sequence_logps(model, input_ids, attn, resp)
+    positive = torch.tensor([it["label"] >= 0.5 for it in batch])
+    assert positive.any() and (~positive).any()
+    expected = float((-logps / n_tok)[positive].mean()) + math.log(2)
+    assert train.read_metrics(run)[0]["loss"] == pytest.approx(expected, rel=1e-4)

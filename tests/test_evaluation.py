@@ -113,6 +113,49 @@ def test_loglikelihood_matches_a_forward_pass_by_hand(tiny_world):
     assert ctx == [tok.bos_token_id], "an empty context is the BOS token"
 
 
+def _no_bos_tokenizer(tok):
+    """The same vocabulary, but a tokenizer that adds no special token (as GPT-2, Pythia, Qwen2 do)."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer.from_str(tok.backend_tokenizer.to_str())
+    raw.post_processor = None
+    return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token=tok.bos_token, eos_token=tok.eos_token)
+
+
+def test_bos_follows_lm_eval_for_any_tokenizer(tiny_world):
+    """lm-eval >= 0.4.2 encodes a context as the tokenizer does by default: a BOS first for a
+    Llama-like tokenizer, nothing for one that adds no special token; 0.4.1 ("none") never adds one.
+    The continuation is the same in every case; an empty context is the prefix token."""
+    llama_like = models.load_tokenizer(tiny_world / "init")
+    plain = _no_bos_tokenizer(llama_like)
+    req = evaluation.Request("Question: is bread baked? Answer:", " yes")
+    body = llama_like(req.context, add_special_tokens=False).input_ids
+    assert llama_like(req.context).input_ids == [llama_like.bos_token_id] + body, "the tiny tokenizer adds BOS"
+    assert plain(req.context).input_ids == body, "the plain one adds nothing"
+    ctx_bos, cont = evaluation.encode_request(llama_like, req)
+    ctx_plain, cont_plain = evaluation.encode_request(plain, req)
+    ctx_none, cont_none = evaluation.encode_request(llama_like, req, bos_rule="none")
+    assert ctx_bos == [llama_like.bos_token_id] + body and ctx_plain == body and ctx_none == body
+    assert cont == cont_plain == cont_none
+    assert evaluation.encode_request(plain, evaluation.Request("", "sure ."))[0] == [plain.bos_token_id]
+    bos_text = evaluation.Request(llama_like.bos_token + req.context, req.continuation)
+    assert evaluation.encode_request(llama_like, bos_text)[0] == ctx_bos, "a BOS already in the text is not doubled"
+    with pytest.raises(ValueError, match="bos_rule"):
+        evaluation.encode_request(plain, req, bos_rule="always")
+
+
+def test_scores_without_bos_differ_from_scores_with_it(tiny_world):
+    """With a tokenizer that adds no BOS the context is scored without one, as lm-eval does: the
+    log-likelihoods then differ from the BOS-prefixed ones (the bug this rule fixes)."""
+    model, tok = models.load_model(tiny_world / "init"), models.load_tokenizer(tiny_world / "init")
+    reqs = [evaluation.Request("user: how do i bake bread", " first mix flour")]
+    with_bos = evaluation.loglikelihoods(model, tok, reqs, progress=False)[0][0]
+    plain = evaluation.loglikelihoods(model, _no_bos_tokenizer(tok), reqs, progress=False)[0][0]
+    none = evaluation.loglikelihoods(model, tok, reqs, progress=False, bos_rule="none")[0][0]
+    assert plain == pytest.approx(none) and plain != pytest.approx(with_bos)
+
+
 def test_trailing_space_of_the_context_moves_to_the_continuation(tiny_world):
     tok = models.load_tokenizer(tiny_world / "init")
     a = evaluation.encode_request(tok, evaluation.Request("Answer: ", "yes"))

@@ -246,3 +246,16 @@ def test_bfpo_alpha_outside_unit_interval():
 def test_cost_labels_outside_domain():
     with pytest.raises(ValueError, match="harmless_safe: label -1.0"):
         losses.cost_model_loss(torch.zeros(2), torch.zeros(2), [0, 1], [-1, 1])
+
+
+def test_ulma_reduction_averages_positives_and_negatives_separately():
+    """Official ULMA: mean of the SFT term over positives plus mean of the point-wise term over
+    negatives. Labels 1, 1, 0, 1 and losses 1, 2, 3, 4: (1 + 2 + 4) / 3 + 3 / 1 = 16 / 3, where a
+    joint mean would give 10 / 4."""
+    labels = torch.tensor([1.0, 1.0, 0.0, 1.0])
+    per_example = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    w = losses.ulma_weights(labels, n_positive=3, n_negative=1)
+    assert float((w * per_example).sum()) == pytest.approx(16 / 3)
+    half = losses.ulma_weights(labels[:2], n_positive=3, n_negative=1)  # a part of the global batch
+    assert half.tolist() == pytest.approx([1 / 3, 1 / 3])
+    assert losses.ulma_weights(torch.tensor([1.0, 1.0]), 2, 0).tolist() == [0.5, 0.5], "no negatives: no term"
