@@ -33,7 +33,6 @@ from bfpo.io import atomic_dir, data_file, data_folder  # noqa: F401  (data_file
 log = logging.getLogger(__name__)
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected", "chosen_safe", "rejected_safe", "source")
-SFT_COLUMNS = ("prompt", "response", "source")
 PAIR_FEATURES = datasets.Features(
     {
         "prompt": datasets.Value("string"),

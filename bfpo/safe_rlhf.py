@@ -435,10 +435,6 @@ def _load_prompts(path: str) -> list[str]:
     return sorted(set(prompts))
 
 
-class _Rollout(dict):
-    """Tensors of one rollout batch: seq, attn [B, P+G]; mask, logps, ref_logps, values_*, ... [B, G]."""
-
-
 def _pad_left(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(map(len, rows))
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -672,6 +668,19 @@ def read_metrics(output_dir) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
+def evaluate_score_model(model_dir, pairs_path: str, kind: str, max_length: int = 128) -> dict[str, float]:
+    """Accuracy of a saved reward or cost model on the pairs at ``pairs_path`` (see :func:`score_accuracy`)."""
+    from transformers import AutoModelForSequenceClassification
+
+    tok = models.load_tokenizer(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    cfg = ScoreConfig(
+        model=str(model_dir), output_dir="-", train_data=str(pairs_path), kind=kind, max_length=max_length
+    )
+    items = _tokenized_pairs(str(pairs_path), kind, tok, cfg, "pairs")
+    return score_accuracy(model, items, kind, tok.pad_token_id)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bfpo.safe_rlhf",
@@ -703,16 +712,3 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def evaluate_score_model(model_dir, pairs_path: str, kind: str, max_length: int = 128) -> dict[str, float]:
-    """Accuracy of a saved reward or cost model on the pairs at ``pairs_path`` (see :func:`score_accuracy`)."""
-    from transformers import AutoModelForSequenceClassification
-
-    tok = models.load_tokenizer(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-    cfg = ScoreConfig(
-        model=str(model_dir), output_dir="-", train_data=str(pairs_path), kind=kind, max_length=max_length
-    )
-    items = _tokenized_pairs(str(pairs_path), kind, tok, cfg, "pairs")
-    return score_accuracy(model, items, kind, tok.pad_token_id)

@@ -49,7 +49,6 @@ from bfpo.io import atomic_path, write_json
 
 log = logging.getLogger("bfpo.train")
 
-COMBOS = {(1, 1): "safe>safe", (1, 0): "safe>unsafe", (0, 1): "unsafe>safe", (0, 0): "unsafe>unsafe"}
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 
 

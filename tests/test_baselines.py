@@ -226,7 +226,10 @@ def test_ppo_lagrangian_lambda_follows_the_cost(tiny_world, score_models, tmp_pa
         assert {"reward", "cost", "kl", "lambda", "actor_loss", "cost_critic_loss"} <= set(first)
         parts = summary["flops"]
         assert parts["rollout_generation"] > 0 and parts["actor_train"] > 0 and parts["critic_train"] > 0
-    assert models.load_model(tmp_path / "20.0" / "model") is not None
+    before = models.load_model(tiny_world / "init").state_dict()
+    after = models.load_model(tmp_path / "20.0" / "model").state_dict()
+    changed = any(not torch.equal(before[k], after[k]) for k in before)
+    assert before.keys() == after.keys() and changed, "PPO-Lagrangian saved an updated actor"
 
 
 def test_ppo_lagrangian_resumes_where_it_stopped(tiny_world, score_models, tmp_path, monkeypatch):

@@ -174,7 +174,10 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
     ev = pd.read_csv(tmp_path / "runs" / "05_evaluation" / "results.csv")
     assert {"truthfulqa_mc2", "ethics_virtue", "advbench", "xstest", "alpaca_eval", "safehelp"} <= set(ev["task"])
     assert {"SFT start", "BFPO", "DPO (safety)", "Safe RLHF"} <= set(ev["model"])
-    assert ev["value"].between(0, 1).all() or (ev.loc[ev["metric"] == "likelihood_diff", "value"] >= 0).all()
+    bias = ev["metric"].str.contains("bias_score")  # BBQ bias scores lie in [-1, 1]
+    likelihood = ev["metric"].str.contains("likelihood_diff")  # CrowS-Pairs: a mean |log-likelihood gap|
+    assert ev.loc[likelihood, "value"].ge(0).all() and ev.loc[bias, "value"].between(-1, 1).all()
+    assert ev.loc[~bias & ~likelihood, "value"].between(0, 1).all(), "every other metric is a rate"
     # 06: the figures and the results summary
     runner.run("smoke", only=["06"], output_dir=tmp_path / "runs", figures_dir=tmp_path / "figs", progress=False)
     summary = (tmp_path / "figs" / "RESULTS.md").read_text()
