@@ -97,8 +97,26 @@ def _records(source, hub: tuple[str, str | None], split: str, name: str | None =
         return source, read_jsonl(source)
     if source != hub[0]:
         raise FileNotFoundError(f"{source}: neither a local .jsonl file nor the hub dataset {hub[0]}")
-    loaded = datasets.load_dataset(hub[0], name, revision=hub[1], split=split)
+    loaded = hub_dataset(hub[0], hub[1], split, name=name)
     return f"{hub[0]}@{hub[1] or 'main'} [{split}]", ((i + 1, dict(r)) for i, r in enumerate(loaded))
+
+
+class HubUnavailable(OSError):
+    """A hub data set or model could not be fetched: the message names what to fetch."""
+
+
+def hub_dataset(path: str, revision: str | None, split: str, **kwargs) -> datasets.Dataset:
+    """``datasets.load_dataset`` with one clear error naming the data set, revision and split to
+    fetch when the hub cannot be reached (or the id is wrong)."""
+    try:
+        return datasets.load_dataset(path, revision=revision, split=split, **kwargs)
+    except Exception as e:  # offline, a wrong id or revision, an old cache: say what to fetch
+        what = f"{path}@{revision or 'main'}" + (f" ({kwargs['data_dir']})" if kwargs.get("data_dir") else "")
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise HubUnavailable(
+            f"cannot fetch the hub data set {what}, split {split!r} ({type(e).__name__}: {first}); fetch it where the "
+            "hub is reachable (it is then cached), or pass a local file in the hub's format"
+        ) from None
 
 
 def _text(where, line, record, field) -> str:
@@ -303,7 +321,7 @@ def hh_rlhf_pairs(
     if subset not in HH_SUBSETS:
         raise ValueError(f"subset must be one of {HH_SUBSETS}, got {subset!r}")
     if isinstance(path_or_dataset, str) and path_or_dataset == HH_RLHF[0]:
-        loaded = datasets.load_dataset(HH_RLHF[0], data_dir=subset, split=split)
+        loaded = hub_dataset(HH_RLHF[0], HH_RLHF[1], split, data_dir=subset)
         path_or_dataset = loaded
     where, rows = _records(path_or_dataset, HH_RLHF, split)
     harmless = subset == "harmless-base"
@@ -417,6 +435,21 @@ def ultrachat_sft(
         return {"prompt": prompt, "response": response, "source": "ultrachat"}
 
     return datasets.Dataset.from_list(_collect(where, rows, convert, skip_invalid, skipped), features=SFT_FEATURES)
+
+
+def official_mix(parts: list[tuple[datasets.Dataset, float]], seed: int = 42) -> datasets.Dataset:
+    """The official BFPO recipe's data mixer (alignment-handbook ``mix_datasets``): from each part
+    the FIRST ``int(share * N)`` rows in the source's own order (cut before any shuffling), all parts
+    concatenated, then shuffled with ``seed`` 42. ``[(ultrachat, 1.0), (pku_sft, 0.2)]`` is the SFT
+    mix of ``mix_sft.yaml``; ``[(pku_pairs, 0.2)]`` the BFPO data of ``balance_bfpo.yaml``."""
+    if not parts:
+        raise ValueError("official_mix: no parts")
+    cut = []
+    for ds, share in parts:
+        if not 0 < share <= 1:
+            raise ValueError(f"official_mix: share must lie in (0, 1], got {share}")
+        cut.append(ds.select(range(int(share * len(ds)))))
+    return datasets.concatenate_datasets(cut).shuffle(seed=seed)
 
 
 def sft_mix(general: datasets.Dataset, safety: datasets.Dataset, safety_share: float = 0.2, seed: int = 0):

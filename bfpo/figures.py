@@ -319,19 +319,26 @@ def plot_tradeoff(
 
 
 def plot_per_seed(df, metrics=("helpfulness", "harmlessness", "over_refusal"), title: str = ""):
-    """One dot per seed and method for each metric, so the spread between seeds is visible
-    (measured here)."""
+    """One dot per seed and method for each metric, so the spread between seeds is visible; a bar
+    marks the mean (measured here). Seeds sit at fixed vertical offsets, so the figure is
+    byte-stable (no random jitter)."""
     set_style()
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4.8), sharey=True)
-    order = list(dict.fromkeys(df.sort_values("title")["title"]))
+    order = sorted(dict.fromkeys(df["title"]))
+    seeds = sorted(df["seed"].unique())
+    colors = dict(zip(seeds, sns.color_palette("colorblind", len(seeds)), strict=True))
+    offset = {s: (k - (len(seeds) - 1) / 2) * 0.12 for k, s in enumerate(seeds)}
     for ax, metric in zip(axes, metrics, strict=True):
-        sns.stripplot(data=df, x=metric, y="title", order=order, hue="seed", palette="colorblind", size=6, ax=ax,
-                      jitter=0.15, legend=ax is axes[-1])
+        for seed in seeds:
+            part = df[df["seed"] == seed].set_index("title")[metric].reindex(order)
+            ys = [i + offset[seed] for i in range(len(order))]
+            ax.scatter(part.values, ys, s=30, color=colors[seed], label=f"seed {seed}", zorder=2)
         means = df.groupby("title")[metric].mean().reindex(order)
-        ax.scatter(means.values, range(len(order)), marker="|", s=300, color="black", zorder=3, label=None)
-        ax.set(xlabel=metric.replace("_", " "), ylabel="", xlim=(-0.05, 1.05))
-    if axes[-1].get_legend() is not None:
-        sns.move_legend(axes[-1], "center left", bbox_to_anchor=(1.01, 0.5), title="seed", frameon=False)
+        ax.scatter(means.values, range(len(order)), marker="|", s=300, color="black", zorder=3)
+        ax.set(xlabel=metric.replace("_", " "), xlim=(-0.05, 1.05), yticks=range(len(order)))
+        ax.set_yticklabels(order)
+        ax.invert_yaxis()
+    axes[-1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.suptitle(title)
     return fig
 

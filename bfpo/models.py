@@ -87,19 +87,28 @@ def save(model, tokenizer, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def _fetch_hint(name_or_path, revision) -> str:
+    """For a hub id that is not a local folder: what to fetch."""
+    if Path(str(name_or_path)).exists():
+        return ""
+    return f" (not a local folder: fetch the hub model {name_or_path}@{revision or 'main'} where the hub is reachable)"
+
+
 def load_model(name_or_path: str | os.PathLike, revision: str | None = None, dtype: torch.dtype | None = None):
     """Any causal LM by hub id (``revision`` pins it) or local folder, with an error that names it."""
     try:
         return AutoModelForCausalLM.from_pretrained(str(name_or_path), revision=revision, dtype=dtype)
     except (OSError, ValueError) as e:
-        raise OSError(f"could not load a causal LM from {name_or_path!s}: {e}") from e
+        hint = _fetch_hint(name_or_path, revision)
+        raise OSError(f"could not load a causal LM from {name_or_path!s}{hint}: {e}") from e
 
 
 def load_tokenizer(name_or_path: str | os.PathLike, revision: str | None = None):
     try:
         tok = AutoTokenizer.from_pretrained(str(name_or_path), revision=revision)
     except (OSError, ValueError) as e:
-        raise OSError(f"could not load a tokenizer from {name_or_path!s}: {e}") from e
+        hint = _fetch_hint(name_or_path, revision)
+        raise OSError(f"could not load a tokenizer from {name_or_path!s}{hint}: {e}") from e
     if tok.pad_token is None:  # Llama/Mistral tokenizers ship without one
         tok.pad_token = tok.eos_token
     return tok

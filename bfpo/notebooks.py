@@ -126,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", help="results and executed notebooks (default: runs/<profile>)")
     parser.add_argument("--figures-dir", default="figures", help="where figures are written (default: figures)")
     parser.add_argument("--list", action="store_true", help="list the notebooks and exit")
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="check the profile's configs, hub ids and revisions offline and print its stages (paper profile)",
+    )
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or BFPO_DEBUG=1)")
     args = parser.parse_args(argv)
 
@@ -133,6 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.list:
             for nb in discover(only=args.only):
                 print(nb.name)
+            return
+        if args.plan:
+            from bfpo import plan
+
+            if args.profile != "paper":
+                raise BadInput("--plan: only the paper profile has a plan (the smoke profile runs here in minutes)")
+            print(plan.format_plan(plan.build_plan()), end="")
             return
         timings = run(args.profile, args.only, args.output_dir, args.figures_dir)
         print(f"ran {len(timings)} notebook(s) in {sum(timings.values()):.1f} s (profile {args.profile})")

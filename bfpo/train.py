@@ -498,14 +498,14 @@ def train(cfg: TrainConfig) -> dict:
     if main:
         out.mkdir(parents=True, exist_ok=True)
         saved = out / "config.json"
-        if saved.is_file() and not configs.same_run(json.loads(saved.read_text()), cfg):
+        if saved.is_file() and not _same_run(json.loads(saved.read_text()), cfg):
             # another config ran here: its checkpoint, metrics and results must not be resumed or kept
             log.warning("%s held a run of another config; starting afresh", out)
             for stale in ("checkpoints", "model", "ranks"):
                 shutil.rmtree(out / stale, ignore_errors=True)
             for stale in ("train_summary.json", "metrics.jsonl"):
                 (out / stale).unlink(missing_ok=True)
-        write_json(saved, cfg.to_dict())
+        write_json(saved, {**cfg.to_dict(), "trainer_version": TRAINER_VERSION})
     accelerator.wait_for_everyone()
     # which checkpoint to resume (a damaged one falls back to the previous); known before the expensive work
     resume, damaged = checkpoints.latest_intact(out, cfg.start_over)
@@ -699,13 +699,24 @@ def _flops(n_params: int, n_trainable: int, ref_tokens: int, train_tokens: int) 
     return counter.as_dict()
 
 
+TRAINER_VERSION = 2
+"""Bumped when the trainer computes something else for the same config (2: ULMA's per-class
+reduction), so that a finished or checkpointed run of an older trainer is not reused."""
+
+
+def _same_run(saved: dict, cfg: TrainConfig) -> bool:
+    """A saved ``config.json`` is of the same run: same config (runtime keys aside), same trainer version."""
+    saved = dict(saved)
+    return saved.pop("trainer_version", 1) == TRAINER_VERSION and configs.same_run(saved, cfg)
+
+
 def completed(output_dir: str | os.PathLike, cfg: TrainConfig) -> dict | None:
     """The summary of a finished run of the same config in ``output_dir``, else None."""
     out = Path(output_dir)
     summary, config = out / "train_summary.json", out / "config.json"
     if not (summary.is_file() and config.is_file() and (out / "model" / "config.json").is_file()):
         return None
-    if not configs.same_run(json.loads(config.read_text()), cfg):
+    if not _same_run(json.loads(config.read_text()), cfg):
         return None
     return json.loads(summary.read_text())
 

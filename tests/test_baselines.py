@@ -309,7 +309,9 @@ def test_ulma_step_loss_is_the_mean_over_positives_plus_the_mean_over_negatives(
     """At step 1 the policy is the reference, so a negative's loss is log 2 and a positive's is its
     token-averaged NLL; the logged loss must be mean(positives) + log 2, as the official code reduces it."""
     run = trained["_root"] / "ulma" / "run"
-    cfg = train.TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    saved = json.loads((run / "config.json").read_text())
+    assert saved.pop("trainer_version") == train.TRAINER_VERSION
+    cfg = train.TrainConfig.from_dict(saved)
     tok, model = models.load_tokenizer(cfg.model), models.load_model(cfg.model)
     items, _ = train.tokenize(train.load_examples(cfg.train_data, "pointwise", "x"), tok, cfg, "pointwise")
     schedule = train.StepSchedule(len(items), 0, cfg.per_device_batch_size, cfg.buffer_ratio, cfg.seed)

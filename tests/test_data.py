@@ -298,3 +298,29 @@ def test_ultrachat_and_the_sft_mix(tmp_path):
     assert len(mixed) == 10 and list(mixed["source"]).count("pku_saferlhf_sft") == 2
     with pytest.raises(ValueError, match="needs 32 safety examples, only 16"):
         data.sft_mix(datasets.concatenate_datasets([sft] * 16), data.pku_saferlhf_sft(shared(PKU)), 0.2)
+
+
+def test_offline_hub_load_names_what_to_fetch(monkeypatch):
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'PKU-Alignment/PKU-SafeRLHF' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(data.datasets, "load_dataset", offline)
+    with pytest.raises(data.HubUnavailable) as e:
+        data.pku_saferlhf_pairs()
+    message = str(e.value)
+    assert "PKU-Alignment/PKU-SafeRLHF@ff7ba91063016c78a225b0f74e1c0860bb18230f" in message and "'train'" in message
+    assert "ConnectionError" in message and "\n" not in message
+    with pytest.raises(data.HubUnavailable, match=r"Anthropic/hh-rlhf@main \(harmless-base\)"):
+        data.hh_rlhf_pairs()
+
+
+def test_official_mix_cuts_the_first_rows_before_shuffling():
+    """As alignment-handbook's mix_datasets: int(share * N) rows from the top of each part, then one
+    shuffle with seed 42 (so the same rows whatever the seed, and the same order for seed 42)."""
+    a = datasets.Dataset.from_dict({"i": list(range(10))})
+    b = datasets.Dataset.from_dict({"i": list(range(100, 110))})
+    mixed = data.official_mix([(a, 1.0), (b, 0.25)])
+    assert sorted(mixed["i"]) == list(range(10)) + [100, 101]
+    assert mixed["i"] == datasets.concatenate_datasets([a, b.select(range(2))]).shuffle(seed=42)["i"]
+    with pytest.raises(ValueError, match="share"):
+        data.official_mix([(a, 0.0)])
