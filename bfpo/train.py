@@ -5,9 +5,12 @@
 
 How a step works (global batch G = per_device_batch_size x processes x gradient_accumulation_steps):
 
-* the step's G examples are fixed by (seed, step) alone: a share ``buffer_ratio`` comes from the
-  helpful-only buffer, the rest from the training pairs, shuffled together; rank r takes
-  micro-batch slices, so 1 process and 2 processes see the same global batch;
+* the step's examples are fixed by (seed, step) alone. With ``buffer_mode: share`` a share
+  ``buffer_ratio`` of the G examples comes from the helpful-only buffer, the rest from the training
+  pairs, shuffled together. With ``buffer_mode: add`` (the official BFPO code) the step takes G
+  training pairs AND G buffer pairs, each micro-batch ``per_device_batch_size`` of each, and the
+  loss is mean(training losses) + mean(buffer losses). Rank r takes micro-batch slices, so
+  1 process and 2 processes see the same global batch;
 * chosen and rejected go through the model in ONE forward pass ([2b, T]); log-probs are summed
   over response tokens only (prompt and padding masked);
 * reference log-probs are computed once before training (with the start model, sharded across
@@ -68,7 +71,8 @@ class TrainConfig:
     loss: str = "bfpo"  # a loss of PAIR_LOSSES (preference mode) or POINT_LOSSES (pointwise mode)
     revision: str | None = None  # hub revision of `model`
     buffer_data: str | None = None  # helpful-only pairs mixed into every step (BFPO's buffer)
-    buffer_ratio: float = 0.5  # share of each global batch taken from the buffer
+    buffer_ratio: float = 0.5  # buffer_mode "share": share of each global batch taken from the buffer
+    buffer_mode: str = "share"  # "share" a global batch with the buffer, or "add" an equal buffer batch (official)
     max_train_examples: int | None = None  # use only the first N training examples
     beta: float = 0.1  # KL strength (the BFPO paper's tau)
     alpha: float = 0.5  # BFPO's B2
@@ -112,6 +116,8 @@ class TrainConfig:
             raise ValueError(f"label_type: expected 'binary' or 'continuous', got {self.label_type!r}")
         if not 0.0 <= self.buffer_ratio < 1.0:
             raise ValueError(f"buffer_ratio: must lie in [0, 1), got {self.buffer_ratio}")
+        if self.buffer_mode not in ("share", "add"):
+            raise ValueError(f"buffer_mode: expected 'share' or 'add', got {self.buffer_mode!r}")
         for name in ("per_device_batch_size", "gradient_accumulation_steps", "max_length", "max_prompt_length"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
@@ -326,12 +332,32 @@ def micro_batch_sequences(items: list[dict]) -> list[tuple[list[int], list[int]]
 
 
 class StepSchedule:
-    """Which example ids make up global step ``s``; ids >= n_main index the buffer."""
+    """Which example ids make up global step ``s``; ids >= n_main index the buffer.
 
-    def __init__(self, n_main: int, n_buffer: int, global_batch: int, buffer_ratio: float, seed: int):
-        self.n_main, self.n_buffer, self.seed = n_main, n_buffer, seed
-        self.from_buffer = round(global_batch * buffer_ratio) if n_buffer else 0
-        self.from_main = global_batch - self.from_buffer
+    ``mode="share"``: ``global_batch`` ids, ``buffer_ratio`` of them from the buffer, shuffled
+    together. ``mode="add"``: ``global_batch`` training ids and as many buffer ids, laid out so that
+    each chunk of ``2 * micro`` ids (one micro-batch) holds ``micro`` of each.
+    """
+
+    def __init__(
+        self,
+        n_main: int,
+        n_buffer: int,
+        global_batch: int,
+        buffer_ratio: float,
+        seed: int,
+        mode: str = "share",
+        micro: int | None = None,
+    ):
+        self.n_main, self.n_buffer, self.seed, self.mode = n_main, n_buffer, seed, mode
+        if mode == "add" and n_buffer:
+            self.from_main, self.from_buffer = global_batch, global_batch
+            self.micro = micro or global_batch
+            if global_batch % self.micro:
+                raise ValueError(f"micro-batch {self.micro} does not divide the global batch {global_batch}")
+        else:
+            self.from_buffer = round(global_batch * buffer_ratio) if n_buffer else 0
+            self.from_main = global_batch - self.from_buffer
         if self.from_main < 1:
             raise ValueError("buffer_ratio leaves no room for training pairs in a global batch")
         self._perms: dict[tuple[str, int], list[int]] = {}
@@ -353,6 +379,11 @@ class StepSchedule:
 
     def ids(self, step: int) -> list[int]:
         ids = self._stream("main", self.n_main, step * self.from_main, self.from_main)
+        if self.from_buffer and self.mode == "add" and self.n_buffer:
+            stream = self._stream("buffer", self.n_buffer, step * self.from_buffer, self.from_buffer)
+            buf = [self.n_main + b for b in stream]
+            m = self.micro
+            return [i for c in range(0, len(ids), m) for i in ids[c : c + m] + buf[c : c + m]]
         if self.from_buffer:
             buf = self._stream("buffer", self.n_buffer, step * self.from_buffer, self.from_buffer)
             ids += [self.n_main + b for b in buf]
@@ -483,7 +514,7 @@ def train(cfg: TrainConfig) -> dict:
         raise BadInput(f"{cfg.train_data}: no training example left after truncation to max_length {cfg.max_length}")
 
     global_batch = cfg.per_device_batch_size * world * cfg.gradient_accumulation_steps
-    if n_buffer and not float(global_batch * cfg.buffer_ratio).is_integer():
+    if n_buffer and cfg.buffer_mode == "share" and not float(global_batch * cfg.buffer_ratio).is_integer():
         raise configs.ConfigError(
             "config",
             "buffer_ratio",
@@ -491,7 +522,9 @@ def train(cfg: TrainConfig) -> dict:
             f" x {world} process(es) x gradient_accumulation_steps {cfg.gradient_accumulation_steps}) is not a "
             "whole number of buffer pairs",
         )
-    schedule = StepSchedule(n_main, n_buffer, global_batch, cfg.buffer_ratio, cfg.seed)
+    schedule = StepSchedule(
+        n_main, n_buffer, global_batch, cfg.buffer_ratio, cfg.seed, cfg.buffer_mode, cfg.per_device_batch_size
+    )
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.num_epochs * schedule.steps_per_epoch()))
 
     # --- the output folder: touched only now, after every input has been read and checked
@@ -561,6 +594,8 @@ def train(cfg: TrainConfig) -> dict:
 
     pad_id = tokenizer.pad_token_id
     per_dev = cfg.per_device_batch_size
+    # examples per micro-batch: per_dev, or per_dev training + per_dev buffer pairs in buffer_mode "add"
+    chunk = per_dev * (2 if n_buffer and cfg.buffer_mode == "add" else 1)
     bar = tqdm(
         total=total_steps,
         initial=start_step,
@@ -577,8 +612,8 @@ def train(cfg: TrainConfig) -> dict:
         stats = defaultdict(list)
         tokens = 0
         for m in range(cfg.gradient_accumulation_steps):
-            lo = (m * world + accelerator.process_index) * per_dev
-            mb = [items[i] for i in ids[lo : lo + per_dev]]
+            lo = (m * world + accelerator.process_index) * chunk
+            mb = [items[i] for i in ids[lo : lo + chunk]]
             input_ids, attn, resp = (t.to(accelerator.device) for t in collate(micro_batch_sequences(mb), pad_id))
             tokens += int(attn.sum())
             sync = m == cfg.gradient_accumulation_steps - 1
@@ -588,7 +623,7 @@ def train(cfg: TrainConfig) -> dict:
                     per_example = -logps
                     loss = per_example.sum() / global_tokens * world
                 elif cfg.mode == "pointwise":
-                    mb_ids = torch.tensor(ids[lo : lo + per_dev])
+                    mb_ids = torch.tensor(ids[lo : lo + chunk])
                     scale = n_tok.clamp(min=1).to(logps) if cfg.length_normalize else torch.ones_like(logps)
                     point = PointBatch(
                         logps / scale,
@@ -604,7 +639,7 @@ def train(cfg: TrainConfig) -> dict:
                     loss = per_example.sum() / global_batch * world
                 else:
                     b = len(mb)
-                    mb_ids = torch.tensor(ids[lo : lo + per_dev])
+                    mb_ids = torch.tensor(ids[lo : lo + chunk])
                     batch = PairBatch(
                         logps[:b],
                         logps[b:],
@@ -622,7 +657,8 @@ def train(cfg: TrainConfig) -> dict:
                         f"non-finite loss at step {step} (micro-batch {m}); lower the learning rate or check the data"
                     )
                 accelerator.backward(loss)
-            stats["loss"].append(per_example.detach())
+            # logged so that its mean over the step is the objective (sum of losses / G)
+            stats["loss"].append(per_example.detach() * (len(ids) / global_batch))
             if cfg.mode == "preference":
                 stats["h"].append(
                     (

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bfpo import checkpoints, models, train
+from bfpo import checkpoints, losses, models, train
 
 
 def config(tiny_world, tmp_path, **overrides):
@@ -256,3 +256,28 @@ def test_shipped_configs_load(name):
     if name == "paper_bfpo":
         assert (cfg.beta, cfg.alpha, cfg.b1, cfg.learning_rate, cfg.trainable) == (0.01, 0.5, 3.0, 5e-7, ["down_proj"])
         assert (cfg.per_device_batch_size, cfg.gradient_accumulation_steps, cfg.max_length) == (2, 4, 1024)
+
+
+def test_schedule_adds_an_equal_buffer_batch_in_each_micro_batch():
+    s = train.StepSchedule(n_main=50, n_buffer=30, global_batch=8, buffer_ratio=0.5, seed=1, mode="add", micro=2)
+    ids = s.ids(0)
+    assert len(ids) == 16 and s.steps_per_epoch() == 50 / 8
+    for c in range(0, 16, 4):  # each micro-batch: 2 training ids, then 2 buffer ids
+        assert all(i < 50 for i in ids[c : c + 2]) and all(i >= 50 for i in ids[c + 2 : c + 4])
+    assert ids == train.StepSchedule(50, 30, 8, 0.5, 1, "add", 2).ids(0), "fixed by seed and step"
+
+
+def test_buffer_mode_add_sums_the_two_mean_losses(tiny_world, tmp_path):
+    """The official BFPO step: G training pairs plus G buffer pairs, loss mean(training) + mean(buffer).
+    At step 1 the policy is the reference, so each pair's BFPO loss is (g / beta)^2 exactly, and a
+    buffer pair (safe/safe) has g = 0.5."""
+    cfg = config(tiny_world, tmp_path, buffer_mode="add", max_steps=1, per_device_batch_size=4)
+    summary = train.train(cfg)
+    assert summary["skipped_truncated"] == 0 and summary["buffer_examples"] == 80
+    pairs = train.load_examples(cfg.train_data, "preference", "x")
+    schedule = train.StepSchedule(len(pairs), 80, 4, cfg.buffer_ratio, cfg.seed, "add", 4)
+    main = [pairs[i] for i in schedule.ids(0) if i < len(pairs)]
+    safe = [torch.tensor([float(p[k]) for p in main]) for k in ("chosen_safe", "rejected_safe")]
+    g = losses.bfpo_target(*safe)
+    expected = float(((g / cfg.beta) ** 2).mean()) + (0.5 / cfg.beta) ** 2
+    assert len(main) == 4 and summary["final"]["loss"] == pytest.approx(expected, rel=1e-4)
