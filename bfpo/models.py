@@ -148,6 +148,7 @@ def generate(
     temperature: float = 1.0,
     seed: int = 0,
     batch_size: int = 64,
+    top_p: float = 1.0,
 ) -> list[list[str]]:
     """``samples_per_prompt`` sampled responses per prompt (greedy when ``temperature`` is 0).
 
@@ -171,7 +172,9 @@ def generate(
                 enc["attention_mask"] = torch.cat([torch.ones_like(bos), enc["attention_mask"]], 1)
             enc = {k: v.to(model.device) for k, v in enc.items()}
             sampling = (
-                dict(do_sample=True, temperature=temperature, top_k=0) if temperature > 0 else dict(do_sample=False)
+                dict(do_sample=True, temperature=temperature, top_k=0, top_p=top_p)
+                if temperature > 0
+                else dict(do_sample=False)
             )
             out = model.generate(
                 **enc,
