@@ -102,6 +102,10 @@ class TrainConfig:
     reference_batch_size: int = 64  # pairs per reference forward pass (no grad: can exceed the training batch)
     num_threads: int | None = None  # torch CPU threads per process
     progress: bool = True
+    chat_template: str | None = None  # "zephyr" (the official recipe) or a Jinja template; None: the tokenizer's
+    system_prompt: str | None = None  # with a chat template: a system turn first ("" = empty, as the official data)
+    sft_loss: str = "response"  # SFT: the loss on the "response" tokens, or on "all" tokens (the official SFT)
+    packing: bool = False  # SFT with sft_loss "all": pack examples into max_length sequences (the official SFT)
     keep_checkpoints: int = 2  # checkpoints kept (newest first); a damaged one falls back to the one before
     start_over: bool = False  # when no intact checkpoint is left: train from step 0 (else stop and say so)
 
@@ -116,6 +120,12 @@ class TrainConfig:
             raise ValueError(f"label_type: expected 'binary' or 'continuous', got {self.label_type!r}")
         if not 0.0 <= self.buffer_ratio < 1.0:
             raise ValueError(f"buffer_ratio: must lie in [0, 1), got {self.buffer_ratio}")
+        if self.sft_loss not in ("response", "all"):
+            raise ValueError(f"sft_loss: expected 'response' or 'all', got {self.sft_loss!r}")
+        if self.packing and not (self.mode == "sft" and self.sft_loss == "all"):
+            raise ValueError("packing: only SFT with sft_loss 'all' packs sequences (a packed sequence has no prompt)")
+        if self.sft_loss == "all" and self.mode != "sft":
+            raise ValueError(f"sft_loss: 'all' is for mode 'sft', not {self.mode!r}")
         if self.buffer_mode not in ("share", "add"):
             raise ValueError(f"buffer_mode: expected 'share' or 'add', got {self.buffer_mode!r}")
         for name in ("per_device_batch_size", "gradient_accumulation_steps", "max_length", "max_prompt_length"):
@@ -234,15 +244,18 @@ def load_examples(path: str, mode: str, where: str) -> list[dict]:
     raise FileNotFoundError(f"{where}: {path} is neither a saved dataset folder nor a file")
 
 
-def encode_prompt(tokenizer, prompt: str, max_prompt_length: int) -> list[int]:
-    ids = tokenizer(models.format_prompt(prompt, tokenizer), add_special_tokens=False).input_ids
+def encode_prompt(tokenizer, prompt: str, max_prompt_length: int, system: str | None = None) -> list[int]:
+    ids = tokenizer(models.format_prompt(prompt, tokenizer, system), add_special_tokens=False).input_ids
     if tokenizer.bos_token_id is not None and (not ids or ids[0] != tokenizer.bos_token_id):
         ids = [tokenizer.bos_token_id] + ids
     return ids[-max_prompt_length:]  # keep the end of a long prompt, as TRL does
 
 
 def encode_response(tokenizer, response: str, budget: int) -> list[int]:
-    ids = tokenizer(" " + response.strip(), add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    """The response's ids and EOS, at most ``budget``. After a chat template's generation prompt (which
+    ends the assistant tag with a newline) the text follows directly; after ours, after a space."""
+    lead = "" if getattr(tokenizer, "chat_template", None) else " "
+    ids = tokenizer(lead + response.strip(), add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
     return ids[: max(budget, 0)]
 
 
@@ -252,13 +265,19 @@ def tokenize(examples: list[dict], tokenizer, cfg: TrainConfig, mode: str) -> tu
     (set by :func:`load_examples`) or its 1-based position."""
     out, dropped = [], []
     for k, ex in enumerate(examples):
-        prompt_ids = encode_prompt(tokenizer, ex["prompt"], cfg.max_prompt_length)
-        budget = cfg.max_length - len(prompt_ids)
+        # packed examples are kept whole: the chunks of max_length are cut from their concatenation
+        cut = 10**9 if cfg.packing and mode == "sft" else cfg.max_prompt_length
+        prompt_ids = encode_prompt(tokenizer, ex["prompt"], cut, cfg.system_prompt)
+        budget = (10**9 if cfg.packing and mode == "sft" else cfg.max_length) - len(prompt_ids)
         line = ex.get("line", k + 1)
         if mode in ("sft", "pointwise"):
             resp = encode_response(tokenizer, ex["response"], budget)
             if not resp:
                 dropped.append((line, "response"))
+                continue
+            if mode == "sft" and cfg.sft_loss == "all":  # every token after the first is a target
+                whole = prompt_ids + resp
+                out.append({"prompt": whole[:1], "responses": [whole[1:]], "label": 1.0})
                 continue
             out.append({"prompt": prompt_ids, "responses": [resp], "label": float(ex.get("label", 1.0))})
             continue
@@ -274,7 +293,18 @@ def tokenize(examples: list[dict], tokenizer, cfg: TrainConfig, mode: str) -> tu
                 "safe": [float(ex["chosen_safe"]), float(ex["rejected_safe"])],
             }
         )
+    if mode == "sft" and cfg.packing:
+        out = pack(out, cfg.max_length)
     return out, dropped
+
+
+def pack(items: list[dict], length: int) -> list[dict]:
+    """Sequences packed into chunks of ``length`` tokens, as the official SFT (TRL's constant-length
+    packing): every example's ids (each ending in EOS) are concatenated in order and cut into full
+    chunks; the last, partial chunk is dropped, and attention crosses example boundaries."""
+    stream = [t for it in items for t in it["prompt"] + it["responses"][0]]
+    chunks = [stream[i : i + length] for i in range(0, len(stream) - length + 1, length)]
+    return [{"prompt": c[:1], "responses": [c[1:]], "label": 1.0} for c in chunks]
 
 
 def describe_dropped(path: str, dropped: list[tuple], cfg: TrainConfig, what: str = "training example(s)") -> str:
@@ -495,6 +525,8 @@ def train(cfg: TrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
 
     tokenizer = models.load_tokenizer(cfg.model, cfg.revision)
+    if cfg.chat_template:
+        models.set_chat_template(tokenizer, cfg.chat_template)
     model = models.load_model(cfg.model, cfg.revision)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -735,9 +767,10 @@ def _flops(n_params: int, n_trainable: int, ref_tokens: int, train_tokens: int) 
     return counter.as_dict()
 
 
-TRAINER_VERSION = 2
+TRAINER_VERSION = 3
 """Bumped when the trainer computes something else for the same config (2: ULMA's per-class
-reduction), so that a finished or checkpointed run of an older trainer is not reused."""
+reduction; 3: no space before a response after a chat template), so that a finished or checkpointed
+run of an older trainer is not reused."""
 
 
 def _same_run(saved: dict, cfg: TrainConfig) -> bool:
