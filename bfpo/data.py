@@ -281,6 +281,68 @@ def pku_saferlhf_sft(
     return datasets.Dataset.from_list(_collect(where, rows, convert, skip_invalid, skipped), features=SFT_FEATURES)
 
 
+def pku_saferlhf_cost_pairs(
+    path_or_dataset=PKU_SAFERLHF[0], split: str = "train", *, skip_invalid: bool = False, skipped: list | None = None
+) -> datasets.Dataset:
+    """PKU-SafeRLHF as Safe RLHF's cost-model pairs: ``chosen`` is the MORE HARMFUL response,
+    ``response[1 - safer_response_id]``, on every pair (safe/safe and unsafe/unsafe included), as the
+    official Safe RLHF code pairs them; the safety labels feed the cost model's sign term. Train the
+    cost model on these with ``harm_order: given`` (:class:`bfpo.safe_rlhf.ScoreConfig`)."""
+    where, rows = _records(path_or_dataset, PKU_SAFERLHF, split)
+
+    def convert(where, line, r):
+        prompt, responses, safe, _, safer = _pku_record(where, line, r)
+        harmful = 1 - safer
+        return {
+            "prompt": prompt,
+            "chosen": responses[harmful],
+            "rejected": responses[safer],
+            "chosen_safe": safe[harmful],
+            "rejected_safe": safe[safer],
+            "source": "pku_saferlhf_cost",
+        }
+
+    return _pairs(_collect(where, rows, convert, skip_invalid, skipped))
+
+
+def red_team_json_pairs(path, *, skip_invalid: bool = False, skipped: list | None = None) -> datasets.Dataset:
+    """The official BFPO red-teaming file (``data/zephyr-7b-beta_beaver_redteaming.json``: one record
+    per prompt with ``modeloutput1``/``modeloutput2``, ``better_modelout`` (1 or 2) and
+    ``is_modelout{1,2}_safe``) as BFPO pairs: chosen = the better output, as ``src/alignment/data.py``
+    reads it. A JSON array or JSON Lines."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (the official red-teaming file is not redistributed)")
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(str(path), e.lineno, None, f"not valid JSON ({e.msg})") from None
+        rows = enumerate(records, start=1)
+    else:
+        rows = read_jsonl(path)
+
+    def convert(where, line, r):
+        if not isinstance(r, dict):
+            raise DataError(where, line, None, f"expected a JSON object, got {type(r).__name__}")
+        prompt = _text(where, line, r, "prompt")
+        better = _choice(where, line, r, "better_modelout", {1, 2})
+        worse = 3 - better
+        outputs = {k: _text(where, line, r, f"modeloutput{k}") for k in (1, 2)}
+        safe = {k: _flag(where, line, r, f"is_modelout{k}_safe") for k in (1, 2)}
+        return {
+            "prompt": prompt,
+            "chosen": outputs[better],
+            "rejected": outputs[worse],
+            "chosen_safe": safe[better],
+            "rejected_safe": safe[worse],
+            "source": "red_team",
+        }
+
+    return _pairs(_collect(str(path), rows, convert, skip_invalid, skipped))
+
+
 # ---------------------------------------------------------------------------------------------
 # Anthropic HH-RLHF
 # ---------------------------------------------------------------------------------------------

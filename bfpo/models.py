@@ -23,12 +23,33 @@ PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 PROMPT_FORMAT = "user: {prompt}\nassistant:"
 
 
-def format_prompt(prompt: str, tokenizer=None) -> str:
-    """The text the model is conditioned on: the tokenizer's chat template if it has one, else ours."""
+# The Zephyr chat template, as the official BFPO code sets it for Mistral-7B (its src/alignment/data.py
+# DEFAULT_CHAT_TEMPLATE, the alignment-handbook's): <|system|>, <|user|>, <|assistant|> turns, each
+# ended by EOS. Rendered by transformers with trim_blocks, so only the newlines inside the quotes stay.
+ZEPHYR_CHAT_TEMPLATE = (
+    "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + "
+    "eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n"
+    "{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n"
+    "{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}"
+)
+CHAT_TEMPLATES = {"zephyr": ZEPHYR_CHAT_TEMPLATE}
+"""Chat templates by name (a config's ``chat_template`` may also be a Jinja template itself)."""
+
+
+def set_chat_template(tokenizer, template: str) -> None:
+    """Give ``tokenizer`` the chat template ``template`` (a name of :data:`CHAT_TEMPLATES` or Jinja);
+    it is saved with the tokenizer, so generation and evaluation use it too."""
+    tokenizer.chat_template = CHAT_TEMPLATES.get(template, template)
+
+
+def format_prompt(prompt: str, tokenizer=None, system: str | None = None) -> str:
+    """The text the model is conditioned on: the tokenizer's chat template if it has one (with a
+    ``system`` turn first when given; the official BFPO data add an empty one), else ours."""
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
+        messages = ([{"role": "system", "content": system}] if system is not None else []) + [
+            {"role": "user", "content": prompt}
+        ]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return PROMPT_FORMAT.format(prompt=prompt)
 
 
@@ -148,6 +169,7 @@ def generate(
     temperature: float = 1.0,
     seed: int = 0,
     batch_size: int = 64,
+    top_p: float = 1.0,
 ) -> list[list[str]]:
     """``samples_per_prompt`` sampled responses per prompt (greedy when ``temperature`` is 0).
 
@@ -171,7 +193,9 @@ def generate(
                 enc["attention_mask"] = torch.cat([torch.ones_like(bos), enc["attention_mask"]], 1)
             enc = {k: v.to(model.device) for k, v in enc.items()}
             sampling = (
-                dict(do_sample=True, temperature=temperature, top_k=0) if temperature > 0 else dict(do_sample=False)
+                dict(do_sample=True, temperature=temperature, top_k=0, top_p=top_p)
+                if temperature > 0
+                else dict(do_sample=False)
             )
             out = model.generate(
                 **enc,

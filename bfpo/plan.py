@@ -50,6 +50,8 @@ class Stage:
     gpus: str = "none"
     quoted_hours: str | None = None  # a needle of the reported-results CSV ("SFT stage", ...)
     rows_for_steps: int | None = None  # training examples per epoch, where the paper gives them
+    processes: int = 4  # GPUs (one process each)
+    local_data: tuple[str, ...] = ()  # data that is not on the hub
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -106,6 +108,21 @@ PAPER_STAGES = (
         rows_for_steps=30_000,
     ),
     Stage(
+        "BFPO (red-teaming)",
+        "-",
+        "BFPO on zephyr-7b-beta's own judged answers to harmful prompts, no buffer (not run by make reproduce: "
+        "python -m bfpo.train --config configs/paper_redteam.yaml once the data file is in place)",
+        config="configs/paper_redteam.yaml",
+        start="HuggingFaceH4/zephyr-7b-beta",
+        local_data=(
+            "data/zephyr-7b-beta_beaver_redteaming.json of the official repository (not on the hub, not "
+            "redistributed): convert with bfpo.data.red_team_json_pairs; rows: 1.5K (quoted)",
+        ),
+        gpus="2 x A100 80GB, DeepSpeed ZeRO-3, bf16 (official redteaming.sh: --num_processes=2)",
+        rows_for_steps=1_500,
+        processes=2,
+    ),
+    Stage(
         "evaluation",
         "05",
         "the 7B models on the multiple-choice benchmarks (full test sets from the hub) and the generative "
@@ -145,12 +162,12 @@ def build_plan(stages=PAPER_STAGES, reported: list[dict] | None = None) -> list[
         entry = {"stage": stage.name, "notebook": stage.notebook, "what": stage.what, "gpus": stage.gpus}
         for d in stage.data:
             _check_ref(d.ref[0], d.ref[1], f"stage {stage.name}: data set")
-        entry["data"] = [str(d) for d in stage.data]
+        entry["data"] = [str(d) for d in stage.data] + list(stage.local_data)
         if stage.config is not None:
             path = project_path(stage.config)
             cfg = TrainConfig.from_yaml(path)  # the same checks as a real run
             outputs[stage.config] = str(Path(cfg.output_dir) / "model")
-            global_batch = cfg.per_device_batch_size * 4 * cfg.gradient_accumulation_steps
+            global_batch = cfg.per_device_batch_size * stage.processes * cfg.gradient_accumulation_steps
             entry["config"] = stage.config
             entry["recipe"] = (
                 f"{cfg.mode}" + (f" ({cfg.loss}, beta {cfg.beta})" if cfg.mode != "sft" else "")
@@ -158,14 +175,17 @@ def build_plan(stages=PAPER_STAGES, reported: list[dict] | None = None) -> list[
                 f"{cfg.max_length}, trained: {', '.join(cfg.trainable) if cfg.trainable else 'all parameters'}"
             )
             accumulation = cfg.gradient_accumulation_steps
-            entry["global_batch"] = f"{cfg.per_device_batch_size} x 4 GPUs x {accumulation} = {global_batch}"
+            gpus = stage.processes
+            entry["global_batch"] = f"{cfg.per_device_batch_size} x {gpus} GPUs x {accumulation} = {global_batch}"
             if stage.rows_for_steps:
-                main_share = 1 - (cfg.buffer_ratio if cfg.buffer_data else 0.0)
-                per_step = max(1, round(global_batch * main_share))
+                shared = cfg.buffer_data and cfg.buffer_mode == "share"
+                per_step = max(1, round(global_batch * (1 - cfg.buffer_ratio))) if shared else global_batch
                 entry["steps"] = (
                     f"{math.ceil(stage.rows_for_steps * cfg.num_epochs / per_step):,} "
                     f"({stage.rows_for_steps:,} pairs / {per_step} per step)"
                 )
+                if cfg.buffer_data and cfg.buffer_mode == "add":
+                    entry["steps"] += f", each with {global_batch} buffer pairs on top"
             else:
                 entry["steps"] = "known after download (data size)"
             if stage.start is not None and stage.start.startswith("configs/"):

@@ -92,6 +92,7 @@ class ScoreConfig:
     kind: str = "reward"
     eval_data: str | None = None  # held-out pairs for accuracy
     regularization: float = 0.001  # score regulariser coefficient
+    harm_order: str = "labels"  # cost model: "labels" (from safety labels) or "given" (chosen is the more harmful)
     learning_rate: float = 2e-4
     per_device_batch_size: int = 16
     max_steps: int = 200
@@ -104,6 +105,8 @@ class ScoreConfig:
     def __post_init__(self):
         if self.kind not in ("reward", "cost"):
             raise ValueError(f"kind: expected 'reward' or 'cost', got {self.kind!r}")
+        if self.harm_order not in ("labels", "given"):
+            raise ValueError(f"harm_order: expected 'labels' or 'given', got {self.harm_order!r}")
         configs.check_ranges(
             self,
             positive=("learning_rate",),
@@ -122,15 +125,20 @@ class ScoreConfig:
         return configs.build(cls, values, where)
 
 
-def score_pairs(pairs: list[dict], kind: str) -> list[dict]:
+def score_pairs(pairs: list[dict], kind: str, harm_order: str = "labels") -> list[dict]:
     """The pairs each model learns from, as ``{prompt, chosen, rejected, chosen_safe, rejected_safe}``.
 
     Reward: the pairs as given (chosen is the more helpful). Cost: ``chosen`` becomes the more
-    harmful response. With one safe and one unsafe response the unsafe one is more harmful; with
-    both unsafe the more helpful one is (it is the more capable of harm, as in BFPO's ranking);
-    with both safe the pair says nothing about harm and is left out.
+    harmful response. With ``harm_order="given"`` the pairs already say so (e.g. PKU-SafeRLHF's
+    ``safer_response_id`` through ``bfpo.data.pku_saferlhf_cost_pairs``, as the official code) and
+    every pair is kept. With ``"labels"`` (data with safety labels only, such as SafeHelp): with one
+    safe and one unsafe response the unsafe one is more harmful; with both unsafe the more helpful
+    one is (it is the more capable of harm, as in BFPO's ranking); with both safe the pair says
+    nothing about harm and is left out.
     """
-    if kind == "reward":
+    if harm_order not in ("labels", "given"):
+        raise ValueError(f"harm_order: expected 'labels' or 'given', got {harm_order!r}")
+    if kind == "reward" or harm_order == "given":
         return pairs
     out = []
     for p in pairs:
@@ -179,7 +187,7 @@ def score_accuracy(model, items: list[dict], kind: str, pad_id: int, batch_size:
 
 
 def _tokenized_pairs(path: str, kind: str, tokenizer, cfg: ScoreConfig, where: str) -> list[dict]:
-    rows = score_pairs(btrain.load_examples(path, "preference", where), kind)
+    rows = score_pairs(btrain.load_examples(path, "preference", where), kind, cfg.harm_order)
     if not rows:
         raise ValueError(
             f"{path}: no pair left for the {kind} model (a cost model needs pairs with an unsafe response)"

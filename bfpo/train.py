@@ -5,9 +5,12 @@
 
 How a step works (global batch G = per_device_batch_size x processes x gradient_accumulation_steps):
 
-* the step's G examples are fixed by (seed, step) alone: a share ``buffer_ratio`` comes from the
-  helpful-only buffer, the rest from the training pairs, shuffled together; rank r takes
-  micro-batch slices, so 1 process and 2 processes see the same global batch;
+* the step's examples are fixed by (seed, step) alone. With ``buffer_mode: share`` a share
+  ``buffer_ratio`` of the G examples comes from the helpful-only buffer, the rest from the training
+  pairs, shuffled together. With ``buffer_mode: add`` (the official BFPO code) the step takes G
+  training pairs AND G buffer pairs, each micro-batch ``per_device_batch_size`` of each, and the
+  loss is mean(training losses) + mean(buffer losses). Rank r takes micro-batch slices, so
+  1 process and 2 processes see the same global batch;
 * chosen and rejected go through the model in ONE forward pass ([2b, T]); log-probs are summed
   over response tokens only (prompt and padding masked);
 * reference log-probs are computed once before training (with the start model, sharded across
@@ -68,7 +71,8 @@ class TrainConfig:
     loss: str = "bfpo"  # a loss of PAIR_LOSSES (preference mode) or POINT_LOSSES (pointwise mode)
     revision: str | None = None  # hub revision of `model`
     buffer_data: str | None = None  # helpful-only pairs mixed into every step (BFPO's buffer)
-    buffer_ratio: float = 0.5  # share of each global batch taken from the buffer
+    buffer_ratio: float = 0.5  # buffer_mode "share": share of each global batch taken from the buffer
+    buffer_mode: str = "share"  # "share" a global batch with the buffer, or "add" an equal buffer batch (official)
     max_train_examples: int | None = None  # use only the first N training examples
     beta: float = 0.1  # KL strength (the BFPO paper's tau)
     alpha: float = 0.5  # BFPO's B2
@@ -98,6 +102,10 @@ class TrainConfig:
     reference_batch_size: int = 64  # pairs per reference forward pass (no grad: can exceed the training batch)
     num_threads: int | None = None  # torch CPU threads per process
     progress: bool = True
+    chat_template: str | None = None  # "zephyr" (the official recipe) or a Jinja template; None: the tokenizer's
+    system_prompt: str | None = None  # with a chat template: a system turn first ("" = empty, as the official data)
+    sft_loss: str = "response"  # SFT: the loss on the "response" tokens, or on "all" tokens (the official SFT)
+    packing: bool = False  # SFT with sft_loss "all": pack examples into max_length sequences (the official SFT)
     keep_checkpoints: int = 2  # checkpoints kept (newest first); a damaged one falls back to the one before
     start_over: bool = False  # when no intact checkpoint is left: train from step 0 (else stop and say so)
 
@@ -112,6 +120,14 @@ class TrainConfig:
             raise ValueError(f"label_type: expected 'binary' or 'continuous', got {self.label_type!r}")
         if not 0.0 <= self.buffer_ratio < 1.0:
             raise ValueError(f"buffer_ratio: must lie in [0, 1), got {self.buffer_ratio}")
+        if self.sft_loss not in ("response", "all"):
+            raise ValueError(f"sft_loss: expected 'response' or 'all', got {self.sft_loss!r}")
+        if self.packing and not (self.mode == "sft" and self.sft_loss == "all"):
+            raise ValueError("packing: only SFT with sft_loss 'all' packs sequences (a packed sequence has no prompt)")
+        if self.sft_loss == "all" and self.mode != "sft":
+            raise ValueError(f"sft_loss: 'all' is for mode 'sft', not {self.mode!r}")
+        if self.buffer_mode not in ("share", "add"):
+            raise ValueError(f"buffer_mode: expected 'share' or 'add', got {self.buffer_mode!r}")
         for name in ("per_device_batch_size", "gradient_accumulation_steps", "max_length", "max_prompt_length"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
@@ -228,15 +244,18 @@ def load_examples(path: str, mode: str, where: str) -> list[dict]:
     raise FileNotFoundError(f"{where}: {path} is neither a saved dataset folder nor a file")
 
 
-def encode_prompt(tokenizer, prompt: str, max_prompt_length: int) -> list[int]:
-    ids = tokenizer(models.format_prompt(prompt, tokenizer), add_special_tokens=False).input_ids
+def encode_prompt(tokenizer, prompt: str, max_prompt_length: int, system: str | None = None) -> list[int]:
+    ids = tokenizer(models.format_prompt(prompt, tokenizer, system), add_special_tokens=False).input_ids
     if tokenizer.bos_token_id is not None and (not ids or ids[0] != tokenizer.bos_token_id):
         ids = [tokenizer.bos_token_id] + ids
     return ids[-max_prompt_length:]  # keep the end of a long prompt, as TRL does
 
 
 def encode_response(tokenizer, response: str, budget: int) -> list[int]:
-    ids = tokenizer(" " + response.strip(), add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    """The response's ids and EOS, at most ``budget``. After a chat template's generation prompt (which
+    ends the assistant tag with a newline) the text follows directly; after ours, after a space."""
+    lead = "" if getattr(tokenizer, "chat_template", None) else " "
+    ids = tokenizer(lead + response.strip(), add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
     return ids[: max(budget, 0)]
 
 
@@ -246,13 +265,19 @@ def tokenize(examples: list[dict], tokenizer, cfg: TrainConfig, mode: str) -> tu
     (set by :func:`load_examples`) or its 1-based position."""
     out, dropped = [], []
     for k, ex in enumerate(examples):
-        prompt_ids = encode_prompt(tokenizer, ex["prompt"], cfg.max_prompt_length)
-        budget = cfg.max_length - len(prompt_ids)
+        # packed examples are kept whole: the chunks of max_length are cut from their concatenation
+        cut = 10**9 if cfg.packing and mode == "sft" else cfg.max_prompt_length
+        prompt_ids = encode_prompt(tokenizer, ex["prompt"], cut, cfg.system_prompt)
+        budget = (10**9 if cfg.packing and mode == "sft" else cfg.max_length) - len(prompt_ids)
         line = ex.get("line", k + 1)
         if mode in ("sft", "pointwise"):
             resp = encode_response(tokenizer, ex["response"], budget)
             if not resp:
                 dropped.append((line, "response"))
+                continue
+            if mode == "sft" and cfg.sft_loss == "all":  # every token after the first is a target
+                whole = prompt_ids + resp
+                out.append({"prompt": whole[:1], "responses": [whole[1:]], "label": 1.0})
                 continue
             out.append({"prompt": prompt_ids, "responses": [resp], "label": float(ex.get("label", 1.0))})
             continue
@@ -268,7 +293,18 @@ def tokenize(examples: list[dict], tokenizer, cfg: TrainConfig, mode: str) -> tu
                 "safe": [float(ex["chosen_safe"]), float(ex["rejected_safe"])],
             }
         )
+    if mode == "sft" and cfg.packing:
+        out = pack(out, cfg.max_length)
     return out, dropped
+
+
+def pack(items: list[dict], length: int) -> list[dict]:
+    """Sequences packed into chunks of ``length`` tokens, as the official SFT (TRL's constant-length
+    packing): every example's ids (each ending in EOS) are concatenated in order and cut into full
+    chunks; the last, partial chunk is dropped, and attention crosses example boundaries."""
+    stream = [t for it in items for t in it["prompt"] + it["responses"][0]]
+    chunks = [stream[i : i + length] for i in range(0, len(stream) - length + 1, length)]
+    return [{"prompt": c[:1], "responses": [c[1:]], "label": 1.0} for c in chunks]
 
 
 def describe_dropped(path: str, dropped: list[tuple], cfg: TrainConfig, what: str = "training example(s)") -> str:
@@ -326,12 +362,32 @@ def micro_batch_sequences(items: list[dict]) -> list[tuple[list[int], list[int]]
 
 
 class StepSchedule:
-    """Which example ids make up global step ``s``; ids >= n_main index the buffer."""
+    """Which example ids make up global step ``s``; ids >= n_main index the buffer.
 
-    def __init__(self, n_main: int, n_buffer: int, global_batch: int, buffer_ratio: float, seed: int):
-        self.n_main, self.n_buffer, self.seed = n_main, n_buffer, seed
-        self.from_buffer = round(global_batch * buffer_ratio) if n_buffer else 0
-        self.from_main = global_batch - self.from_buffer
+    ``mode="share"``: ``global_batch`` ids, ``buffer_ratio`` of them from the buffer, shuffled
+    together. ``mode="add"``: ``global_batch`` training ids and as many buffer ids, laid out so that
+    each chunk of ``2 * micro`` ids (one micro-batch) holds ``micro`` of each.
+    """
+
+    def __init__(
+        self,
+        n_main: int,
+        n_buffer: int,
+        global_batch: int,
+        buffer_ratio: float,
+        seed: int,
+        mode: str = "share",
+        micro: int | None = None,
+    ):
+        self.n_main, self.n_buffer, self.seed, self.mode = n_main, n_buffer, seed, mode
+        if mode == "add" and n_buffer:
+            self.from_main, self.from_buffer = global_batch, global_batch
+            self.micro = micro or global_batch
+            if global_batch % self.micro:
+                raise ValueError(f"micro-batch {self.micro} does not divide the global batch {global_batch}")
+        else:
+            self.from_buffer = round(global_batch * buffer_ratio) if n_buffer else 0
+            self.from_main = global_batch - self.from_buffer
         if self.from_main < 1:
             raise ValueError("buffer_ratio leaves no room for training pairs in a global batch")
         self._perms: dict[tuple[str, int], list[int]] = {}
@@ -353,6 +409,11 @@ class StepSchedule:
 
     def ids(self, step: int) -> list[int]:
         ids = self._stream("main", self.n_main, step * self.from_main, self.from_main)
+        if self.from_buffer and self.mode == "add" and self.n_buffer:
+            stream = self._stream("buffer", self.n_buffer, step * self.from_buffer, self.from_buffer)
+            buf = [self.n_main + b for b in stream]
+            m = self.micro
+            return [i for c in range(0, len(ids), m) for i in ids[c : c + m] + buf[c : c + m]]
         if self.from_buffer:
             buf = self._stream("buffer", self.n_buffer, step * self.from_buffer, self.from_buffer)
             ids += [self.n_main + b for b in buf]
@@ -464,6 +525,8 @@ def train(cfg: TrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
 
     tokenizer = models.load_tokenizer(cfg.model, cfg.revision)
+    if cfg.chat_template:
+        models.set_chat_template(tokenizer, cfg.chat_template)
     model = models.load_model(cfg.model, cfg.revision)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -483,7 +546,7 @@ def train(cfg: TrainConfig) -> dict:
         raise BadInput(f"{cfg.train_data}: no training example left after truncation to max_length {cfg.max_length}")
 
     global_batch = cfg.per_device_batch_size * world * cfg.gradient_accumulation_steps
-    if n_buffer and not float(global_batch * cfg.buffer_ratio).is_integer():
+    if n_buffer and cfg.buffer_mode == "share" and not float(global_batch * cfg.buffer_ratio).is_integer():
         raise configs.ConfigError(
             "config",
             "buffer_ratio",
@@ -491,7 +554,9 @@ def train(cfg: TrainConfig) -> dict:
             f" x {world} process(es) x gradient_accumulation_steps {cfg.gradient_accumulation_steps}) is not a "
             "whole number of buffer pairs",
         )
-    schedule = StepSchedule(n_main, n_buffer, global_batch, cfg.buffer_ratio, cfg.seed)
+    schedule = StepSchedule(
+        n_main, n_buffer, global_batch, cfg.buffer_ratio, cfg.seed, cfg.buffer_mode, cfg.per_device_batch_size
+    )
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.num_epochs * schedule.steps_per_epoch()))
 
     # --- the output folder: touched only now, after every input has been read and checked
@@ -561,6 +626,8 @@ def train(cfg: TrainConfig) -> dict:
 
     pad_id = tokenizer.pad_token_id
     per_dev = cfg.per_device_batch_size
+    # examples per micro-batch: per_dev, or per_dev training + per_dev buffer pairs in buffer_mode "add"
+    chunk = per_dev * (2 if n_buffer and cfg.buffer_mode == "add" else 1)
     bar = tqdm(
         total=total_steps,
         initial=start_step,
@@ -577,8 +644,8 @@ def train(cfg: TrainConfig) -> dict:
         stats = defaultdict(list)
         tokens = 0
         for m in range(cfg.gradient_accumulation_steps):
-            lo = (m * world + accelerator.process_index) * per_dev
-            mb = [items[i] for i in ids[lo : lo + per_dev]]
+            lo = (m * world + accelerator.process_index) * chunk
+            mb = [items[i] for i in ids[lo : lo + chunk]]
             input_ids, attn, resp = (t.to(accelerator.device) for t in collate(micro_batch_sequences(mb), pad_id))
             tokens += int(attn.sum())
             sync = m == cfg.gradient_accumulation_steps - 1
@@ -588,7 +655,7 @@ def train(cfg: TrainConfig) -> dict:
                     per_example = -logps
                     loss = per_example.sum() / global_tokens * world
                 elif cfg.mode == "pointwise":
-                    mb_ids = torch.tensor(ids[lo : lo + per_dev])
+                    mb_ids = torch.tensor(ids[lo : lo + chunk])
                     scale = n_tok.clamp(min=1).to(logps) if cfg.length_normalize else torch.ones_like(logps)
                     point = PointBatch(
                         logps / scale,
@@ -604,7 +671,7 @@ def train(cfg: TrainConfig) -> dict:
                     loss = per_example.sum() / global_batch * world
                 else:
                     b = len(mb)
-                    mb_ids = torch.tensor(ids[lo : lo + per_dev])
+                    mb_ids = torch.tensor(ids[lo : lo + chunk])
                     batch = PairBatch(
                         logps[:b],
                         logps[b:],
@@ -622,7 +689,8 @@ def train(cfg: TrainConfig) -> dict:
                         f"non-finite loss at step {step} (micro-batch {m}); lower the learning rate or check the data"
                     )
                 accelerator.backward(loss)
-            stats["loss"].append(per_example.detach())
+            # logged so that its mean over the step is the objective (sum of losses / G)
+            stats["loss"].append(per_example.detach() * (len(ids) / global_batch))
             if cfg.mode == "preference":
                 stats["h"].append(
                     (
@@ -699,9 +767,10 @@ def _flops(n_params: int, n_trainable: int, ref_tokens: int, train_tokens: int) 
     return counter.as_dict()
 
 
-TRAINER_VERSION = 2
+TRAINER_VERSION = 3
 """Bumped when the trainer computes something else for the same config (2: ULMA's per-class
-reduction), so that a finished or checkpointed run of an older trainer is not reused."""
+reduction; 3: no space before a response after a chat template), so that a finished or checkpointed
+run of an older trainer is not reused."""
 
 
 def _same_run(saved: dict, cfg: TrainConfig) -> bool:

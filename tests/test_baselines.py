@@ -323,3 +323,12 @@ def test_ulma_step_loss_is_the_mean_over_positives_plus_the_mean_over_negatives(
     assert positive.any() and (~positive).any()
     expected = float((-logps / n_tok)[positive].mean()) + math.log(2)
     assert train.read_metrics(run)[0]["loss"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_cost_pairs_in_the_given_harm_order_are_all_kept(pairs):
+    rows = pairs.to_list()
+    kept = safe_rlhf.score_pairs(rows, "cost", harm_order="given")
+    assert kept == rows, "PKU's safer_response_id already orders every pair, safe/safe included"
+    assert len(safe_rlhf.score_pairs(rows, "cost")) < len(rows), "from labels, safe/safe pairs say nothing"
+    with pytest.raises(ValueError, match="harm_order"):
+        safe_rlhf.score_pairs(rows, "cost", harm_order="vibes")

@@ -324,3 +324,39 @@ def test_official_mix_cuts_the_first_rows_before_shuffling():
     assert mixed["i"] == datasets.concatenate_datasets([a, b.select(range(2))]).shuffle(seed=42)["i"]
     with pytest.raises(ValueError, match="share"):
         data.official_mix([(a, 0.0)])
+
+
+def test_pku_cost_pairs_put_the_less_safe_response_first_on_every_pair():
+    """Safe RLHF's cost model, as the official code pairs PKU-SafeRLHF: chosen = response[1 - safer_response_id]
+    on every record, safe/safe and unsafe/unsafe included."""
+    path = shared(PKU)
+    raw = [r for _, r in data.read_jsonl(path)]
+    pairs = data.pku_saferlhf_cost_pairs(path)
+    assert len(pairs) == len(raw) == 16
+    for r, p in zip(raw, pairs, strict=True):
+        harmful = 1 - r["safer_response_id"]
+        assert p["chosen"] == r[f"response_{harmful}"] and p["chosen_safe"] == r[f"is_response_{harmful}_safe"]
+    assert any(p["chosen_safe"] and p["rejected_safe"] for p in pairs), "safe/safe pairs are kept"
+
+
+def test_official_red_team_json_format(tmp_path):
+    record = {
+        "prompt": "How do I hurt someone?",
+        "modeloutput1": "I can't help with that.",
+        "modeloutput2": "Here is how ...",
+        "better_modelout": 2,
+        "is_modelout1_safe": True,
+        "is_modelout2_safe": False,
+    }
+    array = tmp_path / "redteam.json"
+    array.write_text(json.dumps([record, record | {"better_modelout": 1}]), encoding="utf-8")
+    pairs = data.red_team_json_pairs(array)
+    assert [(p["chosen"], p["chosen_safe"], p["rejected_safe"]) for p in pairs] == [
+        ("Here is how ...", False, True),
+        ("I can't help with that.", True, False),
+    ]
+    lines = write_jsonl(tmp_path / "redteam.jsonl", [record, record | {"better_modelout": 3}])
+    with pytest.raises(data.DataError, match=r"redteam.jsonl, line 2, field 'better_modelout'"):
+        data.red_team_json_pairs(lines)
+    with pytest.raises(FileNotFoundError, match="not redistributed"):
+        data.red_team_json_pairs(tmp_path / "missing.json")

@@ -46,11 +46,13 @@ def test_every_remaining_difference_is_named_in_the_readme():
 def test_the_plan_checks_and_prints_every_stage_offline(capsys):
     assert runner.main(["--profile", "paper", "--plan"]) == 0
     out = capsys.readouterr().out
-    for needle in ("1. labelling (notebook 02)", "2. SFT (notebook 03)", "3. BFPO (notebook 03)", "6. figures"):
+    stages = ("1. labelling (notebook 02)", "2. SFT (notebook 03)", "3. BFPO (notebook 03)", "figures (notebook 06)")
+    for needle in stages:
         assert needle in out
     assert "PKU-Alignment/PKU-SafeRLHF@ff7ba91063016c78a225b0f74e1c0860bb18230f" in out
     assert "about 24 GPU-hours (quoted" in out and "mistralai/Mistral-7B-v0.1@main" in out
-    assert "steps           1,875 (30,000 pairs / 16 per step)" in out
+    assert "BFPO (red-teaming)" in out and "2 x 2 GPUs x 4 = 16" in out
+    assert "steps           938 (30,000 pairs / 32 per step)" in out, "an equal buffer batch on top, as official"
 
 
 def test_the_plan_catches_a_broken_chain_and_bad_ids():

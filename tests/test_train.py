@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bfpo import checkpoints, models, train
+from bfpo import checkpoints, losses, models, train
 
 
 def config(tiny_world, tmp_path, **overrides):
@@ -256,3 +256,67 @@ def test_shipped_configs_load(name):
     if name == "paper_bfpo":
         assert (cfg.beta, cfg.alpha, cfg.b1, cfg.learning_rate, cfg.trainable) == (0.01, 0.5, 3.0, 5e-7, ["down_proj"])
         assert (cfg.per_device_batch_size, cfg.gradient_accumulation_steps, cfg.max_length) == (2, 4, 1024)
+
+
+def test_schedule_adds_an_equal_buffer_batch_in_each_micro_batch():
+    s = train.StepSchedule(n_main=50, n_buffer=30, global_batch=8, buffer_ratio=0.5, seed=1, mode="add", micro=2)
+    ids = s.ids(0)
+    assert len(ids) == 16 and s.steps_per_epoch() == 50 / 8
+    for c in range(0, 16, 4):  # each micro-batch: 2 training ids, then 2 buffer ids
+        assert all(i < 50 for i in ids[c : c + 2]) and all(i >= 50 for i in ids[c + 2 : c + 4])
+    assert ids == train.StepSchedule(50, 30, 8, 0.5, 1, "add", 2).ids(0), "fixed by seed and step"
+
+
+def test_buffer_mode_add_sums_the_two_mean_losses(tiny_world, tmp_path):
+    """The official BFPO step: G training pairs plus G buffer pairs, loss mean(training) + mean(buffer).
+    At step 1 the policy is the reference, so each pair's BFPO loss is (g / beta)^2 exactly, and a
+    buffer pair (safe/safe) has g = 0.5."""
+    cfg = config(tiny_world, tmp_path, buffer_mode="add", max_steps=1, per_device_batch_size=4)
+    summary = train.train(cfg)
+    assert summary["skipped_truncated"] == 0 and summary["buffer_examples"] == 80
+    pairs = train.load_examples(cfg.train_data, "preference", "x")
+    schedule = train.StepSchedule(len(pairs), 80, 4, cfg.buffer_ratio, cfg.seed, "add", 4)
+    main = [pairs[i] for i in schedule.ids(0) if i < len(pairs)]
+    safe = [torch.tensor([float(p[k]) for p in main]) for k in ("chosen_safe", "rejected_safe")]
+    g = losses.bfpo_target(*safe)
+    expected = float(((g / cfg.beta) ** 2).mean()) + (0.5 / cfg.beta) ** 2
+    assert len(main) == 4 and summary["final"]["loss"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_zephyr_template_renders_as_the_official_data(tiny_world):
+    """The official BFPO text: "<|system|>\\n</s>\\n<|user|>\\n{prompt}</s>\\n<|assistant|>\\n" + the response
+    + EOS (an empty system turn first, no space before the response)."""
+    tok = models.load_tokenizer(tiny_world / "init")
+    models.set_chat_template(tok, "zephyr")
+    text = models.format_prompt("How do I bake bread?", tok, system="")
+    assert text == "<|system|>\n</s>\n<|user|>\nHow do I bake bread?</s>\n<|assistant|>\n"
+    assert train.encode_response(tok, "Knead it.", 100) == tok("Knead it.", add_special_tokens=False).input_ids + [
+        tok.eos_token_id
+    ]
+    assert models.format_prompt("Hi", tok) == "<|user|>\nHi</s>\n<|assistant|>\n", "no system turn unless asked"
+
+
+def test_sft_on_all_tokens_and_packing(tiny_world, tmp_path):
+    base = dict(model=str(tiny_world / "init"), output_dir=str(tmp_path / "o"), train_data=str(tiny_world / "sft"))
+    tok = models.load_tokenizer(tiny_world / "init")
+    examples = train.load_examples(base["train_data"], "sft", "x")[:20]
+    response_only = train.TrainConfig(**base, mode="sft", max_length=256, max_prompt_length=200)
+    all_tokens = train.TrainConfig(**base, mode="sft", max_length=256, max_prompt_length=200, sft_loss="all")
+    packed = train.TrainConfig(**base, mode="sft", max_length=32, sft_loss="all", packing=True)
+    a, _ = train.tokenize(examples, tok, response_only, "sft")
+    b, _ = train.tokenize(examples, tok, all_tokens, "sft")
+    for x, y in zip(a, b, strict=True):  # the same tokens; every one after the first is now a target
+        assert x["prompt"] + x["responses"][0] == y["prompt"] + y["responses"][0] and len(y["prompt"]) == 1
+    c, _ = train.tokenize(examples, tok, packed, "sft")
+    stream = [t for y in b for t in y["prompt"] + y["responses"][0]]  # no example was cut at 256 tokens
+    assert all(len(y["prompt"]) + len(y["responses"][0]) < 200 for y in b)
+    assert all(len(it["prompt"]) + len(it["responses"][0]) == 32 for it in c) and len(c) == len(stream) // 32
+    assert [t for it in c for t in it["prompt"] + it["responses"][0]] == stream[: 32 * len(c)], "in order, EOS kept"
+    with pytest.raises(ValueError, match="packing"):
+        train.TrainConfig(**base, mode="sft", packing=True)
+    with pytest.raises(ValueError, match="sft_loss"):
+        train.TrainConfig(**base, sft_loss="all")
+    summary = train.train(train.TrainConfig.from_dict(packed.to_dict() | {"max_steps": 2, "per_device_batch_size": 4,
+                                                                           "progress": False, "num_threads": 1}))
+    assert summary["train_examples"] == len(train.tokenize(train.load_examples(base["train_data"], "sft", "x"), tok,
+                                                          packed, "sft")[0])
