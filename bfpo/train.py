@@ -849,7 +849,18 @@ def read_metrics(output_dir: str | os.PathLike) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 
 
-def launch(cfg: TrainConfig, num_processes: int = 1, accelerate_config: str | None = None, port: int = 29533) -> dict:
+def free_port() -> int:
+    """A TCP port nobody listens on now (for the processes' rendezvous), chosen by the OS."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(
+    cfg: TrainConfig, num_processes: int = 1, accelerate_config: str | None = None, port: int | None = None
+) -> dict:
     """Run ``cfg`` in ``num_processes`` processes with ``accelerate launch`` and return the summary.
 
     Without GPUs the processes run on the CPU (gloo, ``ACCELERATE_USE_CPU=1``), one torch thread
@@ -875,6 +886,7 @@ def launch(cfg: TrainConfig, num_processes: int = 1, accelerate_config: str | No
     else:
         cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
         if num_processes > 1:
+            port = port or free_port()  # a fixed port can still be held by a run that was killed
             cmd += ["--multi_gpu", "--num_processes", str(num_processes), "--main_process_port", str(port)]
         else:
             cmd += ["--num_processes", "1"]

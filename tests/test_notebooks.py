@@ -177,7 +177,9 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
     bias = ev["metric"].str.contains("bias_score")  # BBQ bias scores lie in [-1, 1]
     likelihood = ev["metric"].str.contains("likelihood_diff")  # CrowS-Pairs: a mean |log-likelihood gap|
     assert ev.loc[likelihood, "value"].ge(0).all() and ev.loc[bias, "value"].between(-1, 1).all()
-    assert ev.loc[~bias & ~likelihood, "value"].between(0, 1).all(), "every other metric is a rate"
+    count = ev["metric"] == "samples"  # SafeHelp: how many answers were judged
+    assert (ev.loc[count, "value"] > 0).all()
+    assert ev.loc[~bias & ~likelihood & ~count, "value"].between(0, 1).all(), "every other metric is a rate"
     # 06: the figures and the results summary
     runner.run("smoke", only=["06"], output_dir=tmp_path / "runs", figures_dir=tmp_path / "figs", progress=False)
     summary = (tmp_path / "figs" / "RESULTS.md").read_text()
