@@ -239,6 +239,18 @@ def _pku_record(where, line, r):
     return prompt, responses, safe, better, safer
 
 
+def _pair(prompt: str, responses, safe, chosen, rejected, source: str) -> dict:
+    """A record of the pair schema from indexable ``responses`` and ``safe`` labels."""
+    return {
+        "prompt": prompt,
+        "chosen": responses[chosen],
+        "rejected": responses[rejected],
+        "chosen_safe": safe[chosen],
+        "rejected_safe": safe[rejected],
+        "source": source,
+    }
+
+
 def pku_saferlhf_pairs(
     path_or_dataset=PKU_SAFERLHF[0], split: str = "train", *, skip_invalid: bool = False, skipped: list | None = None
 ) -> datasets.Dataset:
@@ -252,15 +264,7 @@ def pku_saferlhf_pairs(
 
     def convert(where, line, r):
         prompt, responses, safe, better, _ = _pku_record(where, line, r)
-        worse = 1 - better
-        return {
-            "prompt": prompt,
-            "chosen": responses[better],
-            "rejected": responses[worse],
-            "chosen_safe": safe[better],
-            "rejected_safe": safe[worse],
-            "source": "pku_saferlhf",
-        }
+        return _pair(prompt, responses, safe, better, 1 - better, "pku_saferlhf")
 
     return _pairs(_collect(where, rows, convert, skip_invalid, skipped))
 
@@ -292,15 +296,7 @@ def pku_saferlhf_cost_pairs(
 
     def convert(where, line, r):
         prompt, responses, safe, _, safer = _pku_record(where, line, r)
-        harmful = 1 - safer
-        return {
-            "prompt": prompt,
-            "chosen": responses[harmful],
-            "rejected": responses[safer],
-            "chosen_safe": safe[harmful],
-            "rejected_safe": safe[safer],
-            "source": "pku_saferlhf_cost",
-        }
+        return _pair(prompt, responses, safe, 1 - safer, safer, "pku_saferlhf_cost")
 
     return _pairs(_collect(where, rows, convert, skip_invalid, skipped))
 
@@ -331,14 +327,7 @@ def red_team_json_pairs(path, *, skip_invalid: bool = False, skipped: list | Non
         worse = 3 - better
         outputs = {k: _text(where, line, r, f"modeloutput{k}") for k in (1, 2)}
         safe = {k: _flag(where, line, r, f"is_modelout{k}_safe") for k in (1, 2)}
-        return {
-            "prompt": prompt,
-            "chosen": outputs[better],
-            "rejected": outputs[worse],
-            "chosen_safe": safe[better],
-            "rejected_safe": safe[worse],
-            "source": "red_team",
-        }
+        return _pair(prompt, outputs, safe, better, worse, "red_team")
 
     return _pairs(_collect(str(path), rows, convert, skip_invalid, skipped))
 

@@ -34,16 +34,7 @@ def write_jsonl(path: Path, records: list) -> Path:
 def finished_run(tiny_world, tmp_path_factory):
     """A finished training run: every bad invocation below points its output_dir here."""
     out = tmp_path_factory.mktemp("finished") / "run"
-    cfg = train.TrainConfig(
-        model=str(tiny_world / "init"),
-        output_dir=str(out),
-        train_data=str(tiny_world / "pairs"),
-        max_steps=2,
-        per_device_batch_size=4,
-        max_length=64,
-        progress=False,
-        num_threads=1,
-    )
+    cfg = _cfg(tiny_world, out, max_steps=2, save_every=0, learning_rate=1e-4)
     train.train(cfg)
     return out, cfg
 
