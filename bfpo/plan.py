@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from bfpo import data, models, report
@@ -52,7 +52,6 @@ class Stage:
     rows_for_steps: int | None = None  # training examples per epoch, where the paper gives them
     processes: int = 4  # GPUs (one process each)
     local_data: tuple[str, ...] = ()  # data that is not on the hub
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
 
 PKU_FIRST_20 = "first 20% of the split (cut before shuffling, seed 42)"

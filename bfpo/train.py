@@ -264,11 +264,12 @@ def tokenize(examples: list[dict], tokenizer, cfg: TrainConfig, mode: str) -> tu
     (the prompt filled ``max_length``), as ``(line, field)``: ``line`` is the example's ``"line"`` key
     (set by :func:`load_examples`) or its 1-based position."""
     out, dropped = [], []
+    # packed examples are kept whole: the chunks of max_length are cut from their concatenation
+    keep_whole = cfg.packing and mode == "sft"
+    max_prompt, max_total = (10**9, 10**9) if keep_whole else (cfg.max_prompt_length, cfg.max_length)
     for k, ex in enumerate(examples):
-        # packed examples are kept whole: the chunks of max_length are cut from their concatenation
-        cut = 10**9 if cfg.packing and mode == "sft" else cfg.max_prompt_length
-        prompt_ids = encode_prompt(tokenizer, ex["prompt"], cut, cfg.system_prompt)
-        budget = (10**9 if cfg.packing and mode == "sft" else cfg.max_length) - len(prompt_ids)
+        prompt_ids = encode_prompt(tokenizer, ex["prompt"], max_prompt, cfg.system_prompt)
+        budget = max_total - len(prompt_ids)
         line = ex.get("line", k + 1)
         if mode in ("sft", "pointwise"):
             resp = encode_response(tokenizer, ex["response"], budget)
@@ -641,6 +642,8 @@ def train(cfg: TrainConfig) -> dict:
         ids = schedule.ids(step)
         if cfg.mode == "sft":
             global_tokens = sum(len(items[i]["responses"][0]) for i in ids)
+        if cfg.loss == "ulma" and cfg.mode == "pointwise":  # the class sizes of this global batch
+            n_pos = sum(items[i]["label"] >= 0.5 for i in ids)
         stats = defaultdict(list)
         tokens = 0
         for m in range(cfg.gradient_accumulation_steps):
@@ -665,7 +668,6 @@ def train(cfg: TrainConfig) -> dict:
                     )
                     per_example = POINT_LOSSES[cfg.loss](point, cfg)
                     if cfg.loss == "ulma":  # official ULMA: mean over positives + mean over negatives
-                        n_pos = sum(items[i]["label"] >= 0.5 for i in ids)
                         weights = losses.ulma_weights(point.labels, n_pos, len(ids) - n_pos)
                         per_example = per_example * weights * len(ids)  # so that its mean is the batch loss
                     loss = per_example.sum() / global_batch * world
