@@ -118,7 +118,17 @@ def change(prompts: pd.DataFrame, method: str, baseline: str, wording: str, metr
 
 
 MIN_SEEDS = 5
-"""Fewer seeds than this make every verdict provisional: the bootstrap then understates the spread."""
+"""Below this many seeds every verdict is "inconclusive": a bootstrap over so few seeds understates
+the spread between runs and between machines (float rounding differs between CPUs, and with 3 seeds
+verdicts were seen to flip on another CPU). The verdict the interval alone gives is kept beside it."""
+
+
+def claim_verdict(iv: stats.Interval, threshold: float, direction: int) -> str:
+    """:func:`bfpo.stats.verdict`, made "inconclusive" under :data:`MIN_SEEDS` seeds."""
+    verdict = stats.verdict(iv, threshold, direction)
+    if iv.seeds < MIN_SEEDS:
+        return f"inconclusive ({iv.seeds} seeds, fewer than {MIN_SEEDS}; the interval alone: {verdict})"
+    return verdict
 
 
 def claims(
@@ -138,8 +148,7 @@ def claims(
                 "claim": what,
                 "quoted": quoted,
                 "measured": f"{label}{iv} (seeds {iv.seeds}, prompts {iv.prompts})",
-                "verdict": stats.verdict(iv, threshold, direction)
-                + (f" (provisional: {iv.seeds} seeds)" if iv.seeds < MIN_SEEDS else ""),
+                "verdict": claim_verdict(iv, threshold, direction),
                 "interval": iv.as_dict(),
             }
         )

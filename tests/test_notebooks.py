@@ -185,12 +185,14 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
     summary = (tmp_path / "figs" / "RESULTS.md").read_text()
     assert "harmlessness gain with public data" in summary and "compute of BFPO relative to Safe RLHF" in summary
     claims = json.loads((tmp_path / "runs" / "06_figures" / "results.json").read_text())["claims_held_out"]
-    assert {c["verdict"].split(" (provisional")[0] for c in claims} <= {"agrees", "does not agree", "inconclusive"}
     for c in claims:
-        if c["interval"] is not None:  # a verdict follows from its interval; 2 seeds make it provisional
+        if c["interval"] is not None:  # 2 seeds: inconclusive, with what the interval alone says beside it
             lo, hi = c["interval"]["low"], c["interval"]["high"]
-            assert c["verdict"].endswith("(provisional: 2 seeds)")
-            assert not c["verdict"].startswith("agrees") or lo > 0 or hi < 0 or "kept" in c["claim"]
+            prefix = "inconclusive (2 seeds, fewer than 5; the interval alone: "
+            assert c["verdict"].startswith(prefix)
+            alone = c["verdict"].removeprefix(prefix).rstrip(")")
+            assert alone in {"agrees", "does not agree", "inconclusive"}
+            assert alone != "agrees" or lo > 0 or hi < 0 or "kept" in c["claim"]
     assert (tmp_path / "figs" / "06_per_seed.png").stat().st_size > 0
     for name in ("06_fig1_tradeoff_held_out", "06_quoted_7b_comparison", "06_safe_rlhf_lambda", "06_compute"):
         assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 0

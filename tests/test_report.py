@@ -57,13 +57,17 @@ def test_claims_verdicts_follow_the_paired_intervals(tmp_path):
     rows = {r["claim"]: r for r in report.claims(results, prompts)}
     public = rows["harmlessness gain with public data"]
     assert public["quoted"] == "+15 %" and public["measured"].startswith("+0.500 [+0.500, +0.500] (seeds 3, prompts 4)")
-    assert public["verdict"] == "agrees (provisional: 3 seeds)", "fewer than 5 seeds: every verdict is provisional"
+    assert public["verdict"] == "inconclusive (3 seeds, fewer than 5; the interval alone: agrees)", (
+        "under 5 seeds no verdict is trusted to survive another machine"
+    )
     red = rows["harmlessness gain with red-teaming data"]
-    assert red["verdict"].startswith("inconclusive") and red["interval"]["low"] < 0 < red["interval"]["high"]
-    assert rows["helpfulness kept (falls by less than 0.05)"]["verdict"].startswith("agrees")
+    assert red["verdict"].endswith("the interval alone: inconclusive)")
+    assert red["interval"]["low"] < 0 < red["interval"]["high"]
+    assert rows["helpfulness kept (falls by less than 0.05)"]["verdict"].endswith("the interval alone: agrees)")
     compute = rows["compute of BFPO relative to Safe RLHF (the two budgets run here)"]
     assert compute["measured"].startswith("5.0%") and compute["verdict"] == "agrees"
-    assert rows["DPO on helpfulness labels loses harmlessness (Figure 1)"]["verdict"].startswith("agrees")
+    dpo_helpful = rows["DPO on helpfulness labels loses harmlessness (Figure 1)"]
+    assert dpo_helpful["verdict"].endswith("the interval alone: agrees)")
     assert rows["DPO on safety labels over-refuses (Figure 1)"]["measured"].startswith("over-refusal +0.750")
     paired = {r["baseline"]: r for r in report.paired_table(prompts)}
     assert paired["dpo_safety"]["over_refusal"] == "-1.000 [-1.000, -1.000]"
