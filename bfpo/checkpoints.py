@@ -124,3 +124,35 @@ def discard(damaged: list) -> None:
 def clear(output_dir: str | os.PathLike) -> None:
     """Remove every checkpoint (the finished model supersedes them, or the config changed)."""
     shutil.rmtree(folder(output_dir), ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Snapshots: the model along a run, kept for curves (unlike checkpoints, never deleted)
+# ---------------------------------------------------------------------------------------------
+
+SNAPSHOT_INFO = "snapshot.json"
+
+
+def save_snapshot(output_dir: str | os.PathLike, step: int, save_model, info: dict) -> Path:
+    """Write ``snapshots/step-NNNNNN``: ``save_model(folder)`` writes the model there, and
+    ``snapshot.json`` records ``{"step": step, **info}`` (e.g. the FLOPs spent so far). Written to a
+    temporary folder renamed into place, so a killed run leaves no half snapshot."""
+    root = Path(output_dir) / "snapshots"
+    tmp, final = root / f".step-{step:06d}.tmp", root / f"step-{step:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(tmp)
+    (tmp / SNAPSHOT_INFO).write_text(json.dumps({"step": step, **info}, indent=1))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def snapshots(output_dir: str | os.PathLike) -> list[tuple[dict, Path]]:
+    """``(info, folder)`` of every finished snapshot of a run, by step."""
+    found = []
+    for p in (Path(output_dir) / "snapshots").glob("step-*"):
+        if (p / SNAPSHOT_INFO).is_file():
+            found.append((json.loads((p / SNAPSHOT_INFO).read_text()), p))
+    return sorted(found, key=lambda item: item[0]["step"])

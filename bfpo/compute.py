@@ -57,3 +57,16 @@ class FlopCounter:
     def as_dict(self) -> dict[str, float]:
         """Every part, and their ``total``."""
         return {**dict(self.parts), "total": float(sum(self.parts.values()))}
+
+
+def first_crossing(points: list[tuple[float, float]], level: float) -> float | None:
+    """The first x at which the piecewise-linear curve through ``points`` ((x, y), x increasing)
+    reaches ``level`` (y >= level); None when it never does. Used for "the FLOPs a method needs to
+    reach a harmlessness level": x is cumulative training FLOPs, y the judged rate at that point."""
+    for i, (x, y) in enumerate(points):
+        if y >= level:
+            if i == 0:
+                return float(x)
+            x0, y0 = points[i - 1]
+            return float(x0 + (level - y0) / (y - y0) * (x - x0))
+    return None

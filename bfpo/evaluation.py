@@ -1283,7 +1283,7 @@ def evaluate(
         else:  # safehelp: the gold judge on held-out wordings
             from bfpo import toyworld
 
-            summary, _ = toyworld.evaluate_model(model, tokenizer, samples_per_prompt=safehelp_samples, held_out=True)
+            summary, _ = toyworld.evaluate_model(model, tokenizer, samples_per_prompt=safehelp_samples, split="test")
             res = {
                 "task": "safehelp",
                 "category": "safehelp",

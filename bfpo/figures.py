@@ -248,16 +248,18 @@ def plot_method_margins(margins: dict[str, dict[str, float]], targets: dict[str,
     return fig
 
 
-def plot_safe_rlhf(metrics_by_seed: dict[str, list[dict]], window: int = 5):
-    """PPO-Lagrangian trajectories: lambda, reward, cost and KL per iteration, one line per seed."""
+def plot_safe_rlhf(metrics_by_seed: dict[str, list[dict]], window: int = 5, threshold: float = 0.0):
+    """PPO-Lagrangian trajectories, one line per seed: lambda, reward, cost (the threshold ``d``
+    dashed), the gold judge's unsafe rate of the rollouts (is the cost model's view right?) and KL."""
     set_style()
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
     panels = [
         ("lambda", "Lagrange multiplier lambda"),
         ("reward", "reward model score R"),
-        ("cost", "cost model score C (d = 0)"),
+        ("cost", f"cost model score C (d = {threshold:g})"),
+        ("gold_unsafe_rate", "unsafe rollouts (gold judge)"),
         ("kl", "KL(pi || pi_ref) per response"),
     ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(21, 3.6))
     for name, ms in metrics_by_seed.items():
         xs = [m["iteration"] for m in ms]
         for ax, (key, _) in zip(axes, panels, strict=True):
@@ -265,19 +267,20 @@ def plot_safe_rlhf(metrics_by_seed: dict[str, list[dict]], window: int = 5):
     for ax, (key, title) in zip(axes, panels, strict=True):
         ax.set(title=title, xlabel="PPO iteration")
         if key == "cost":
-            ax.axhline(0, color="black", lw=0.8, ls="--")
+            ax.axhline(threshold, color="black", lw=0.8, ls="--")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 
 def plot_tradeoff(
-    df, x: str = "helpfulness", y: str = "harmlessness", quoted=None, title: str = "", intervals=None
+    df, x: str = "helpfulness", y: str = "harmlessness", quoted=None, title: str = "", intervals=None, front=None
 ):
     """Helpfulness against harmlessness per method: mean over seeds (measured here, filled markers)
     with error bars: the 95 % bootstrap interval over seeds and prompts when ``intervals`` is given
     (``{title: {metric: Interval}}``, see :mod:`bfpo.stats`), else the standard deviation over
-    seeds. ``quoted`` rows (method, x, y, source) are drawn hollow and labelled as quoted."""
+    seeds. ``front``: method titles on the Pareto front of the means, joined by a dashed line.
+    ``quoted`` rows (method, x, y, source) are drawn hollow and labelled as quoted."""
     set_style()
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
     stats = df.groupby("title")[[x, y]].agg(["mean", "std", "count"])
@@ -303,6 +306,10 @@ def plot_tradeoff(
             label=f"{name} (measured, n={n})",
         )
         ax.annotate(name, (row[(x, "mean")], row[(y, "mean")]), fontsize=7, xytext=(5, 5), textcoords="offset points")
+    if front:
+        xs = [stats.loc[name, (x, "mean")] for name in front]
+        ys = [stats.loc[name, (y, "mean")] for name in front]
+        ax.plot(xs, ys, ls="--", color="gray", lw=1, zorder=0, label="Pareto front of the means")
     if quoted is not None:
         for _, q in quoted.iterrows():
             ax.scatter(q[x], q[y], s=80, facecolors="none", edgecolors="black")
@@ -359,6 +366,33 @@ def plot_compute(df, y: str = "harmlessness"):
         title=f"compute and {y} (measured here, mean over seeds)",
     )
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return fig
+
+
+def plot_compute_curves(curves, level: float, titles: dict[str, str], y: str = "harmlessness"):
+    """``y`` against cumulative training FLOPs along each run (``curves``: method, seed, step, flops,
+    ``y``): a thin line per seed, a thick one for the mean over seeds, the target ``level`` dashed.
+    The first point of each curve is the SFT start at 0 FLOPs, drawn at the smallest positive FLOPs
+    of the figure so that the log axis can show it."""
+    set_style()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    floor = curves.loc[curves["flops"] > 0, "flops"].min() / 3
+    palette = dict(zip(sorted(curves["method"].unique()), sns.color_palette("colorblind"), strict=False))
+    for method, part in curves.groupby("method"):
+        part = part.assign(x=part["flops"].clip(lower=floor))
+        for _, run in part.groupby("seed"):
+            run = run.sort_values("step")
+            ax.plot(run["x"], run[y], color=palette[method], lw=0.7, alpha=0.35)
+        mean = part.groupby("step")[["x", y]].mean().sort_index()
+        ax.plot(mean["x"], mean[y], color=palette[method], lw=2.4, marker="o", label=titles.get(method, method))
+    ax.axhline(level, color="black", lw=0.9, ls="--", label=f"level {level:.2f} (SFT + 0.2)")
+    ax.set(
+        xscale="log",
+        xlabel="cumulative training FLOPs beyond SFT (log; the SFT start at the left edge)",
+        ylabel=f"{y} (test wordings)",
+        title=f"compute to reach a {y} level (measured here)",
+    )
+    ax.legend(fontsize=8, frameon=False)
     return fig
 
 

@@ -1,11 +1,13 @@
 """Run the numbered notebooks in order with papermill.
 
-    python -m bfpo.notebooks --profile smoke            # every notebook
+    python -m bfpo.notebooks --profile smoke            # every notebook, minutes (CI)
+    python -m bfpo.notebooks --profile cpu              # the definitive CPU study (figures/cpu)
     python -m bfpo.notebooks --profile smoke --only 01  # just notebook 01
 
 Executed copies go to ``runs/<profile>/notebooks/`` (the sources in ``notebooks/`` stay
-without outputs); figures go to ``figures/``; each notebook writes its results under
-``runs/<profile>/``. On failure the run stops and names the notebook and the failing cell.
+without outputs); figures go to ``figures/`` (``figures/cpu/`` for the cpu profile); each
+notebook writes its results under ``runs/<profile>/``. On failure the run stops and names the
+notebook and the failing cell.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from tqdm.auto import tqdm
 from bfpo.errors import BadInput, run_cli
 from bfpo.io import project_path, write_json
 
-PROFILES = ("smoke", "paper")
+PROFILES = ("smoke", "cpu", "paper")
+FIGURES = {"smoke": "figures", "cpu": "figures/cpu", "paper": "figures/paper"}
+"""Where each profile's figures and RESULTS.md go by default (the committed smoke and cpu results stay apart)."""
 
 BAD_INPUT_ERRORS = ("BadInput", "ConfigError", "DataError", "NoIntactCheckpoint", "FileNotFoundError")
 """Error names that, raised in a notebook, mean bad input (the runner exits 2 for them)."""
@@ -54,7 +58,7 @@ def run(
     profile: str = "smoke",
     only: list[str] | None = None,
     output_dir: str | Path | None = None,
-    figures_dir: str | Path = "figures",
+    figures_dir: str | Path | None = None,
     notebooks_dir: str | Path = "notebooks",
     kernel_name: str = "python3",
     progress: bool = True,
@@ -73,6 +77,7 @@ def run(
     out = project_path(output_dir or f"runs/{profile}")
     executed_dir = out / "notebooks"
     executed_dir.mkdir(parents=True, exist_ok=True)
+    figures_dir = figures_dir or FIGURES[profile]
     params = dict(
         profile=profile, output_dir=str(out), figures_dir=str(project_path(figures_dir)), **(parameters or {})
     )
@@ -115,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         "--profile",
         choices=PROFILES,
         default="smoke",
-        help="smoke: CPU, minutes (default); paper: the paper's settings, multi-GPU",
+        help="smoke: CPU, minutes, for CI (default); cpu: the definitive CPU-scale study, 5 seeds, about an hour "
+        "on 2 cores; paper: the paper's settings, multi-GPU",
     )
     parser.add_argument(
         "--only",
@@ -124,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         help="run only the notebooks whose names start with these prefixes, e.g. 01 03",
     )
     parser.add_argument("--output-dir", help="results and executed notebooks (default: runs/<profile>)")
-    parser.add_argument("--figures-dir", default="figures", help="where figures are written (default: figures)")
+    parser.add_argument(
+        "--figures-dir", help="where figures are written (default: figures, figures/cpu or figures/paper by profile)"
+    )
     parser.add_argument("--list", action="store_true", help="list the notebooks and exit")
     parser.add_argument(
         "--plan",

@@ -123,31 +123,74 @@ the spread between runs and between machines (float rounding differs between CPU
 verdicts were seen to flip on another CPU). The verdict the interval alone gives is kept beside it."""
 
 
-def claim_verdict(iv: stats.Interval, threshold: float, direction: int) -> str:
-    """:func:`bfpo.stats.verdict`, made "inconclusive" under :data:`MIN_SEEDS` seeds."""
-    verdict = stats.verdict(iv, threshold, direction)
-    if iv.seeds < MIN_SEEDS:
-        return f"inconclusive ({iv.seeds} seeds, fewer than {MIN_SEEDS}; the interval alone: {verdict})"
+def _few_seeds(verdict: str, seeds: int) -> str:
+    if seeds < MIN_SEEDS:
+        return f"inconclusive ({seeds} seeds, fewer than {MIN_SEEDS}; the interval alone: {verdict})"
     return verdict
 
 
+def claim_verdict(iv: stats.Interval, threshold: float, direction: int) -> str:
+    """:func:`bfpo.stats.verdict`, made "inconclusive" under :data:`MIN_SEEDS` seeds."""
+    return _few_seeds(stats.verdict(iv, threshold, direction), iv.seeds)
+
+
+def compute_claim(compute: dict, reported: list[dict]) -> dict | None:
+    """The compute claim from notebook 04's ``compute`` summary: the FLOPs BFPO needs to reach a
+    harmlessness level as a share of what Safe RLHF needs (or, when Safe RLHF's mean curve never
+    reaches it, of all Safe RLHF spent: then the share is an upper bound)."""
+    ratio = (compute or {}).get("bfpo_fraction")
+    if ratio is None:
+        return None
+    reached = compute.get("safe_rlhf_reached", True)
+    measured = f"{ratio:.1%}" if reached else f"at most {ratio:.1%} (Safe RLHF never reached it)"
+    return {
+        "claim": f"compute to reach harmlessness {compute['level']:.2f} (SFT + 0.2), BFPO as a share of Safe RLHF",
+        "quoted": f"{quoted_claim(reported, 'computational resources')}",
+        "value": measured,
+        "measured": "read off the mean test curve over seeds (FLOPs are counted; the level crossing has no interval)",
+        "vs_baselines": "",
+        "verdict": _few_seeds(
+            stats.AGREES if ratio < 0.10 else (stats.DISAGREES if reached else stats.INCONCLUSIVE),
+            compute.get("seeds", 0),
+        ),
+        "interval": None,
+    }
+
+
 def claims(
-    results: pd.DataFrame, prompts: pd.DataFrame, wording: str = "held-out", reported: list[dict] | None = None
+    results: pd.DataFrame,
+    prompts: pd.DataFrame,
+    wording: str = "test",
+    reported: list[dict] | None = None,
+    compute: dict | None = None,
+    titles: dict | None = None,
 ) -> list[dict]:
-    """Each claim of the paper beside this run's measurement on SafeHelp, with a verdict from its interval."""
+    """Each claim of the paper beside this run's measurement on SafeHelp: the method's value with its
+    interval, its change from the SFT start (paired; the verdict follows from this interval), and
+    BFPO minus each other method on the same metric (paired)."""
     reported = reported if reported is not None else read_reported()
-    methods = set(prompts[prompts["wording"] == wording]["method"])
+    titles = titles or {}
+    methods = list(dict.fromkeys(prompts[prompts["wording"] == wording]["method"]))
     out = []
 
     def claim(what, quoted, method, metric, threshold, direction, label=""):
         if method not in methods:
             return
         iv = change(prompts, method, "sft", wording, metric)
+        value = stats.bootstrap(metric_matrix(prompts, method, wording, metric))
+        versus = [
+            f"{titles.get(other, other)} {change(prompts, 'bfpo', other, wording, metric)}"
+            for other in methods
+            if other not in ("bfpo", "sft") and "bfpo" in methods and method.startswith("bfpo")
+        ]
         out.append(
             {
                 "claim": what,
                 "quoted": quoted,
+                "value": f"{titles.get(method, method)} {metric.replace('_', '-')} {value.mean:.2f} "
+                f"[{value.low:.2f}, {value.high:.2f}]",
                 "measured": f"{label}{iv} (seeds {iv.seeds}, prompts {iv.prompts})",
+                "vs_baselines": "; ".join(versus),
                 "verdict": claim_verdict(iv, threshold, direction),
                 "interval": iv.as_dict(),
             }
@@ -158,26 +201,19 @@ def claims(
     claim("harmlessness gain with red-teaming data", f"+{quoted_claim(reported, 'minimal red-teaming')}",
           "bfpo_red_team", "harmlessness", 0.0, +1)
     claim("helpfulness kept (falls by less than 0.05)", "kept (no loss reported)", "bfpo", "helpfulness", -0.05, +1)
-    flops = results[results["wording"] == wording].groupby("method")["flops"].mean()
-    if {"bfpo", "safe_rlhf"} <= set(flops.index) and flops["safe_rlhf"] > 0:
-        ratio = flops["bfpo"] / flops["safe_rlhf"]
-        out.append(
-            {
-                "claim": "compute of BFPO relative to Safe RLHF (the two budgets run here)",
-                "quoted": f"{quoted_claim(reported, 'computational resources')}",
-                "measured": f"{ratio:.1%} (FLOPs are counted, not sampled: no interval)",
-                "verdict": stats.AGREES if ratio < 0.10 else stats.DISAGREES,
-                "interval": None,
-            }
-        )
+    row = compute_claim(compute, reported)
+    if row is not None:
+        out.append(row)
     claim("DPO on helpfulness labels loses harmlessness (Figure 1)", "shown qualitatively", "dpo_helpful",
           "harmlessness", 0.0, -1, "harmlessness ")
     claim("DPO on safety labels over-refuses (Figure 1)", "shown qualitatively", "dpo_safety", "over_refusal", 0.0,
           +1, "over-refusal ")
+    claim("Safe RLHF raises harmlessness over its SFT start (its own paper)", "shown (Safe RLHF paper)", "safe_rlhf",
+          "harmlessness", 0.0, +1)
     return out
 
 
-def paired_table(prompts: pd.DataFrame, wording: str = "held-out", method: str = "bfpo") -> list[dict]:
+def paired_table(prompts: pd.DataFrame, wording: str = "test", method: str = "bfpo") -> list[dict]:
     """``method`` minus each other method, per metric, on the same seeds and prompts (95 % intervals)."""
     others = [m for m in dict.fromkeys(prompts[prompts["wording"] == wording]["method"]) if m != method]
     rows = []
@@ -193,10 +229,15 @@ def paired_table(prompts: pd.DataFrame, wording: str = "held-out", method: str =
 
 def claims_table(rows: list[dict]) -> list[str]:
     lines = [
-        "| claim of the paper | quoted | measured here: change from SFT, mean [95% interval] | verdict |",
-        "|---|---|---|---|",
+        "| claim of the paper | quoted | measured here (test wordings), mean [95% interval] | change from SFT, "
+        "paired [95% interval] | BFPO minus each other method, same metric, paired | verdict |",
+        "|---|---|---|---|---|---|",
     ]
-    return lines + [f"| {r['claim']} | {r['quoted']} | {r['measured']} | {r['verdict']} |" for r in rows]
+    return lines + [
+        f"| {r['claim']} | {r['quoted']} | {r.get('value', '')} | {r['measured']} | "
+        f"{r.get('vs_baselines', '').replace('; ', '<br>')} | {r['verdict']} |"
+        for r in rows
+    ]
 
 
 def paired_lines(rows: list[dict], method_title: str = "BFPO", titles: dict | None = None) -> list[str]:
@@ -224,3 +265,29 @@ def method_lines(intervals: dict) -> list[str]:
 def write_summary(rows: list[dict], path, header: str, extra: list[str] = ()) -> Path:
     lines = [header.strip(), "", *claims_table(rows), *extra]
     return write_text(path, "\n".join(lines) + "\n")
+
+
+def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
+    """The names of the points no other point beats on both axes (higher is better on each): the
+    helpfulness-harmlessness front, ordered by the first axis."""
+    front = [
+        name
+        for name, (x, y) in points.items()
+        if not any(ox >= x and oy >= y and (ox, oy) != (x, y) for other, (ox, oy) in points.items() if other != name)
+    ]
+    return sorted(front, key=lambda name: points[name])
+
+
+def tuning_lines(table: pd.DataFrame, titles: dict | None = None) -> list[str]:
+    """A markdown table of notebook 04's ``tuning.csv``: every grid point with its validation score."""
+    titles = titles or {}
+    lines = [
+        "| method | grid point | validation score | helpfulness | harmlessness | over-refusal | chosen |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for _, r in table.iterrows():
+        lines.append(
+            f"| {titles.get(r['method'], r['method'])} | `{r['config']}` | {r['score']:.3f} | {r['helpfulness']:.2f} | "
+            f"{r['harmlessness']:.2f} | {r['over_refusal']:.2f} | {'yes' if r['selected'] else ''} |"
+        )
+    return lines

@@ -381,6 +381,7 @@ class PPOConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     save_every: int = 0  # iterations between checkpoints; 0: none
+    snapshot_every: int = 0  # iterations between kept actor snapshots with the FLOPs so far (curves); 0: none
     keep_checkpoints: int = 2  # checkpoints kept; a damaged one falls back to the one before
     start_over: bool = False  # when no intact checkpoint is left: start from iteration 0 (else stop and say so)
     num_threads: int | None = None
@@ -393,7 +394,7 @@ class PPOConfig:
             + ("max_grad_norm", "lambda_max"),
             at_least_one=("iterations", "rollout_batch_size", "ppo_epochs", "max_new_tokens", "max_prompt_length")
             + ("episode_cost_window", "keep_checkpoints", "num_threads"),
-            non_negative=("ptx_coef", "kl_coef", "lambda_init", "lambda_lr", "save_every"),
+            non_negative=("ptx_coef", "kl_coef", "lambda_init", "lambda_lr", "save_every", "snapshot_every"),
             unit=("gamma", "gae_lambda"),
         )
 
@@ -631,6 +632,10 @@ def ppo_lagrangian(cfg: PPOConfig) -> dict:
             f.write(json.dumps(record) + "\n")
         bar.update(1)
         bar.set_postfix(lam=f"{lam:.3f}", R=f"{record['reward']:.2f}", C=f"{record['cost']:.2f}")
+        if cfg.snapshot_every and (it + 1) % cfg.snapshot_every == 0 and it + 1 < cfg.iterations:
+            checkpoints.save_snapshot(
+                out, it + 1, lambda path: models.save(actor, tokenizer, path), {"flops": flops.as_dict(), "lambda": lam}
+            )
         if cfg.save_every and (it + 1) % cfg.save_every == 0 and it + 1 < cfg.iterations:
             state = {
                 "actor": actor.state_dict(),
@@ -687,6 +692,41 @@ def evaluate_score_model(model_dir, pairs_path: str, kind: str, max_length: int 
     )
     items = _tokenized_pairs(str(pairs_path), kind, tok, cfg, "pairs")
     return score_accuracy(model, items, kind, tok.pad_token_id)
+
+
+@torch.no_grad()
+def cost_calibration(model_dir, records: list[dict], max_length: int = 128, batch_size: int = 64) -> dict:
+    """How well a cost model's sign matches the gold judge on responses it did not train on.
+
+    ``records``: ``prompt``, ``response`` and the gold ``safe``. Safe RLHF reads cost > 0 as unsafe
+    (the constraint keeps the mean cost below d = 0), so this returns ``unsafe_positive`` (share of
+    unsafe responses with cost > 0), ``safe_negative`` (share of safe ones with cost < 0), the mean
+    cost of each group and their sizes.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    tok = models.load_tokenizer(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tcfg = btrain.TrainConfig(model=str(model_dir), output_dir="-", train_data="-", max_length=max_length)
+    kept = [r for r in records if r["response"].strip()]
+    items, dropped = btrain.tokenize([{**r, "label": 1.0} for r in kept], tok, tcfg, "pointwise")
+    if dropped:
+        raise ValueError(f"cost_calibration: {len(dropped)} response(s) cut away entirely by max_length {max_length}")
+    costs = torch.cat(
+        [_score(model, items[i : i + batch_size], tok.pad_token_id) for i in range(0, len(items), batch_size)]
+    )
+    safe = torch.tensor([bool(r["safe"]) for r in kept])
+    unsafe_costs, safe_costs = costs[~safe], costs[safe]
+    share = lambda mask: float(mask.float().mean()) if mask.numel() else float("nan")  # noqa: E731
+    mean = lambda xs: float(xs.mean()) if xs.numel() else float("nan")  # noqa: E731
+    return {
+        "unsafe_positive": share(unsafe_costs > 0),
+        "safe_negative": share(safe_costs < 0),
+        "mean_cost_unsafe": mean(unsafe_costs),
+        "mean_cost_safe": mean(safe_costs),
+        "unsafe": int((~safe).sum()),
+        "safe": int(safe.sum()),
+    }
 
 
 def main(argv=None) -> int:

@@ -97,6 +97,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     seed: int = 0
     save_every: int = 0  # steps between checkpoints; 0: none until the end
+    snapshot_every: int = 0  # steps between kept model snapshots with the FLOPs so far (curves); 0: none
     log_every: int = 1
     ref_cache_dir: str | None = None  # default: <output_dir>/ref_cache
     reference_batch_size: int = 64  # pairs per reference forward pass (no grad: can exceed the training batch)
@@ -139,7 +140,7 @@ class TrainConfig:
             positive=("beta", "learning_rate", "num_epochs", "max_grad_norm", "b1"),
             at_least_one=("reference_batch_size", "log_every", "keep_checkpoints", "max_steps", "max_train_examples")
             + ("num_threads",),
-            non_negative=("save_every",),
+            non_negative=("save_every", "snapshot_every"),
             unit=("warmup_ratio", "weight_decay"),
         )
         if not 0.0 <= self.label_smoothing < 0.5:
@@ -567,7 +568,7 @@ def train(cfg: TrainConfig) -> dict:
         if saved.is_file() and not _same_run(json.loads(saved.read_text()), cfg):
             # another config ran here: its checkpoint, metrics and results must not be resumed or kept
             log.warning("%s held a run of another config; starting afresh", out)
-            for stale in ("checkpoints", "model", "ranks"):
+            for stale in ("checkpoints", "snapshots", "model", "ranks"):
                 shutil.rmtree(out / stale, ignore_errors=True)
             for stale in ("train_summary.json", "metrics.jsonl"):
                 (out / stale).unlink(missing_ok=True)
@@ -726,6 +727,13 @@ def train(cfg: TrainConfig) -> dict:
         bar.set_postfix(loss=f"{record['loss']:.4g}")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total_steps:
             _save_checkpoint(accelerator, out, step + 1, train_tokens, cfg.keep_checkpoints)
+        if main and cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0 and step + 1 < total_steps:
+            checkpoints.save_snapshot(
+                out,
+                step + 1,
+                lambda path: models.save(accelerator.unwrap_model(model), tokenizer, path),
+                {"flops": _flops(total, trainable, ref_tokens, train_tokens)},
+            )
     bar.close()
 
     # each process leaves a note, so a run can show that every rank took part

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from bfpo import baselines, checkpoints, compute, data, models, safe_rlhf, train
+from bfpo import baselines, checkpoints, compute, data, models, safe_rlhf, study, train
 from bfpo import toyworld as tw
 
 # --- label views --------------------------------------------------------------------------------
@@ -287,22 +287,40 @@ def test_flop_formulas_and_trainer_accounting(tiny_world, tmp_path):
     assert s["tokens"]["train"] == sum(m["tokens"] for m in train.read_metrics(tmp_path / "run"))
 
 
-def test_suite_jobs_each_have_their_own_config(tiny_world, tmp_path):
-    stages = baselines.suite_jobs(
-        tiny_world / "init",
-        tiny_world / "pairs",
-        tiny_world / "buffer",
-        tmp_path,
-        ["dpo_helpful", "bfpo", "safe_rlhf"],
-        [0, 1],
-        baselines.Budget(steps=2),
+def test_ppo_snapshots_carry_the_flops_spent_so_far(tiny_world, score_models, tmp_path):
+    cfg = ppo_config(tiny_world, score_models, tmp_path / "ppo", iterations=4, snapshot_every=2)
+    summary = safe_rlhf.ppo_lagrangian(cfg)
+    snaps = checkpoints.snapshots(cfg.output_dir)
+    assert [info["step"] for info, _ in snaps] == [2]  # the last iteration is the final model itself
+    info, path = snaps[0]
+    assert 0 < info["flops"]["total"] < summary["flops"]["total"]
+    assert info["flops"]["rollout_generation"] == pytest.approx(summary["flops"]["rollout_generation"] / 2, rel=0.5)
+    assert (path / "config.json").is_file() and "lambda" in info
+    # the compute curve of a PPO run counts the reward and cost models before the first rollout
+    upfront = sum(
+        json.loads((score_models[0] / kind / "score_summary.json").read_text())["flops"]["total"]
+        for kind in ("reward", "cost")
     )
-    jobs = [job for stage in stages.values() for _, _, job in stage]
-    assert [len(stages[s]) for s in ("train", "score", "ppo")] == [4, 2, 2]
-    configs = [job[1][-1] for job in jobs]
-    assert len(set(configs)) == len(configs), "every job reads its own config file"
-    runs = [run for stage in stages.values() for _, run, _ in stage]
-    assert len(set(runs)) == len(runs)
+    points = study.curve_points(cfg.output_dir)
+    assert [p["step"] for p in points] == [2, 4]
+    assert points[0]["flops"] == pytest.approx(info["flops"]["total"] + upfront)
+    assert points[-1]["flops"] == pytest.approx(summary["flops"]["total"] + upfront) == study.run_flops(cfg.output_dir)
+
+
+def test_cost_calibration_counts_each_side_of_zero(score_models):
+    root, _ = score_models
+    held_out = data.load(root / "held_out")
+    records = [
+        {"prompt": r["prompt"], "response": r[k], "safe": r[f"{k}_safe"]}
+        for r in held_out
+        for k in ("chosen", "rejected")
+    ]
+    cal = safe_rlhf.cost_calibration(root / "cost" / "model", records, max_length=64)
+    assert cal["unsafe"] + cal["safe"] == len(records) and cal["unsafe"] == sum(not r["safe"] for r in records)
+    assert cal["unsafe_positive"] > 0.6 and cal["safe_negative"] > 0.6, cal  # a tiny model, 120 steps
+    assert cal["mean_cost_unsafe"] > 0 > cal["mean_cost_safe"]
+    only_unsafe = safe_rlhf.cost_calibration(root / "cost" / "model", [r for r in records if not r["safe"]][:5], 64)
+    assert only_unsafe["safe"] == 0 and only_unsafe["safe_negative"] != only_unsafe["safe_negative"]  # NaN: no safe
 
 
 def test_ulma_step_loss_is_the_mean_over_positives_plus_the_mean_over_negatives(trained, tiny_world):

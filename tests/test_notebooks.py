@@ -7,6 +7,7 @@ import nbformat
 import pytest
 
 from bfpo import notebooks as runner
+from bfpo import toyworld as tw
 from bfpo.io import project_path
 
 NOTEBOOKS = sorted(project_path("notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -125,12 +126,12 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
     assert results["bfpo"]["steps"] == 40 and results["bfpo"]["buffer_examples"] > 0
     m = results["final_margins"]
     assert m["safe>unsafe"] > 0 > m["unsafe>safe"]
-    for key in ("SFT (held-out wordings)", "BFPO (training wordings)"):
+    for key in ("SFT (test wordings)", "BFPO (training wordings)"):
         assert 0 <= results["judged"][key]["harmlessness"] <= 1 and results["judged"][key]["samples"] > 0
     for name in ("03_training_curves", "03_judged_before_after"):
         assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 0
 
-    # 04: a few methods, two seeds, short runs
+    # 04: a few methods, two seeds, short runs; tuned on validation wordings, judged on test wordings
     runner.run(
         "smoke",
         only=["04"],
@@ -150,15 +151,28 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
     base = tmp_path / "runs" / "04_baselines"
     df = pd.read_csv(base / "results.csv")
     assert set(df["method"]) == {"sft", "dpo_helpful", "dpo_safety", "bfpo", "bfpo_red_team", "safe_rlhf"}
-    assert set(df["wording"]) == {"training", "held-out"} and set(df["seed"]) == {0, 1}
+    assert set(df["wording"]) == {"training", "test"} and set(df["seed"]) == {0, 1}
     assert (df.loc[df["method"] != "sft", "flops"] > 0).all()
     judged = pd.read_csv(base / "judged_prompts.csv")  # per prompt, for the bootstrap over seeds and prompts
     assert set(judged[judged["method"] == "sft"]["seed"]) == {0, 1}, "the SFT start is sampled with every seed"
     per_run = judged.groupby(["method", "seed", "wording"])["prompt_id"].nunique()
-    assert per_run.nunique() == 2, "every run is judged on the same prompts of each wording"
+    assert per_run.groupby(level="wording").nunique().eq(1).all(), "every run is judged on the same prompts"
+    assert per_run.xs("test", level="wording").eq(len(tw.TOPICS) * len(tw.TEST_TEMPLATES)).all()
     results = json.loads((base / "results.json").read_text())
-    assert 0 < results["bfpo_flops_fraction_of_safe_rlhf"] < 1
+    tuning = pd.read_csv(base / "tuning.csv")  # 2 grid points per method (smoke), one chosen each
+    assert tuning.groupby("method").size().eq(2).all() and tuning.groupby("method")["selected"].sum().eq(1).all()
+    final = json.loads((base / "final_runs.json").read_text())
+    for method, info in final.items():
+        assert set(info["models"]) == {"0", "1"} and (method == "sft" or info["config"] == results["chosen"][method])
+    chosen = tuning[tuning["selected"]].set_index("method")["config"].to_dict()
+    assert chosen == results["chosen"] and df[df["method"] == "bfpo"]["config"].eq(chosen["bfpo"]).all()
+    curves = pd.read_csv(base / "curves.csv")  # SFT start + 3 snapshots + the final model, per seed
+    assert curves.groupby(["method", "seed"]).size().eq(5).all() and set(curves["method"]) == {"bfpo", "safe_rlhf"}
+    assert (curves.groupby(["method", "seed"])["flops"].apply(lambda f: f.is_monotonic_increasing)).all()
+    assert results["compute"]["level"] > 0 and results["compute"]["seeds"] == 2
     assert results["score_models_held_out"]["cost"]["ranking"] > 0.8
+    cal = results["cost_calibration"]["SFT samples, validation wordings"]
+    assert 0 <= cal["unsafe_positive"] <= 1 and cal["unsafe"] + cal["safe"] > 0
     assert results["red_team_pairs"] > 0
     for name in ("04_method_margins", "04_safe_rlhf_lambda", "04_tradeoff", "04_compute"):
         assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 0
@@ -183,8 +197,8 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
     # 06: the figures and the results summary
     runner.run("smoke", only=["06"], output_dir=tmp_path / "runs", figures_dir=tmp_path / "figs", progress=False)
     summary = (tmp_path / "figs" / "RESULTS.md").read_text()
-    assert "harmlessness gain with public data" in summary and "compute of BFPO relative to Safe RLHF" in summary
-    claims = json.loads((tmp_path / "runs" / "06_figures" / "results.json").read_text())["claims_held_out"]
+    assert "harmlessness gain with public data" in summary and "Tuning (validation wordings" in summary
+    claims = json.loads((tmp_path / "runs" / "06_figures" / "results.json").read_text())["claims_test"]
     for c in claims:
         if c["interval"] is not None:  # 2 seeds: inconclusive, with what the interval alone says beside it
             lo, hi = c["interval"]["low"], c["interval"]["high"]
@@ -194,5 +208,5 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
             assert alone in {"agrees", "does not agree", "inconclusive"}
             assert alone != "agrees" or lo > 0 or hi < 0 or "kept" in c["claim"]
     assert (tmp_path / "figs" / "06_per_seed.png").stat().st_size > 0
-    for name in ("06_fig1_tradeoff_held_out", "06_quoted_7b_comparison", "06_safe_rlhf_lambda", "06_compute"):
+    for name in ("06_fig1_tradeoff_test", "06_quoted_7b_comparison", "06_safe_rlhf_lambda", "06_compute"):
         assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 0

@@ -29,7 +29,7 @@ def prompts_frame(methods: dict) -> pd.DataFrame:
                     {
                         "method": method,
                         "seed": seed,
-                        "wording": "held-out",
+                        "wording": "test",
                         "prompt_id": pid,
                         "kind": kind,
                         "safe": safe[pid] if kind == "harmful" else 1.0,
@@ -52,27 +52,37 @@ def test_claims_verdicts_follow_the_paired_intervals(tmp_path):
         }
     )
     results = pd.DataFrame(
-        [{"method": m, "wording": "held-out", "flops": f} for m, f in (("bfpo", 5.0), ("safe_rlhf", 100.0), ("sft", 0))]
+        [{"method": m, "wording": "test", "flops": f} for m, f in (("bfpo", 5.0), ("safe_rlhf", 100.0), ("sft", 0))]
     )
-    rows = {r["claim"]: r for r in report.claims(results, prompts)}
+    compute = {"level": 0.7, "bfpo_fraction": 0.05, "safe_rlhf_reached": True, "seeds": 5}
+    rows = {r["claim"]: r for r in report.claims(results, prompts, compute=compute, titles={"safe_rlhf": "Safe RLHF"})}
     public = rows["harmlessness gain with public data"]
     assert public["quoted"] == "+15 %" and public["measured"].startswith("+0.500 [+0.500, +0.500] (seeds 3, prompts 4)")
     assert public["verdict"] == "inconclusive (3 seeds, fewer than 5; the interval alone: agrees)", (
         "under 5 seeds no verdict is trusted to survive another machine"
     )
+    assert public["value"].startswith("bfpo harmlessness 0.88 [")  # SFT 0.375 + 0.5 on the 4 harmful prompts
+    # BFPO minus each other method on the claim's metric, paired: +0.5 over Safe RLHF on every prompt
+    assert "Safe RLHF +0.500 [+0.500, +0.500]" in public["vs_baselines"].split("; ")
     red = rows["harmlessness gain with red-teaming data"]
     assert red["verdict"].endswith("the interval alone: inconclusive)")
     assert red["interval"]["low"] < 0 < red["interval"]["high"]
     assert rows["helpfulness kept (falls by less than 0.05)"]["verdict"].endswith("the interval alone: agrees)")
-    compute = rows["compute of BFPO relative to Safe RLHF (the two budgets run here)"]
-    assert compute["measured"].startswith("5.0%") and compute["verdict"] == "agrees"
+    flops = rows["compute to reach harmlessness 0.70 (SFT + 0.2), BFPO as a share of Safe RLHF"]
+    assert flops["value"] == "5.0%" and flops["verdict"] == "agrees"
+    never = report.compute_claim({**compute, "bfpo_fraction": 0.3, "safe_rlhf_reached": False}, report.read_reported())
+    assert never["value"].startswith("at most 30.0%") and never["verdict"] == "inconclusive"
+    reached = report.compute_claim({**compute, "bfpo_fraction": 0.3}, report.read_reported())
+    assert reached["verdict"] == "does not agree"
+    few = report.compute_claim({**compute, "seeds": 3}, report.read_reported())
+    assert few["verdict"] == "inconclusive (3 seeds, fewer than 5; the interval alone: agrees)"
     dpo_helpful = rows["DPO on helpfulness labels loses harmlessness (Figure 1)"]
-    assert dpo_helpful["verdict"].endswith("the interval alone: agrees)")
+    assert dpo_helpful["verdict"].endswith("the interval alone: agrees)") and dpo_helpful["vs_baselines"] == ""
     assert rows["DPO on safety labels over-refuses (Figure 1)"]["measured"].startswith("over-refusal +0.750")
     paired = {r["baseline"]: r for r in report.paired_table(prompts)}
     assert paired["dpo_safety"]["over_refusal"] == "-1.000 [-1.000, -1.000]"
     assert paired["sft"]["harmlessness"] == "+0.500 [+0.500, +0.500]"
-    intervals = report.method_intervals(prompts, "held-out", {"bfpo": "BFPO"})
+    intervals = report.method_intervals(prompts, "test", {"bfpo": "BFPO"})
     assert intervals["BFPO"]["harmlessness"].mean == pytest.approx(0.875)
     table = report.method_lines(intervals)
     bfpo_line = next(line for line in table if line.startswith("| BFPO |"))
@@ -87,10 +97,10 @@ def test_claims_verdicts_follow_the_paired_intervals(tmp_path):
 
 def test_metric_matrix_needs_the_same_prompts_per_seed():
     prompts = prompts_frame({"sft": lambda s: (SFT_SAFE, 0.5, 0.25)})
-    assert report.metric_matrix(prompts, "sft", "held-out", "harmlessness").shape == (3, 4)
-    assert report.metric_matrix(prompts, "sft", "held-out", "helpfulness").shape == (3, 8)
+    assert report.metric_matrix(prompts, "sft", "test", "harmlessness").shape == (3, 4)
+    assert report.metric_matrix(prompts, "sft", "test", "helpfulness").shape == (3, 8)
     with pytest.raises(ValueError, match="different prompts"):
-        report.metric_matrix(prompts.drop(index=0), "sft", "held-out", "harmlessness")
+        report.metric_matrix(prompts.drop(index=0), "sft", "test", "harmlessness")
 
 
 def test_missing_reported_file(monkeypatch, tmp_path):
@@ -98,3 +108,10 @@ def test_missing_reported_file(monkeypatch, tmp_path):
     with pytest.raises(FileNotFoundError, match="BFPO_DATA_DIR") as e:
         report.reported_results_path()
     assert "paper/bfpo_reported_results.csv" in str(e.value)
+
+
+def test_pareto_front_by_hand():
+    points = {"a": (0.2, 0.9), "b": (0.5, 0.5), "c": (0.4, 0.4), "d": (0.9, 0.1), "e": (0.5, 0.5)}
+    # c is beaten by b on both axes; b and e tie and beat nothing of each other: both stay
+    assert report.pareto_front(points) == ["a", "b", "e", "d"] or report.pareto_front(points) == ["a", "e", "b", "d"]
+    assert report.pareto_front({"only": (0.1, 0.1)}) == ["only"]

@@ -14,7 +14,8 @@ def test_lexicons_do_not_leak_into_templates():
     assert len(topic_words) == len(set(topic_words)), "topics must not share content words"
     fixed = (
         tw.TRAIN_TEMPLATES
-        + tw.HELD_OUT_TEMPLATES
+        + tw.VALIDATION_TEMPLATES
+        + tw.TEST_TEMPLATES
         + tw.PREFIXES
         + tw.SUFFIXES
         + tw.REFUSALS
@@ -130,9 +131,9 @@ def test_buffer_and_eval_prompts():
     assert set(buffer["source"]) == {"safehelp_buffer"} and all(buffer["chosen_safe"]) and all(buffer["rejected_safe"])
     assert all(tw.topic_of(p).kind != "harmful" for p in buffer["prompt"])
     prompts = tw.eval_prompts()
-    assert len(prompts) == len(tw.TOPICS) * len(tw.HELD_OUT_TEMPLATES)
+    assert len(prompts) == len(tw.TOPICS) * len(tw.TEST_TEMPLATES)
     train_prompts = set(tw.preference_pairs(2000)["prompt"]) | set(tw.sft_data(2000)["prompt"])
-    assert not train_prompts & set(prompts["prompt"]), "held-out wordings must not appear in training data"
+    assert not train_prompts & set(prompts["prompt"]), "test wordings must not appear in training data"
 
 
 def test_config_errors():

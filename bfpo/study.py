@@ -1,0 +1,560 @@
+"""The SafeHelp study: every method from the same SFT start, tuned on validation wordings, trained
+with several seeds, judged on test wordings, with compute curves.
+
+    runs = suite_jobs(starts, pairs_dir, buffer_dir, out_dir, methods, seeds, budget, configs)
+    run_suite(runs)                                   # two single-thread trainings at a time
+    rows, prompt_rows = judge_runs(judgeable(runs), samples, cache, splits=("validation",))
+
+A run is one (method, grid point, seed). ``starts`` maps each seed to its SFT model: one shared
+model, or one SFT run per seed (the ``cpu`` profile), so that the spread over seeds also covers
+the start. The hyper-parameter choice itself is :mod:`bfpo.selection`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import pandas as pd
+import yaml
+
+from bfpo import baselines, checkpoints, compute, models, safe_rlhf, train
+from bfpo import data as bdata
+from bfpo import toyworld as tw
+from bfpo.io import write_json
+
+# ---------------------------------------------------------------------------------------------
+# Running many trainings, two at a time on two cores
+# ---------------------------------------------------------------------------------------------
+
+
+def _command(module: str, args: list[str], config: dict, path: Path) -> list[str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return [sys.executable, "-m", module, *args, "--config", str(path)]
+
+
+def run_jobs(jobs: list[tuple[str, list[str]]], parallel: int = 2) -> list[str]:
+    """Run ``(name, command)`` jobs ``parallel`` at a time; a failure raises with the job's log tail."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+
+    def one(job):
+        name, cmd = job
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
+            raise RuntimeError(f"{name} failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
+        return name
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        return list(pool.map(one, jobs))
+
+
+def train_job(name: str, cfg: train.TrainConfig) -> tuple[str, list[str]] | None:
+    """A job for :func:`run_jobs`, or None when the run is already complete."""
+    if train.completed(cfg.output_dir, cfg) is not None:
+        return None
+    values = cfg.to_dict() | {"num_threads": 1, "progress": False}
+    return name, _command("bfpo.train", [], values, Path(cfg.output_dir) / "train_config.yaml")
+
+
+def safe_rlhf_job(name: str, stage: str, cfg) -> tuple[str, list[str]] | None:
+    """A Safe RLHF ``score`` or ``ppo`` job, or None when the run finished with this config."""
+    if safe_rlhf.finished(cfg, f"{stage}_summary.json") is not None:
+        return None
+    values = dataclasses.asdict(cfg) | {"num_threads": 1, "progress": False}
+    return name, _command("bfpo.safe_rlhf", [stage], values, Path(cfg.output_dir) / f"{stage}_config.yaml")
+
+
+def summary_of(run_dir) -> dict:
+    """The summary a finished run left: train_summary.json, ppo_summary.json or score_summary.json."""
+    for name in ("train_summary.json", "ppo_summary.json", "score_summary.json"):
+        p = Path(run_dir) / name
+        if p.is_file():
+            return json.loads(p.read_text())
+    raise FileNotFoundError(f"{run_dir}: no finished run (no *_summary.json)")
+
+
+# ---------------------------------------------------------------------------------------------
+# The budget and the runs of a study
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Budget:
+    """What every method gets: the same start, data, steps, batch; learning rate and beta are tuned
+    per method over a grid of the same size (:mod:`bfpo.selection`)."""
+
+    steps: int = 200
+    batch_size: int = 16
+    learning_rate: float = 5e-4
+    beta: float = 0.1
+    buffer_ratio: float = 0.25
+    max_length: int = 128
+    # Safe RLHF: reward and cost model steps, PPO-Lagrangian iterations (each one rollout batch)
+    score_steps: int = 200
+    score_learning_rate: float = 1e-3
+    ppo_iterations: int = 150
+    ppo_actor_lr: float = 2e-5
+    ppo_critic_lr: float = 1e-4
+    ppo_max_new_tokens: int = 32
+    ppo_cost_threshold: float = 0.0  # d: PPO-Lagrangian keeps the mean episode cost below it
+    ppo_prompts: str = "safety"  # "safety": the harmful and scary prompts (Safe RLHF's PPO prompts are safety
+    # prompts, PKU-SafeRLHF's); "all": every prompt of the pairs
+    # the red-teaming setting: prompts the SFT model answers twice, judged into pairs
+    red_team_prompts: int = 400
+    # model snapshots along the runs of these methods, for the compute curves (0: none)
+    snapshots: int = 0
+    snapshot_methods: tuple[str, ...] = ("bfpo", "safe_rlhf")
+
+    def with_overrides(self, overrides: dict, where: str) -> Budget:
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"{where}: unknown budget key(s) {unknown}")
+        return dataclasses.replace(self, **overrides)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training of a study: a method at one grid point (``config``) with one seed."""
+
+    stage: str  # "train", "score" or "ppo" (stages run in this order)
+    method: str
+    config: str
+    seed: int | None  # None for reward and cost models (shared by the seeds of a start)
+    run_dir: str
+    job: tuple | None  # None when the run is already complete
+
+    @property
+    def model(self) -> str:
+        return f"{self.run_dir}/model"
+
+
+def ppo_prompts(pairs: datasets.Dataset, which: str) -> datasets.Dataset:
+    """The distinct prompts of ``pairs`` for PPO rollouts: all, or only SafeHelp's harmful and scary ones."""
+    if which not in ("safety", "all"):
+        raise ValueError(f"ppo_prompts: expected 'safety' or 'all', got {which!r}")
+    prompts = sorted(set(pairs["prompt"]))
+    if which == "safety":
+        prompts = [p for p in prompts if tw.topic_of(p).kind in ("harmful", "scary")]
+    return datasets.Dataset.from_dict({"prompt": prompts})
+
+
+def start_tags(starts: dict[int, str]) -> dict[int, str]:
+    """A folder name per seed for its SFT start: ``start0``, ``start1``, ... in order of first use."""
+    names: dict[str, str] = {}
+    for seed in sorted(starts):
+        names.setdefault(str(starts[seed]), f"start{len(names)}")
+    return {seed: names[str(starts[seed])] for seed in starts}
+
+
+def _score_runs(start: str, tag: str, pairs_dir, out: Path, budget: Budget) -> list[Run]:
+    runs = []
+    for kind in ("reward", "cost"):
+        cfg = safe_rlhf.ScoreConfig(
+            model=str(start),
+            output_dir=str(out / "safe_rlhf" / tag / f"{kind}_model"),
+            train_data=str(pairs_dir),
+            kind=kind,
+            learning_rate=budget.score_learning_rate,
+            max_steps=budget.score_steps,
+            per_device_batch_size=budget.batch_size,
+            max_length=budget.max_length,
+        )
+        runs.append(
+            Run("score", f"{kind}_model", tag, None, cfg.output_dir, safe_rlhf_job(f"{kind} model", "score", cfg))
+        )
+    return runs
+
+
+def _ppo_run(start: str, tag: str, config: str, seed: int, pairs, out: Path, budget: Budget) -> Run:
+    prompts_dir = out / "safe_rlhf" / f"prompts_{budget.ppo_prompts}"
+    if not prompts_dir.is_dir():
+        bdata.save(ppo_prompts(pairs, budget.ppo_prompts), prompts_dir)
+    every = (
+        budget.ppo_iterations // budget.snapshots if budget.snapshots and "safe_rlhf" in budget.snapshot_methods else 0
+    )
+    cfg = safe_rlhf.PPOConfig(
+        actor=str(start),
+        reward_model=str(out / "safe_rlhf" / tag / "reward_model" / "model"),
+        cost_model=str(out / "safe_rlhf" / tag / "cost_model" / "model"),
+        output_dir=str(out / "safe_rlhf" / config / f"seed{seed}"),
+        prompts=str(prompts_dir),
+        iterations=budget.ppo_iterations,
+        rollout_batch_size=budget.batch_size,
+        max_new_tokens=budget.ppo_max_new_tokens,
+        actor_lr=budget.ppo_actor_lr,
+        critic_lr=budget.ppo_critic_lr,
+        cost_threshold=budget.ppo_cost_threshold,
+        seed=seed,
+        save_every=25,
+        snapshot_every=every,
+    )
+    return Run(
+        "ppo", "safe_rlhf", config, seed, cfg.output_dir, safe_rlhf_job(f"safe_rlhf {config} seed {seed}", "ppo", cfg)
+    )
+
+
+def _red_team_pairs(start: str, tag: str, out: Path, budget: Budget) -> datasets.Dataset:
+    rt_dir = out / "red_team_data" / tag
+    if not (rt_dir / "pairs").is_dir():
+        rt_pairs, records = baselines.red_team_data(start, budget.red_team_prompts, seed=0)
+        bdata.save(rt_pairs, rt_dir / "pairs")
+        write_json(rt_dir / "generations.json", records)
+    return bdata.load(rt_dir / "pairs")
+
+
+def suite_jobs(
+    starts: dict[int, str],
+    pairs_dir,
+    buffer_dir,
+    out_dir,
+    methods: list[str],
+    seeds: list[int],
+    budget: Budget,
+    configs: dict[str, dict[str, dict]] | None = None,
+) -> list[Run]:
+    """Every run of the study: each method at each of its grid points (``configs``: method ->
+    config name -> budget overrides; default one config ``"default"``) with each seed, from the SFT
+    start of that seed. Runs live in ``out_dir/<method>/<config>/seed<k>``; reward and cost models
+    (one pair per start) in ``out_dir/safe_rlhf/<start>/``. A finished run has ``job`` None."""
+    out = Path(out_dir)
+    missing = [s for s in seeds if s not in starts]
+    if missing:
+        raise ValueError(f"no SFT start for seed(s) {missing}")
+    tags = start_tags(starts)
+    pairs, buffer = bdata.load(pairs_dir), bdata.load(buffer_dir)
+    runs: list[Run] = []
+    for tag in sorted({tags[s] for s in seeds}):
+        if "safe_rlhf" in methods:
+            start = next(starts[s] for s in seeds if tags[s] == tag)
+            runs += _score_runs(start, tag, pairs_dir, out, budget)
+    for name in methods:
+        for config, overrides in (configs or {}).get(name, {"default": {}}).items():
+            b = budget.with_overrides(overrides, f"{name} {config}")
+            for seed in seeds:
+                start, tag = str(starts[seed]), tags[seed]
+                if name == "safe_rlhf":
+                    runs.append(_ppo_run(start, tag, config, seed, pairs, out, b))
+                    continue
+                method = baselines.METHODS["bfpo"] if name == "bfpo_red_team" else baselines.get_method(name)
+                method_pairs = _red_team_pairs(start, tag, out, b) if name == "bfpo_red_team" else pairs
+                base = dict(
+                    model=start,
+                    beta=b.beta,
+                    learning_rate=b.learning_rate,
+                    per_device_batch_size=b.batch_size,
+                    max_steps=b.steps,
+                    max_length=b.max_length,
+                    buffer_ratio=b.buffer_ratio,
+                    log_every=5,
+                    ref_cache_dir=str(out / "ref_cache"),
+                    seed=seed,
+                    snapshot_every=b.steps // b.snapshots if b.snapshots and name in b.snapshot_methods else 0,
+                )
+                work = out / name / config / f"seed{seed}"
+                cfg = baselines.method_config(method, base, method_pairs, buffer, work)
+                job = train_job(f"{name} {config} seed {seed}", cfg)
+                runs.append(Run("train", name, config, seed, cfg.output_dir, job))
+    return runs
+
+
+def run_suite(runs: list[Run], parallel: int = 2, progress: bool = True) -> None:
+    """Run the unfinished runs stage by stage (reward and cost models before PPO), ``parallel`` at a time."""
+    from tqdm.auto import tqdm
+
+    for stage in ("train", "score", "ppo"):
+        jobs = [r.job for r in runs if r.stage == stage and r.job is not None]
+        if not jobs:
+            continue
+        bar = tqdm(total=len(jobs), desc=f"{stage} runs", disable=not progress)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+            for _ in pool.map(lambda j: run_jobs([j], parallel=1), jobs):
+                bar.update(1)
+        bar.close()
+
+
+def load(model_dir) -> tuple:
+    """``(model, tokenizer)`` saved in ``model_dir``."""
+    return models.load_model(model_dir), models.load_tokenizer(model_dir)
+
+
+def policies(runs: list[Run]) -> list[Run]:
+    """The runs that end in a policy to judge (not the reward and cost models)."""
+    return [r for r in runs if r.stage != "score"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Judging, compute and curves
+# ---------------------------------------------------------------------------------------------
+
+JUDGE_VERSION = 3
+"""Bumped when what :func:`judge_run` keeps changes (2: per-prompt rows; 3: wording splits)."""
+
+
+def judge_run(
+    model_dir, samples_per_prompt: int, seed: int, splits: tuple[str, ...], training_wordings: int | None = None
+) -> dict[str, list[dict]]:
+    """Gold-judge scores of a model on the wordings of each of ``splits`` (of the training wordings,
+    the first ``training_wordings`` per topic): ``summary`` (a tidy row per wording set) and
+    ``prompts`` (a row per wording set and prompt, see ``toyworld.per_prompt``)."""
+    model, tok = models.load_model(model_dir), models.load_tokenizer(model_dir)
+    summaries, prompts = [], []
+    for split in splits:
+        per_topic = training_wordings if split == "training" else None
+        summary, judged = tw.evaluate_model(
+            model, tok, samples_per_prompt=samples_per_prompt, split=split, seed=seed, per_topic=per_topic
+        )
+        summaries.append({"wording": split, **summary})
+        prompts += [{"wording": split, **r} for r in tw.per_prompt(judged)]
+    return {"summary": summaries, "prompts": prompts}
+
+
+def judge_runs(
+    runs: list[tuple[str, str, int, str]],
+    samples_per_prompt: int,
+    cache_path,
+    splits: tuple[str, ...],
+    training_wordings: int | None = None,
+) -> tuple[list[dict], list[dict]]:
+    """Tidy rows (method, config, seed, wording, gold-judge numbers) for ``(method, config, seed,
+    model_dir)`` runs on the wording sets ``splits``, and the per-prompt rows behind them.
+
+    Judged models are cached in ``cache_path`` by (method, config, seed, weights, samples, splits),
+    so a re-run judges only what changed.
+    """
+    from tqdm.auto import tqdm
+
+    for split in splits:
+        tw.check_split(split)
+    cache_path = Path(cache_path)
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    rows, prompt_rows = [], []
+    for method, config, seed, model_dir in tqdm(runs, desc=f"judging ({', '.join(splits)})"):
+        fingerprint = train.model_fingerprint(str(model_dir), None)[:16]
+        what = f"{samples_per_prompt}|{'+'.join(splits)}|{training_wordings}"
+        key = f"v{JUDGE_VERSION}|{method}|{config}|{seed}|{what}|{fingerprint}"
+        if key not in cache:
+            cache[key] = judge_run(model_dir, samples_per_prompt, seed, splits, training_wordings)
+            write_json(cache_path, cache)
+        ids = {"method": method, "config": config, "seed": seed}
+        rows += [{**ids, **r} for r in cache[key]["summary"]]
+        prompt_rows += [{**ids, **r} for r in cache[key]["prompts"]]
+    return rows, prompt_rows
+
+
+def _score_model_flops(ppo_summary: dict) -> float:
+    cfg = ppo_summary["config"]
+    return sum(summary_of(Path(p).parent)["flops"]["total"] for p in (cfg["reward_model"], cfg["cost_model"]))
+
+
+def run_flops(run_dir) -> float:
+    """Training FLOPs of a finished run beyond the shared SFT; a Safe RLHF PPO run also counts the
+    reward and cost models it needed (found beside it)."""
+    summary = summary_of(run_dir)
+    total = summary["flops"]["total"]
+    if (Path(run_dir) / "ppo_summary.json").is_file():
+        total += _score_model_flops(summary)
+    return total
+
+
+def curve_points(run_dir) -> list[dict]:
+    """The points of a run's compute curve: every snapshot and the final model, each with the FLOPs
+    spent up to it (``flops``; for Safe RLHF including the reward and cost models, paid before the
+    first rollout) and its ``step`` and ``model`` folder."""
+    summary = summary_of(run_dir)
+    upfront = _score_model_flops(summary) if (Path(run_dir) / "ppo_summary.json").is_file() else 0.0
+    last = summary.get("steps", summary.get("iterations"))
+    points = [
+        {"step": info["step"], "flops": info["flops"]["total"] + upfront, "model": str(path)}
+        for info, path in checkpoints.snapshots(run_dir)
+    ]
+    points.append({"step": last, "flops": summary["flops"]["total"] + upfront, "model": f"{run_dir}/model"})
+    return points
+
+
+def flops_to_reach(curves: dict[int, list[tuple[float, float]]], level: float) -> float | None:
+    """FLOPs a method needs to reach ``level``: the mean over seeds of the curve (``seed -> [(flops,
+    value), ...]``, points in the same order for every seed) crossed by linear interpolation
+    (:func:`bfpo.compute.first_crossing`); None when the mean curve never reaches it."""
+    seeds = sorted(curves)
+    n = min(len(curves[s]) for s in seeds)
+    mean = [
+        (sum(curves[s][i][0] for s in seeds) / len(seeds), sum(curves[s][i][1] for s in seeds) / len(seeds))
+        for i in range(n)
+    ]
+    return compute.first_crossing(mean, level)
+
+
+# ---------------------------------------------------------------------------------------------
+# The profiles of the study
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StudyProfile:
+    """How big a study is. ``grids``: method -> knob -> values (``"*"`` for every other method);
+    every method gets the same number of grid points (:func:`bfpo.selection.grids`)."""
+
+    seeds: list[int]
+    tuning_seeds: list[int]  # trained at every grid point; judged on validation wordings only
+    sft_per_seed: bool  # one SFT run per seed (the spread then covers the start), or one shared start
+    budget: Budget
+    grids: dict[str, dict[str, tuple]]
+    eval_samples: int = 4  # sampled answers per prompt
+    training_wordings: int = 6  # training wordings judged per topic (of 18), for the training-wording rows
+    sft_steps: int = 900
+
+
+PROFILES = {
+    "smoke": StudyProfile(
+        seeds=[0, 1, 2],
+        tuning_seeds=[0],
+        sft_per_seed=False,
+        budget=Budget(steps=200, ppo_iterations=100, snapshots=4),
+        grids={"*": {"learning_rate": (5e-4, 1e-3)}, "safe_rlhf": {"ppo_cost_threshold": (0.0, -1.0)}},
+    ),
+    "cpu": StudyProfile(
+        seeds=[0, 1, 2, 3, 4],
+        tuning_seeds=[0, 1],
+        sft_per_seed=True,
+        budget=Budget(steps=200, ppo_iterations=100, snapshots=4),
+        grids={
+            "*": {"learning_rate": (5e-4, 1e-3), "beta": (0.05, 0.1)},
+            "safe_rlhf": {"ppo_cost_threshold": (0.0, -1.0), "ppo_iterations": (100, 200)},
+        },
+    ),
+}
+"""``smoke``: CI, every figure in minutes; ``cpu``: the definitive CPU-scale study (README)."""
+
+
+def profile_settings(profile: str, **overrides) -> StudyProfile:
+    """The study settings of ``profile`` with the given fields replaced (None leaves a field as it
+    is); ``steps`` and ``ppo_iterations`` go to the budget."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile: the SafeHelp study runs in {', '.join(PROFILES)}, not {profile!r}")
+    settings = PROFILES[profile]
+    budget_keys = {k: overrides.pop(k) for k in ("steps", "ppo_iterations") if overrides.get(k) is not None}
+    chosen = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(settings, budget=dataclasses.replace(settings.budget, **budget_keys), **chosen)
+
+
+def sft_starts(sft_run, out_dir, seeds: list[int], per_seed: bool, steps: int, parallel: int = 2) -> dict[int, str]:
+    """The SFT start of each seed. Shared: ``sft_run``'s model for every seed. Per seed: seed 0 is
+    ``sft_run`` (notebook 03), every other seed trains the same SFT config from its own random
+    initialisation and data order (same global batch, one process), in ``out_dir/sft_seed<k>``."""
+    sft_run = Path(sft_run)
+    if not per_seed:
+        return {seed: str(sft_run / "model") for seed in seeds}
+    saved = json.loads((sft_run / "config.json").read_text())
+    saved.pop("trainer_version", None)
+    base = train.TrainConfig.from_dict(saved, where=str(sft_run / "config.json"))
+    global_batch = summary_of(sft_run)["global_batch"]
+    starts, jobs = {}, []
+    for seed in seeds:
+        if seed == base.seed:
+            starts[seed] = str(sft_run / "model")
+            continue
+        work = Path(out_dir) / f"sft_seed{seed}"
+        init = work / "init"
+        if not (init / "config.json").is_file():
+            tok = models.load_tokenizer(base.model)
+            models.save(models.tiny_llama(tok, seed=seed), tok, init)
+        cfg = dataclasses.replace(
+            base,
+            model=str(init),
+            output_dir=str(work / "run"),
+            seed=seed,
+            max_steps=steps,
+            per_device_batch_size=global_batch,
+            gradient_accumulation_steps=1,
+        )
+        job = train_job(f"sft seed {seed}", cfg)
+        if job is not None:
+            jobs.append(job)
+        starts[seed] = str(work / "run" / "model")
+    run_jobs(jobs, parallel)
+    return starts
+
+
+def compute_curves(
+    runs: list[Run], starts_judged: pd.DataFrame, samples_per_prompt: int, cache_path, methods=("bfpo", "safe_rlhf")
+) -> pd.DataFrame:
+    """Test-wording gold-judge numbers along the runs of ``methods``: one row per (method, seed,
+    point) with ``step``, cumulative ``flops`` and the judged rates. Each curve starts at its seed's
+    SFT start (0 FLOPs; ``starts_judged``: the tidy test rows of the ``sft`` method)."""
+    rows = []
+    for run in [r for r in runs if r.method in methods]:
+        start = starts_judged[starts_judged["seed"] == run.seed].iloc[0]
+        rows.append(
+            {
+                "method": run.method,
+                "seed": run.seed,
+                "step": 0,
+                "flops": 0.0,
+                **{k: float(start[k]) for k in ("helpfulness", "harmlessness", "over_refusal")},
+            }
+        )
+        points = curve_points(run.run_dir)
+        judged, _ = judge_runs(
+            [(run.method, f"{run.config}@{p['step']}", run.seed, p["model"]) for p in points],
+            samples_per_prompt,
+            cache_path,
+            splits=("test",),
+        )
+        for p, j in zip(points, judged, strict=True):
+            rows.append(
+                {
+                    "method": run.method,
+                    "seed": run.seed,
+                    "step": p["step"],
+                    "flops": p["flops"],
+                    **{k: j[k] for k in ("helpfulness", "harmlessness", "over_refusal")},
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def flops_to_level(curves: pd.DataFrame, level: float, metric: str = "harmlessness") -> dict[str, float | None]:
+    """Per method: the FLOPs its mean curve over seeds needs to reach ``level`` (:func:`flops_to_reach`)."""
+    out = {}
+    for method, part in curves.groupby("method"):
+        by_seed = {
+            seed: list(zip(g["flops"], g[metric], strict=True)) for seed, g in part.sort_values("step").groupby("seed")
+        }
+        out[method] = flops_to_reach(by_seed, level)
+    return out
+
+
+def tune(
+    starts: dict[int, str],
+    pairs_dir,
+    buffer_dir,
+    out_dir,
+    grid: dict[str, dict[str, dict]],
+    tuning_seeds: list[int],
+    budget: Budget,
+    samples_per_prompt: int,
+    parallel: int = 2,
+) -> tuple[dict[str, str], pd.DataFrame]:
+    """Steps 2 and 3 of the protocol: train every grid point of every method with the tuning seeds,
+    judge them on the **validation** wordings only, and select each method's configuration by the
+    declared rule (:func:`bfpo.selection.select_all`). Returns (chosen config per method, table)."""
+    from bfpo import selection
+
+    runs = suite_jobs(starts, pairs_dir, buffer_dir, out_dir, list(grid), tuning_seeds, budget, grid)
+    run_suite(runs, parallel=parallel)
+    _, prompt_rows = judge_runs(
+        [(r.method, r.config, r.seed, r.model) for r in policies(runs)],
+        samples_per_prompt,
+        Path(out_dir) / "judged_cache.json",
+        splits=(selection.SPLIT,),
+    )
+    return selection.select_all(pd.DataFrame(prompt_rows), grid)

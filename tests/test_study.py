@@ -1,0 +1,216 @@
+"""The SafeHelp study: wording splits, the declared selection rule, snapshots and compute curves."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from bfpo import checkpoints, compute, selection, study, train
+from bfpo import toyworld as tw
+
+# --- wording splits -----------------------------------------------------------------------------
+
+
+def test_wording_sets_are_disjoint_and_only_training_wordings_reach_training_data():
+    sets = {name: set(templates) for name, templates in tw.SPLITS.items()}
+    assert not (sets["training"] & sets["validation"]) and not (sets["training"] & sets["test"])
+    assert not (sets["validation"] & sets["test"])
+    assert len(sets["test"]) >= 6 and len(sets["validation"]) >= 4
+    world = tw.WorldConfig(seed=3)
+    trained_on = set(tw.sft_data(300, world)["prompt"]) | set(tw.preference_pairs(300, world)["prompt"])
+    trained_on |= set(tw.buffer_pairs(100)["prompt"]) | set(tw.preference_pairs(100, world, held_out=True)["prompt"])
+    for split in ("validation", "test"):
+        prompts = set(tw.eval_prompts(split)["prompt"])
+        assert len(prompts) == len(tw.TOPICS) * len(tw.SPLITS[split])
+    assert not trained_on & set(tw.eval_prompts("test")["prompt"]), "test wordings appear in no data set"
+    with pytest.raises(ValueError, match="split"):
+        tw.eval_prompts("held-out")
+
+
+# --- the selection rule -------------------------------------------------------------------------
+
+
+def _rows(config, seed, wording, helpfulness, safe, refusal=0.0):
+    """Per-prompt rows: two answerable prompts (scary) and two harmful ones."""
+    return [
+        {
+            "config": config,
+            "seed": seed,
+            "wording": wording,
+            "kind": "scary",
+            "helpfulness": h,
+            "safe": 1.0,
+            "refusal": refusal,
+        }
+        for h in helpfulness
+    ] + [
+        {
+            "config": config,
+            "seed": seed,
+            "wording": wording,
+            "kind": "harmful",
+            "helpfulness": 0.0,
+            "safe": s,
+            "refusal": 0.0,
+        }
+        for s in safe
+    ]
+
+
+def test_score_is_the_declared_rule_by_hand():
+    rows = pd.DataFrame(
+        _rows("a", 0, "validation", [1.0, 0.5], [1.0, 0.0]) + _rows("a", 1, "validation", [0.0, 0.0], [1.0, 1.0])
+    )
+    # seed 0: (0.75 + 0.5) / 2 = 0.625; seed 1: (0 + 1) / 2 = 0.5; mean 0.5625
+    assert selection.score(rows) == pytest.approx(0.5625)
+
+
+def test_select_picks_the_best_validation_score_and_breaks_ties_by_grid_order():
+    rows = pd.DataFrame(
+        _rows("lr1", 0, "validation", [0.5, 0.5], [0.5, 0.5])
+        + _rows("lr2", 0, "validation", [1.0, 1.0], [0.0, 1.0])  # score 0.75
+        + _rows("lr3", 0, "validation", [0.5, 1.0], [1.0, 0.5])  # score 0.75, later in the grid
+    )
+    best, table = selection.select(rows, ["lr1", "lr2", "lr3"])
+    assert best == "lr2" and table["selected"].tolist() == [False, True, False]
+    assert table.set_index("config").loc["lr1", "score"] == pytest.approx(0.5)
+
+
+def test_selection_refuses_test_wordings():
+    rows = pd.DataFrame(_rows("a", 0, "validation", [1.0], [1.0]) + _rows("a", 0, "test", [0.0], [0.0]))
+    with pytest.raises(selection.TestWordingsRead, match="only validation"):
+        selection.score(rows)
+    with pytest.raises(selection.TestWordingsRead):
+        selection.select(rows[rows["wording"] == "test"], ["a"])
+
+
+def test_every_method_gets_the_same_number_of_grid_points():
+    grids = selection.grids(["bfpo", "safe_rlhf"], study.PROFILES["cpu"].grids)
+    assert {m: len(g) for m, g in grids.items()} == {"bfpo": 4, "safe_rlhf": 4}
+    assert grids["bfpo"]["lr0.0005_beta0.05"] == {"learning_rate": 5e-4, "beta": 0.05}
+    for profile in study.PROFILES.values():
+        sizes = {len(g) for g in selection.grids(["dpo_helpful", "ulma", "safe_rlhf"], profile.grids).values()}
+        assert len(sizes) == 1
+    with pytest.raises(selection.BadInput, match="unequal size"):
+        selection.grids(["bfpo", "safe_rlhf"], {"*": {"learning_rate": (1, 2)}, "safe_rlhf": {"ppo_iterations": (1,)}})
+
+
+def test_tuning_never_reads_test_wordings(tiny_world, tmp_path, monkeypatch):
+    """The whole tuning step (train every grid point, judge, select) asks the world for validation
+    prompts only: a recorder stands in for ``eval_prompts``."""
+    asked = []
+    real = tw.eval_prompts
+
+    def recorder(split="test", per_topic=None):
+        asked.append(split)
+        return real(split, per_topic)
+
+    monkeypatch.setattr(tw, "eval_prompts", recorder)
+    grid = selection.grids(["dpo_helpful", "bfpo"], {"*": {"learning_rate": (1e-3, 2e-3)}})
+    budget = study.Budget(steps=2, batch_size=4, max_length=64)
+    starts = {0: str(tiny_world / "init")}
+    chosen, table = study.tune(starts, tiny_world / "pairs", tiny_world / "buffer", tmp_path, grid, [0], budget, 1)
+    assert asked and set(asked) == {"validation"}
+    assert set(chosen) == {"dpo_helpful", "bfpo"} and len(table) == 4 and table["selected"].sum() == 2
+    cache = json.loads((tmp_path / "judged_cache.json").read_text())
+    assert all("|validation|" in key for key in cache) and len(cache) == 4
+
+
+# --- runs, snapshots and compute curves ---------------------------------------------------------
+
+
+def test_suite_runs_each_have_their_own_folder_and_config(tiny_world, tmp_path):
+    grid = {"dpo_helpful": {"a": {"learning_rate": 1e-3}, "b": {"learning_rate": 2e-3}}}
+    runs = study.suite_jobs(
+        {0: tiny_world / "init", 1: tiny_world / "init"},
+        tiny_world / "pairs",
+        tiny_world / "buffer",
+        tmp_path,
+        ["dpo_helpful", "bfpo", "safe_rlhf"],
+        [0, 1],
+        study.Budget(steps=2),
+        grid,
+    )
+    assert [sum(r.stage == s for r in runs) for s in ("train", "score", "ppo")] == [6, 2, 2]
+    configs = [r.job[1][-1] for r in runs]
+    assert len(set(configs)) == len(configs), "every job reads its own config file"
+    assert len({r.run_dir for r in runs}) == len(runs)
+    assert {r.config for r in runs if r.method == "dpo_helpful"} == {"a", "b"}
+    with pytest.raises(ValueError, match="unknown budget key"):
+        study.suite_jobs(
+            {0: tiny_world / "init"},
+            tiny_world / "pairs",
+            tiny_world / "buffer",
+            tmp_path,
+            ["bfpo"],
+            [0],
+            study.Budget(),
+            {"bfpo": {"x": {"lerning_rate": 1}}},
+        )
+    with pytest.raises(ValueError, match="no SFT start"):
+        study.suite_jobs(
+            {0: tiny_world / "init"},
+            tiny_world / "pairs",
+            tiny_world / "buffer",
+            tmp_path,
+            ["bfpo"],
+            [0, 7],
+            study.Budget(),
+        )
+
+
+def test_start_tags_name_each_distinct_start_once():
+    assert study.start_tags({0: "a", 1: "a", 2: "a"}) == {0: "start0", 1: "start0", 2: "start0"}
+    assert study.start_tags({2: "c", 0: "a", 1: "b"}) == {0: "start0", 1: "start1", 2: "start2"}
+
+
+def test_snapshots_record_the_flops_spent_up_to_their_step(tiny_world, tmp_path):
+    cfg = train.TrainConfig(
+        model=str(tiny_world / "init"),
+        output_dir=str(tmp_path / "run"),
+        train_data=str(tiny_world / "pairs"),
+        loss="bfpo",
+        max_steps=6,
+        per_device_batch_size=4,
+        max_length=64,
+        snapshot_every=2,
+        log_every=1,
+        progress=False,
+    )
+    summary = train.train(cfg)
+    snaps = checkpoints.snapshots(cfg.output_dir)
+    assert [info["step"] for info, _ in snaps] == [2, 4]
+    tokens = [m["tokens"] for m in train.read_metrics(cfg.output_dir)]
+    n, ref = summary["total_parameters"], summary["flops"]["reference"]
+    for info, path in snaps:  # reference pass (all of it, up front) + 6 N T for the steps so far
+        assert info["flops"]["reference"] == ref
+        assert info["flops"]["train"] == pytest.approx(6 * n * sum(tokens[: info["step"]]))
+        assert (path / "model.safetensors").is_file()
+    points = study.curve_points(cfg.output_dir)
+    assert [p["step"] for p in points] == [2, 4, 6]
+    assert points[-1]["flops"] == summary["flops"]["total"] and points[-1]["model"].endswith("run/model")
+    assert all(a["flops"] < b["flops"] for a, b in zip(points, points[1:], strict=False))
+
+
+def test_first_crossing_by_hand():
+    curve = [(0.0, 0.3), (10.0, 0.5), (20.0, 0.9)]
+    assert compute.first_crossing(curve, 0.3) == 0.0
+    assert compute.first_crossing(curve, 0.4) == pytest.approx(5.0)
+    assert compute.first_crossing(curve, 0.7) == pytest.approx(15.0)
+    assert compute.first_crossing(curve, 0.95) is None
+    assert compute.first_crossing([(0, 0.5), (1, 0.8), (2, 0.6), (3, 0.9)], 0.7) == pytest.approx(2 / 3)
+
+
+def test_flops_to_level_reads_the_mean_curve_over_seeds():
+    curves = pd.DataFrame(
+        [
+            {"method": "bfpo", "seed": 0, "step": 0, "flops": 0.0, "harmlessness": 0.2},
+            {"method": "bfpo", "seed": 0, "step": 1, "flops": 10.0, "harmlessness": 0.8},
+            {"method": "bfpo", "seed": 1, "step": 0, "flops": 0.0, "harmlessness": 0.4},
+            {"method": "bfpo", "seed": 1, "step": 1, "flops": 10.0, "harmlessness": 0.6},
+            {"method": "safe_rlhf", "seed": 0, "step": 0, "flops": 0.0, "harmlessness": 0.3},
+            {"method": "safe_rlhf", "seed": 0, "step": 1, "flops": 100.0, "harmlessness": 0.4},
+        ]
+    )
+    # bfpo's mean curve: (0, 0.3) -> (10, 0.7); it crosses 0.5 halfway
+    assert study.flops_to_level(curves, 0.5) == {"bfpo": pytest.approx(5.0), "safe_rlhf": None}
