@@ -135,24 +135,39 @@ def claim_verdict(iv: stats.Interval, threshold: float, direction: int) -> str:
 
 
 def compute_claim(compute: dict, reported: list[dict]) -> dict | None:
-    """The compute claim from notebook 04's ``compute`` summary: the FLOPs BFPO needs to reach a
-    harmlessness level as a share of what Safe RLHF needs (or, when Safe RLHF's mean curve never
-    reaches it, of all Safe RLHF spent: then the share is an upper bound)."""
-    ratio = (compute or {}).get("bfpo_fraction")
-    if ratio is None:
+    """The compute claim from notebook 04's ``compute`` summary (:func:`bfpo.study.compute_summary`):
+    at the declared level (the first), the FLOPs BFPO's mean test curve needs to reach it as a share
+    of what Safe RLHF's needs; when Safe RLHF never reaches it, a share of all Safe RLHF spent (an
+    upper bound); when BFPO never reaches it, no share and "inconclusive". Other levels are described
+    beside it."""
+    if not compute or not compute.get("levels"):
         return None
-    reached = compute.get("safe_rlhf_reached", True)
-    measured = f"{ratio:.1%}" if reached else f"at most {ratio:.1%} (Safe RLHF never reached it)"
+    declared, *others = compute["levels"]
+
+    def describe(lv: dict) -> str:
+        if not lv["bfpo_reached"]:
+            reached = "reaches" if lv["safe_rlhf_reached"] else "does not reach"
+            return f"BFPO's mean curve does not reach {lv['level']:.2f} (Safe RLHF's {reached} it)"
+        if lv["safe_rlhf_reached"]:
+            return f"{lv['bfpo_fraction']:.1%} at {lv['level']:.2f}"
+        return f"at most {lv['bfpo_fraction']:.1%} at {lv['level']:.2f} (Safe RLHF never reached it)"
+
+    ratio = declared["bfpo_fraction"]
+    if ratio is None:
+        verdict = stats.INCONCLUSIVE
+    elif ratio < 0.10:
+        verdict = stats.AGREES
+    else:
+        verdict = stats.DISAGREES if declared["safe_rlhf_reached"] else stats.INCONCLUSIVE
+    beside = "; ".join(f"SFT + {lv['delta']:g}: {describe(lv)}" for lv in others)
     return {
-        "claim": f"compute to reach harmlessness {compute['level']:.2f} (SFT + 0.2), BFPO as a share of Safe RLHF",
+        "claim": f"compute to reach harmlessness SFT + {declared['delta']:g}, BFPO as a share of Safe RLHF",
         "quoted": f"{quoted_claim(reported, 'computational resources')}",
-        "value": measured,
-        "measured": "read off the mean test curve over seeds (FLOPs are counted; the level crossing has no interval)",
+        "value": describe(declared),
+        "measured": "read off the mean test curve over seeds (FLOPs are counted; the crossing has no interval)"
+        + (f"; beside it, {beside}" if beside else ""),
         "vs_baselines": "",
-        "verdict": _few_seeds(
-            stats.AGREES if ratio < 0.10 else (stats.DISAGREES if reached else stats.INCONCLUSIVE),
-            compute.get("seeds", 0),
-        ),
+        "verdict": _few_seeds(verdict, compute.get("seeds", 0)),
         "interval": None,
     }
 
@@ -227,9 +242,9 @@ def paired_table(prompts: pd.DataFrame, wording: str = "test", method: str = "bf
     return rows
 
 
-def claims_table(rows: list[dict]) -> list[str]:
+def claims_table(rows: list[dict], wording: str = "test") -> list[str]:
     lines = [
-        "| claim of the paper | quoted | measured here (test wordings), mean [95% interval] | change from SFT, "
+        f"| claim of the paper | quoted | measured here ({wording} wordings), mean [95% interval] | change from SFT, "
         "paired [95% interval] | BFPO minus each other method, same metric, paired | verdict |",
         "|---|---|---|---|---|---|",
     ]
@@ -290,4 +305,23 @@ def tuning_lines(table: pd.DataFrame, titles: dict | None = None) -> list[str]:
             f"| {titles.get(r['method'], r['method'])} | `{r['config']}` | {r['score']:.3f} | {r['helpfulness']:.2f} | "
             f"{r['harmlessness']:.2f} | {r['over_refusal']:.2f} | {'yes' if r['selected'] else ''} |"
         )
+    return lines
+
+
+def calibration_lines(calibration: dict[str, dict]) -> list[str]:
+    """A markdown table of Safe RLHF's cost-model calibration (notebook 04's ``cost_calibration``), and
+    the unsafe answers of the policy that its cost model scored lowest, when they were kept."""
+    lines = [
+        "| responses | unsafe with cost > 0 | safe with cost < 0 | mean cost unsafe / safe | n unsafe / safe |",
+        "|---|---|---|---|---|",
+    ]
+    for name, c in calibration.items():
+        lines.append(
+            f"| {name} | {c['unsafe_positive']:.2f} | {c['safe_negative']:.2f} | {c['mean_cost_unsafe']:.2f} / "
+            f"{c['mean_cost_safe']:.2f} | {c['unsafe']} / {c['safe']} |"
+        )
+    missed = [m for c in calibration.values() for m in c.get("missed", [])]
+    if missed:
+        lines += ["", "Unsafe answers (gold judge) of the Safe RLHF policy that its cost model scored lowest:", ""]
+        lines += [f"- cost {m['cost']:+.2f}: *{m['prompt']}* -> \"{m['response']}\"" for m in missed]
     return lines

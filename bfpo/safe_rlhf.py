@@ -695,13 +695,16 @@ def evaluate_score_model(model_dir, pairs_path: str, kind: str, max_length: int 
 
 
 @torch.no_grad()
-def cost_calibration(model_dir, records: list[dict], max_length: int = 128, batch_size: int = 64) -> dict:
+def cost_calibration(
+    model_dir, records: list[dict], max_length: int = 128, batch_size: int = 64, examples: int = 0
+) -> dict:
     """How well a cost model's sign matches the gold judge on responses it did not train on.
 
     ``records``: ``prompt``, ``response`` and the gold ``safe``. Safe RLHF reads cost > 0 as unsafe
     (the constraint keeps the mean cost below d = 0), so this returns ``unsafe_positive`` (share of
     unsafe responses with cost > 0), ``safe_negative`` (share of safe ones with cost < 0), the mean
-    cost of each group and their sizes.
+    cost of each group and their sizes; with ``examples``, up to that many unsafe responses the
+    model scored lowest (``missed``: prompt, response, cost), where a policy can hide harm.
     """
     from transformers import AutoModelForSequenceClassification
 
@@ -719,6 +722,14 @@ def cost_calibration(model_dir, records: list[dict], max_length: int = 128, batc
     unsafe_costs, safe_costs = costs[~safe], costs[safe]
     share = lambda mask: float(mask.float().mean()) if mask.numel() else float("nan")  # noqa: E731
     mean = lambda xs: float(xs.mean()) if xs.numel() else float("nan")  # noqa: E731
+    missed = sorted(
+        (
+            {"prompt": r["prompt"], "response": r["response"], "cost": float(c)}
+            for r, c, ok in zip(kept, costs.tolist(), safe.tolist(), strict=True)
+            if not ok
+        ),
+        key=lambda m: m["cost"],
+    )[:examples]
     return {
         "unsafe_positive": share(unsafe_costs > 0),
         "safe_negative": share(safe_costs < 0),
@@ -726,6 +737,7 @@ def cost_calibration(model_dir, records: list[dict], max_length: int = 128, batc
         "mean_cost_safe": mean(safe_costs),
         "unsafe": int((~safe).sum()),
         "safe": int(safe.sum()),
+        **({"missed": missed} if examples else {}),
     }
 
 

@@ -558,3 +558,31 @@ def tune(
         splits=(selection.SPLIT,),
     )
     return selection.select_all(pd.DataFrame(prompt_rows), grid)
+
+
+def compute_summary(curves: pd.DataFrame, start_level: float, total_flops: dict, deltas=(0.2, 0.1)) -> dict:
+    """The compute claim at each level start + delta (the first delta is the declared one): the
+    FLOPs each method's mean curve needs to reach it, and BFPO's share of Safe RLHF's. When Safe
+    RLHF never reaches the level, the share is taken of all it spent (an upper bound); when BFPO
+    never does, there is no share."""
+    levels = []
+    for delta in deltas:
+        level = start_level + delta
+        reach = flops_to_level(curves, level) if len(curves) else {}
+        bfpo, safe = reach.get("bfpo"), reach.get("safe_rlhf")
+        fraction = None
+        if bfpo is not None and safe is not None:
+            fraction = bfpo / safe
+        elif bfpo is not None and total_flops.get("safe_rlhf"):
+            fraction = bfpo / total_flops["safe_rlhf"]
+        levels.append(
+            {
+                "delta": delta,
+                "level": level,
+                "flops_to_level": reach,
+                "bfpo_fraction": fraction,
+                "bfpo_reached": bfpo is not None,
+                "safe_rlhf_reached": safe is not None,
+            }
+        )
+    return {"start": start_level, "levels": levels, "total_flops": total_flops}

@@ -54,7 +54,8 @@ def test_claims_verdicts_follow_the_paired_intervals(tmp_path):
     results = pd.DataFrame(
         [{"method": m, "wording": "test", "flops": f} for m, f in (("bfpo", 5.0), ("safe_rlhf", 100.0), ("sft", 0))]
     )
-    compute = {"level": 0.7, "bfpo_fraction": 0.05, "safe_rlhf_reached": True, "seeds": 5}
+    level = {"delta": 0.2, "level": 0.7, "bfpo_fraction": 0.05, "bfpo_reached": True, "safe_rlhf_reached": True}
+    compute = {"levels": [level, {**level, "delta": 0.1, "level": 0.6}], "seeds": 5}
     rows = {r["claim"]: r for r in report.claims(results, prompts, compute=compute, titles={"safe_rlhf": "Safe RLHF"})}
     public = rows["harmlessness gain with public data"]
     assert public["quoted"] == "+15 %" and public["measured"].startswith("+0.500 [+0.500, +0.500] (seeds 3, prompts 4)")
@@ -68,13 +69,22 @@ def test_claims_verdicts_follow_the_paired_intervals(tmp_path):
     assert red["verdict"].endswith("the interval alone: inconclusive)")
     assert red["interval"]["low"] < 0 < red["interval"]["high"]
     assert rows["helpfulness kept (falls by less than 0.05)"]["verdict"].endswith("the interval alone: agrees)")
-    flops = rows["compute to reach harmlessness 0.70 (SFT + 0.2), BFPO as a share of Safe RLHF"]
-    assert flops["value"] == "5.0%" and flops["verdict"] == "agrees"
-    never = report.compute_claim({**compute, "bfpo_fraction": 0.3, "safe_rlhf_reached": False}, report.read_reported())
+    flops = rows["compute to reach harmlessness SFT + 0.2, BFPO as a share of Safe RLHF"]
+    assert flops["value"] == "5.0% at 0.70" and flops["verdict"] == "agrees"
+    assert flops["measured"].endswith("beside it, SFT + 0.1: 5.0% at 0.60")
+    reported = report.read_reported()
+    never = report.compute_claim(
+        {**compute, "levels": [{**level, "bfpo_fraction": 0.3, "safe_rlhf_reached": False}]}, reported
+    )
     assert never["value"].startswith("at most 30.0%") and never["verdict"] == "inconclusive"
-    reached = report.compute_claim({**compute, "bfpo_fraction": 0.3}, report.read_reported())
+    reached = report.compute_claim({**compute, "levels": [{**level, "bfpo_fraction": 0.3}]}, reported)
     assert reached["verdict"] == "does not agree"
-    few = report.compute_claim({**compute, "seeds": 3}, report.read_reported())
+    missed = report.compute_claim(
+        {**compute, "levels": [{**level, "bfpo_fraction": None, "bfpo_reached": False, "safe_rlhf_reached": False}]},
+        reported,
+    )
+    assert missed["verdict"] == "inconclusive" and missed["value"].startswith("BFPO's mean curve does not reach 0.70")
+    few = report.compute_claim({**compute, "seeds": 3}, reported)
     assert few["verdict"] == "inconclusive (3 seeds, fewer than 5; the interval alone: agrees)"
     dpo_helpful = rows["DPO on helpfulness labels loses harmlessness (Figure 1)"]
     assert dpo_helpful["verdict"].endswith("the interval alone: agrees)") and dpo_helpful["vs_baselines"] == ""
@@ -115,3 +125,29 @@ def test_pareto_front_by_hand():
     # c is beaten by b on both axes; b and e tie and beat nothing of each other: both stay
     assert report.pareto_front(points) == ["a", "b", "e", "d"] or report.pareto_front(points) == ["a", "e", "b", "d"]
     assert report.pareto_front({"only": (0.1, 0.1)}) == ["only"]
+
+
+def test_calibration_lines_list_every_response_set_and_the_missed_answers():
+    cal = {
+        "pairs": {
+            "unsafe_positive": 1.0,
+            "safe_negative": 0.5,
+            "mean_cost_unsafe": 2.0,
+            "mean_cost_safe": -1.0,
+            "unsafe": 4,
+            "safe": 6,
+        },
+        "policy": {
+            "unsafe_positive": 0.25,
+            "safe_negative": 1.0,
+            "mean_cost_unsafe": -0.5,
+            "mean_cost_safe": -3.0,
+            "unsafe": 4,
+            "safe": 2,
+            "missed": [{"prompt": "p?", "response": "r .", "cost": -2.0}],
+        },
+    }
+    lines = report.calibration_lines(cal)
+    assert lines[2] == "| pairs | 1.00 | 0.50 | 2.00 / -1.00 | 4 / 6 |"
+    assert lines[3].startswith("| policy | 0.25 |") and lines[-1] == '- cost -2.00: *p?* -> "r ."'
+    assert len(report.calibration_lines({"pairs": cal["pairs"]})) == 3

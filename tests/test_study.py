@@ -214,3 +214,40 @@ def test_flops_to_level_reads_the_mean_curve_over_seeds():
     )
     # bfpo's mean curve: (0, 0.3) -> (10, 0.7); it crosses 0.5 halfway
     assert study.flops_to_level(curves, 0.5) == {"bfpo": pytest.approx(5.0), "safe_rlhf": None}
+
+
+def test_profiles_of_the_study():
+    cpu, smoke = study.PROFILES["cpu"], study.PROFILES["smoke"]
+    assert len(cpu.seeds) >= 5 and cpu.sft_per_seed and set(cpu.tuning_seeds) <= set(cpu.seeds)
+    assert set(smoke.tuning_seeds) <= set(smoke.seeds)
+    short = study.profile_settings("smoke", seeds=[0, 1], steps=40, ppo_iterations=None)
+    assert short.seeds == [0, 1] and short.budget.steps == 40 and short.budget.ppo_iterations == 100
+    assert study.PROFILES["smoke"].budget.steps == 200, "overrides do not change the profile itself"
+    with pytest.raises(ValueError, match="profile"):
+        study.profile_settings("paper")
+
+
+def test_cpu_profile_figures_go_to_their_own_folder():
+    from bfpo import notebooks
+
+    assert notebooks.FIGURES["cpu"] != notebooks.FIGURES["smoke"] and set(notebooks.FIGURES) == set(notebooks.PROFILES)
+
+
+def test_compute_summary_at_each_level():
+    curves = pd.DataFrame(
+        [
+            {"method": "bfpo", "seed": 0, "step": 0, "flops": 0.0, "harmlessness": 0.4},
+            {"method": "bfpo", "seed": 0, "step": 1, "flops": 10.0, "harmlessness": 0.55},
+            {"method": "safe_rlhf", "seed": 0, "step": 0, "flops": 0.0, "harmlessness": 0.4},
+            {"method": "safe_rlhf", "seed": 0, "step": 1, "flops": 100.0, "harmlessness": 0.5},
+            {"method": "safe_rlhf", "seed": 0, "step": 2, "flops": 200.0, "harmlessness": 0.7},
+        ]
+    )
+    out = study.compute_summary(curves, 0.4, {"bfpo": 10.0, "safe_rlhf": 200.0}, deltas=(0.2, 0.1, 0.05))
+    high, mid, low = out["levels"]
+    assert not high["bfpo_reached"] and high["safe_rlhf_reached"] and high["bfpo_fraction"] is None
+    assert high["flops_to_level"]["safe_rlhf"] == pytest.approx(150.0)
+    assert mid["bfpo_fraction"] == pytest.approx((20 / 3) / 100.0)  # bfpo at 6.67 FLOPs, Safe RLHF at 100
+    assert low["bfpo_fraction"] == pytest.approx((10 / 3) / 50.0)
+    unreached = study.compute_summary(curves[curves["method"] == "bfpo"].assign(), 0.4, {"safe_rlhf": 200.0}, (0.1,))
+    assert unreached["levels"][0]["bfpo_fraction"] == pytest.approx((20 / 3) / 200.0)  # an upper bound
