@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker as mticker  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from bfpo.io import atomic_path, project_path, write_text  # noqa: E402
@@ -386,6 +387,7 @@ def plot_compute_curves(curves, level: float, titles: dict[str, str], y: str = "
         mean = part.groupby("step")[["x", y]].mean().sort_index()
         ax.plot(mean["x"], mean[y], color=palette[method], lw=2.4, marker="o", label=titles.get(method, method))
     ax.axhline(level, color="black", lw=0.9, ls="--", label=f"level {level:.2f} (SFT + 0.2)")
+    ax.xaxis.set_minor_formatter(mticker.NullFormatter())  # decade labels only: the minor ones overlap
     ax.set(
         xscale="log",
         xlabel="cumulative training FLOPs beyond SFT (log; the SFT start at the left edge)",
