@@ -1280,7 +1280,7 @@ def evaluate(
             if win_rate_judge is None:
                 raise ValueError("alpaca_eval needs a pairwise judge (win_rate_judge), e.g. RewardModelJudge(path)")
             res = run_alpaca_eval(model, tokenizer, win_rate_judge, limit, max_new_tokens, data_dir)
-        else:  # safehelp: the gold judge on held-out wordings
+        else:  # safehelp: the gold judge on the test wordings
             from bfpo import toyworld
 
             summary, _ = toyworld.evaluate_model(model, tokenizer, samples_per_prompt=safehelp_samples, split="test")

@@ -387,13 +387,13 @@ def plot_compute_curves(curves, level: float, titles: dict[str, str], y: str = "
         mean = part.groupby("step")[["x", y]].mean().sort_index()
         ax.plot(mean["x"], mean[y], color=palette[method], lw=2.4, marker="o", label=titles.get(method, method))
     ax.axhline(level, color="black", lw=0.9, ls="--", label=f"level {level:.2f} (SFT + 0.2)")
-    ax.xaxis.set_minor_formatter(mticker.NullFormatter())  # decade labels only: the minor ones overlap
     ax.set(
         xscale="log",
         xlabel="cumulative training FLOPs beyond SFT (log; the SFT start at the left edge)",
         ylabel=f"{y} (test wordings)",
         title=f"compute to reach a {y} level (measured here)",
     )
+    ax.xaxis.set_minor_formatter(mticker.NullFormatter())  # decade labels only (after the log scale is set)
     ax.legend(fontsize=8, frameon=False)
     return fig
 
