@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             from bfpo import plan
 
             if args.profile != "paper":
-                raise BadInput("--plan: only the paper profile has a plan (the smoke profile runs here in minutes)")
+                raise BadInput("--plan: only the paper profile has a plan (smoke and cpu run here, on this CPU)")
             print(plan.format_plan(plan.build_plan()), end="")
             return
         timings = run(args.profile, args.only, args.output_dir, args.figures_dir)
