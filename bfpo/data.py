@@ -46,6 +46,9 @@ PAIR_FEATURES = datasets.Features(
 SFT_FEATURES = datasets.Features(
     {"prompt": datasets.Value("string"), "response": datasets.Value("string"), "source": datasets.Value("string")}
 )
+MESSAGES_FEATURE = datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
+DIALOGUE_FEATURES = datasets.Features({**SFT_FEATURES, "messages": MESSAGES_FEATURE})
+"""SFT examples with the whole dialogue (``messages``); ``prompt``/``response`` hold its first exchange."""
 
 # Hub ids and the revisions the paper's code pins (None: the paper's code does not pin one).
 PKU_SAFERLHF = ("PKU-Alignment/PKU-SafeRLHF", "ff7ba91063016c78a225b0f74e1c0860bb18230f")
@@ -188,8 +191,28 @@ def pair_record(where, line, r) -> dict:
 
 
 def sft_record(where, line, r) -> dict:
-    """A record of the SFT schema: ``prompt`` and ``response``, both non-empty text."""
-    return {f: _text(where, line, r, f) for f in ("prompt", "response")}
+    """A record of the SFT schema: ``prompt`` and ``response``, both non-empty text, and, where the
+    record has one, the whole dialogue ``messages`` (checked by :func:`dialogue`)."""
+    out = {f: _text(where, line, r, f) for f in ("prompt", "response")}
+    if r.get("messages") is not None:
+        out["messages"] = dialogue(where, line, r["messages"])
+    return out
+
+
+def dialogue(where, line, messages) -> list[dict]:
+    """A chat as ``[{"role", "content"}]``: user and assistant turns alternating, from a user turn to an
+    assistant turn (a system turn may come first), every content non-empty text."""
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise DataError(where, line, "messages", "expected a list of chat messages ({'role', 'content'})")
+    turns = messages[1:] if messages and messages[0].get("role") == "system" else messages
+    if len(turns) < 2 or len(turns) % 2:
+        raise DataError(where, line, "messages", f"expected user/assistant exchanges, got {len(turns)} turn(s)")
+    for k, m in enumerate(turns):
+        want = "user" if k % 2 == 0 else "assistant"
+        if m.get("role") != want:
+            raise DataError(where, line, "messages", f"turn {k + 1}: expected role {want!r}, got {m.get('role')!r}")
+        _text(where, line, m, "content")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
 def point_record(where, line, r) -> dict:
@@ -465,27 +488,44 @@ ULTRACHAT = ("HuggingFaceH4/ultrachat_200k", None)
 
 
 def ultrachat_sft(
-    path_or_dataset=ULTRACHAT[0], split: str = "train_sft", *, skip_invalid: bool = False, skipped: list | None = None
+    path_or_dataset=ULTRACHAT[0],
+    split: str = "train_sft",
+    *,
+    turns: str = "all",
+    skip_invalid: bool = False,
+    skipped: list | None = None,
 ) -> datasets.Dataset:
-    """UltraChat as SFT examples: the first user turn as the prompt, the assistant's reply as the target.
+    """UltraChat as SFT examples. ``turns="all"`` (the official SFT) keeps every turn of each dialogue
+    in ``messages``, trained with ``sft_loss: all``; ``turns="first"`` keeps the first exchange only
+    (the user's first turn as ``prompt``, the reply as ``response``), for a response-only loss.
 
-    Records need ``messages``: a list of ``{"role", "content"}`` with a user turn followed by an
-    assistant turn (the format of ``HuggingFaceH4/ultrachat_200k``).
+    Records need ``messages``: ``{"role", "content"}`` turns, user and assistant alternating (the
+    format of ``HuggingFaceH4/ultrachat_200k``).
     """
+    if turns not in ("all", "first"):
+        raise ValueError(f"ultrachat_sft: turns: expected 'all' or 'first', got {turns!r}")
     where, rows = _records(path_or_dataset, ULTRACHAT, split)
 
     def convert(where, line, r):
-        messages = r.get("messages")
-        if not isinstance(messages, list) or len(messages) < 2 or not all(isinstance(m, dict) for m in messages):
-            raise DataError(where, line, "messages", "expected a list of at least two chat messages")
-        user, reply = messages[0], messages[1]
-        if user.get("role") != "user" or reply.get("role") != "assistant":
-            raise DataError(where, line, "messages", "expected a user turn followed by an assistant turn")
-        prompt = _text(where, line, user, "content")
-        response = _text(where, line, reply, "content")
-        return {"prompt": prompt, "response": response, "source": "ultrachat"}
+        if "messages" not in r:
+            raise DataError(where, line, "messages", "missing")
+        chat = dialogue(where, line, r["messages"])
+        chat = [m for m in chat if m["role"] != "system"]
+        out = {"prompt": chat[0]["content"], "response": chat[1]["content"], "source": "ultrachat"}
+        return out | {"messages": chat} if turns == "all" else out
 
-    return datasets.Dataset.from_list(_collect(where, rows, convert, skip_invalid, skipped), features=SFT_FEATURES)
+    features = DIALOGUE_FEATURES if turns == "all" else SFT_FEATURES
+    return datasets.Dataset.from_list(_collect(where, rows, convert, skip_invalid, skipped), features=features)
+
+
+def with_messages(ds: datasets.Dataset) -> datasets.Dataset:
+    """``ds`` with a ``messages`` column (the one exchange ``prompt`` -> ``response`` where it has none),
+    so single-turn SFT data concatenate with whole dialogues."""
+    if "messages" in ds.column_names:
+        return ds
+    chat = [[{"role": "user", "content": p}, {"role": "assistant", "content": r}] for p, r in
+            zip(ds["prompt"], ds["response"], strict=True)]
+    return ds.add_column("messages", chat, feature=MESSAGES_FEATURE)
 
 
 def official_mix(parts: list[tuple[datasets.Dataset, float]], seed: int = 42) -> datasets.Dataset:
@@ -500,6 +540,8 @@ def official_mix(parts: list[tuple[datasets.Dataset, float]], seed: int = 42) ->
         if not 0 < share <= 1:
             raise ValueError(f"official_mix: share must lie in (0, 1], got {share}")
         cut.append(ds.select(range(int(share * len(ds)))))
+    if any("messages" in ds.column_names for ds in cut):  # whole dialogues beside single exchanges
+        cut = [with_messages(ds) for ds in cut]
     return datasets.concatenate_datasets(cut).shuffle(seed=seed)
 
 

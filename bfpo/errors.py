@@ -2,7 +2,7 @@
 
 Bad input (a config key, a data record, a missing file or model) raises :class:`BadInput`, whose
 message names the file and the record, field or key. The CLIs (``bfpo.train``, ``bfpo.safe_rlhf``,
-``bfpo.evaluate``, ``bfpo.notebooks``) run their work through :func:`run_cli`, which prints that
+``bfpo.evaluation``, ``bfpo.notebooks``) run their work through :func:`run_cli`, which prints that
 message as one line and exits 2; any other error is a failure at run time (exit 1), also one line.
 ``--debug`` or ``BFPO_DEBUG=1`` shows the traceback instead.
 """

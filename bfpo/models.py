@@ -170,10 +170,13 @@ def generate(
     seed: int = 0,
     batch_size: int = 64,
     top_p: float = 1.0,
+    chat: bool = True,
 ) -> list[list[str]]:
     """``samples_per_prompt`` sampled responses per prompt (greedy when ``temperature`` is 0).
 
-    Prompts are left-padded so that every row's generation starts at the same position.
+    Each prompt is a user turn (:func:`format_prompt`), or with ``chat=False`` the text to continue
+    as it is (after a BOS), as lm-eval's generation tasks give it. Prompts are left-padded so that
+    every row's generation starts at the same position.
     """
     if temperature < 0:
         raise ValueError(f"temperature: must be >= 0, got {temperature}")
@@ -181,13 +184,13 @@ def generate(
     torch.manual_seed(seed)
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
-    texts = [format_prompt(p, tokenizer) for p in prompts for _ in range(samples_per_prompt)]
+    texts = [format_prompt(p, tokenizer) if chat else p for p in prompts for _ in range(samples_per_prompt)]
     outputs = []
     try:
         for start in range(0, len(texts), batch_size):
             chunk = texts[start : start + batch_size]
             enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
-            if tokenizer.bos_token_id is not None and not getattr(tokenizer, "chat_template", None):
+            if tokenizer.bos_token_id is not None and not (chat and getattr(tokenizer, "chat_template", None)):
                 bos = torch.full((len(chunk), 1), tokenizer.bos_token_id)
                 enc["input_ids"] = torch.cat([bos, enc["input_ids"]], 1)
                 enc["attention_mask"] = torch.cat([torch.ones_like(bos), enc["attention_mask"]], 1)

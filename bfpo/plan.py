@@ -54,6 +54,21 @@ class Stage:
     local_data: tuple[str, ...] = ()  # data that is not on the hub
 
 
+def _evaluation_data() -> tuple[HubData, ...]:
+    """Every hub test set the official evaluation reads (each fetched once into runs/paper/hub_data)."""
+    from bfpo import evaluation
+
+    sources = {}
+    for task in evaluation.OFFICIAL_TASKS:
+        for src in evaluation.hub_sources(task).values():
+            share = "all" if src.keep is None else "the records the task keeps (e.g. RTP's challenging prompts)"
+            sources.setdefault((src.path, src.revision, src.name, src.split, share), []).append(task)
+    return tuple(
+        HubData((path, revision), f"{name}/{split}" if name else split, f"{share} (task {', '.join(tasks)})")
+        for (path, revision, name, split, share), tasks in sources.items()
+    )
+
+
 PKU_FIRST_20 = "first 20% of the split (cut before shuffling, seed 42)"
 
 PAPER_STAGES = (
@@ -74,7 +89,7 @@ PAPER_STAGES = (
         config="configs/paper_sft.yaml",
         start=models.MISTRAL_7B,
         data=(
-            HubData(data.ULTRACHAT, "train_sft", "all"),
+            HubData(data.ULTRACHAT, "train_sft", "all, every turn of each dialogue (the loss on every token)"),
             HubData(data.PKU_SAFERLHF, "train", PKU_FIRST_20 + ", the safer response", "30K (quoted)"),
         ),
         gpus="4 x A100 80GB, DeepSpeed ZeRO-3, bf16 (configs/accelerate/zero3_bf16.yaml)",
@@ -124,9 +139,11 @@ PAPER_STAGES = (
     Stage(
         "evaluation",
         "05",
-        "the 7B models on the multiple-choice benchmarks (full test sets from the hub) and the generative "
-        "harmlessness sets, judged by the HarmBench classifier",
+        "the 7B models on the official BFPO evaluation (bfpo.evaluation.OFFICIAL_TASKS: multiple choice 0-shot, "
+        "no BOS as lm-eval 0.4.1; generative sets sampled at T 0.7, top-p 0.95, 256 tokens, judged by the "
+        "HarmBench classifier's contextual prompt) and this package's other sets",
         start="cais/HarmBench-Llama-2-13b-cls",
+        data=_evaluation_data(),
         gpus="1 x 80GB GPU (time not measured here)",
     ),
     Stage("figures", "06", "figures and the results summary", gpus="none"),

@@ -260,6 +260,25 @@ def encode_response(tokenizer, response: str, budget: int) -> list[int]:
     return ids[: max(budget, 0)]
 
 
+def encode_dialogue(tokenizer, messages: list[dict], system: str | None = None) -> list[int]:
+    """A whole chat as the official SFT trains on it (sft_loss "all"). With a chat template: BOS, the
+    rendered dialogue (a ``system`` turn first when given), and EOS, as TRL's packing dataset joins
+    texts. Without one: BOS, then each exchange as :func:`encode_prompt` and :func:`encode_response`
+    write it (so a one-exchange dialogue is exactly prompt + response)."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    if getattr(tokenizer, "chat_template", None):
+        chat = ([{"role": "system", "content": system}] if system is not None else []) + messages
+        text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=False)
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+        return bos + ids[len(bos) if ids[: len(bos)] == bos else 0 :] + [tokenizer.eos_token_id]
+    turns = [m for m in messages if m["role"] != "system"]
+    ids = list(bos)
+    for user, reply in zip(turns[::2], turns[1::2], strict=True):
+        ids += tokenizer(models.format_prompt(user["content"]), add_special_tokens=False).input_ids
+        ids += encode_response(tokenizer, reply["content"], 10**9)
+    return ids
+
+
 def tokenize(examples: list[dict], tokenizer, cfg: TrainConfig, mode: str) -> tuple[list[dict], list[tuple]]:
     """Token ids per example, and the examples dropped because a response was truncated away entirely
     (the prompt filled ``max_length``), as ``(line, field)``: ``line`` is the example's ``"line"`` key
@@ -272,6 +291,11 @@ def tokenize(examples: list[dict], tokenizer, cfg: TrainConfig, mode: str) -> tu
         prompt_ids = encode_prompt(tokenizer, ex["prompt"], max_prompt, cfg.system_prompt)
         budget = max_total - len(prompt_ids)
         line = ex.get("line", k + 1)
+        chat = ex.get("messages")
+        if mode == "sft" and cfg.sft_loss == "all" and (chat is not None or getattr(tokenizer, "chat_template", None)):
+            whole = encode_dialogue(tokenizer, chat or _exchange(ex), cfg.system_prompt)[:max_total]
+            out.append({"prompt": whole[:1], "responses": [whole[1:]], "label": 1.0})
+            continue
         if mode in ("sft", "pointwise"):
             resp = encode_response(tokenizer, ex["response"], budget)
             if not resp:
@@ -298,6 +322,25 @@ def tokenize(examples: list[dict], tokenizer, cfg: TrainConfig, mode: str) -> tu
     if mode == "sft" and cfg.packing:
         out = pack(out, cfg.max_length)
     return out, dropped
+
+
+def check_dialogues(examples: list[dict], cfg: TrainConfig) -> None:
+    """Whole dialogues (``messages`` of several exchanges) are trained on every token (sft_loss "all");
+    any other loss would see only their first exchange, so it is refused, naming the record."""
+    if cfg.mode == "sft" and cfg.sft_loss == "all":
+        return
+    for k, ex in enumerate(examples):
+        turns = [m for m in ex.get("messages") or () if m["role"] != "system"]
+        if len(turns) > 2:
+            raise bdata.DataError(
+                cfg.train_data, ex.get("line", k + 1), "messages", f"a dialogue of {len(turns)} turns needs mode "
+                "'sft' with sft_loss 'all' (the official SFT); for a response-only loss keep its first exchange "
+                "(ultrachat_sft(turns='first'))"
+            )
+
+
+def _exchange(ex: dict) -> list[dict]:
+    return [{"role": "user", "content": ex["prompt"]}, {"role": "assistant", "content": ex["response"]}]
 
 
 def pack(items: list[dict], length: int) -> list[dict]:
@@ -523,6 +566,7 @@ def train(cfg: TrainConfig) -> dict:
     examples = load_examples(cfg.train_data, cfg.mode, "train_data")
     if cfg.max_train_examples:
         examples = examples[: cfg.max_train_examples]
+    check_dialogues(examples, cfg)
     buffer = load_examples(cfg.buffer_data, "preference", "buffer_data") if cfg.buffer_data else None
     torch.manual_seed(cfg.seed)
 

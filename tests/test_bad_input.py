@@ -14,9 +14,9 @@ import yaml
 from safetensors.torch import load_file
 
 from bfpo import checkpoints, data, safe_rlhf, train
-from bfpo import evaluation as ev
 from bfpo import notebooks as runner
 from bfpo.errors import run_cli
+from bfpo.evaluation import cli as ev
 
 GOOD_PAIR = {"prompt": "How do I bake bread?", "chosen": "Knead the dough.", "rejected": "No.", "source": "user"}
 
@@ -226,6 +226,8 @@ EVAL_ROWS = [
     ("unknown judge", ["--tasks", "xstest", "--judge", "gpt5"], "unknown judge 'gpt5'"),
     ("alpaca_eval without a judge", ["--tasks", "alpaca_eval"], "alpaca_eval needs a pairwise judge"),
     ("missing data folder", ["--tasks", "xstest", "--data-dir", "/nonexistent/d"], "/nonexistent/d: no such folder"),
+    ("hub-only task without a hub folder", ["--tasks", "alert"], "alert (no subset in data/) are read from the hub"),
+    ("official tasks without a hub folder", ["--tasks", "official"], "are read from the hub: give a hub folder"),
 ]
 
 
@@ -238,14 +240,14 @@ def test_evaluate_cli_bad_input(case, argv, words, tiny_world, tmp_path, capsys)
         code, err = e.code, capsys.readouterr().err
         assert words in err and "Traceback" not in err
     else:
-        assert words in one_clear_line(err, "bfpo.evaluate")
+        assert words in one_clear_line(err, "bfpo.evaluation")
     assert code == 2
     assert not (tmp_path / "cache").exists(), "nothing is computed or cached before the input is checked"
 
 
 def test_evaluate_cli_missing_model(tmp_path, capsys):
     code, err = run_main(ev.main, ["--model", str(tmp_path / "runs" / "m"), "--tasks", "xstest"], capsys)
-    assert code == 2 and "no such folder (and not a hub id" in one_clear_line(err, "bfpo.evaluate")
+    assert code == 2 and "no such folder (and not a hub id" in one_clear_line(err, "bfpo.evaluation")
 
 
 def test_safe_rlhf_cli_bad_input(tiny_world, tmp_path, capsys):

@@ -286,11 +286,14 @@ def test_save_and_load_are_atomic(tmp_path):
 
 def test_ultrachat_and_the_sft_mix(tmp_path):
     good = {"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]}
-    sft = data.ultrachat_sft(write_jsonl(tmp_path / "uc.jsonl", [good] * 8))
+    sft = data.ultrachat_sft(write_jsonl(tmp_path / "uc.jsonl", [good] * 8), turns="first")
     assert sft[0] == {"prompt": "Hi?", "response": "Hello.", "source": "ultrachat"}
     bad = {"messages": [{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]}
-    with pytest.raises(data.DataError, match=r"line 2, field 'messages': expected a user turn"):
+    with pytest.raises(data.DataError, match=r"line 2, field 'messages': turn 1: expected role 'user'"):
         data.ultrachat_sft(write_jsonl(tmp_path / "uc.jsonl", [good, bad]))
+    odd = {"messages": good["messages"] + [{"role": "user", "content": "And?"}]}
+    with pytest.raises(data.DataError, match=r"line 1, field 'messages': expected user/assistant exchanges, got 3"):
+        data.ultrachat_sft(write_jsonl(tmp_path / "uc.jsonl", [odd]))
     empty = {"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": " "}]}
     with pytest.raises(data.DataError, match=r"line 1, field 'content': empty text"):
         data.ultrachat_sft(write_jsonl(tmp_path / "uc.jsonl", [empty]))
@@ -360,3 +363,22 @@ def test_official_red_team_json_format(tmp_path):
         data.red_team_json_pairs(lines)
     with pytest.raises(FileNotFoundError, match="not redistributed"):
         data.red_team_json_pairs(tmp_path / "missing.json")
+
+
+def test_ultrachat_keeps_every_turn_and_mixes_with_single_exchanges(tmp_path):
+    """The official SFT data: every turn of an UltraChat dialogue (a hub record's system turn dropped,
+    the trainer adds its own), concatenated with PKU-SafeRLHF's single exchanges by official_mix."""
+    turns = ["Hi?", "Hello.", "Tell me more.", "Gladly: more.", "Thanks!", "You are welcome."]
+    chat = [{"role": ("user", "assistant")[k % 2], "content": t} for k, t in enumerate(turns)]
+    record = {"prompt": "Hi?", "prompt_id": "x", "messages": [{"role": "system", "content": "S"}] + chat}
+    uc = data.ultrachat_sft(write_jsonl(tmp_path / "uc.jsonl", [record] * 5))
+    assert uc[0] == {"prompt": "Hi?", "response": "Hello.", "source": "ultrachat", "messages": chat}
+    pku = data.pku_saferlhf_sft(shared(PKU))
+    mix = data.official_mix([(uc, 1.0), (pku, 0.5)])
+    assert len(mix) == 5 + 8 and mix.features["messages"] == data.MESSAGES_FEATURE
+    single = [r for r in mix if r["source"] == "pku_saferlhf_sft"]
+    assert all(r["messages"] == [{"role": "user", "content": r["prompt"]},
+                                 {"role": "assistant", "content": r["response"]}] for r in single)
+    saved = data.save(mix, tmp_path / "mix")
+    rows = data.check_records(enumerate(data.load(saved).to_list(), start=1), "sft", "mix")
+    assert sum(len(r["messages"]) == 6 for r in rows) == 5

@@ -21,7 +21,10 @@ def _same(ours, official) -> bool:
     return ours == official
 
 
-@pytest.mark.parametrize("stage", sorted(OFFICIAL))
+STAGES = sorted(k for k, v in OFFICIAL.items() if "config" in v)
+
+
+@pytest.mark.parametrize("stage", STAGES)
 def test_paper_config_matches_the_official_recipe(stage):
     spec = OFFICIAL[stage]
     ours = TrainConfig.from_yaml(project_path(spec["config"])).to_dict()
@@ -43,6 +46,24 @@ def test_every_remaining_difference_is_named_in_the_readme():
             assert re.search(re.escape(diff["what"]), section, re.IGNORECASE), diff["what"]
 
 
+def test_the_official_evaluation_is_registered_and_run_by_the_paper_profile():
+    from bfpo import evaluation
+
+    spec = OFFICIAL["evaluation"]
+    assert [row["task"] for row in spec["tasks"]] == evaluation.OFFICIAL_TASKS
+    assert all(r["source"] for r in spec["tasks"])
+    for task in evaluation.OFFICIAL_TASKS:
+        assert task in evaluation.TASKS and evaluation.MAIN_METRICS[task], task
+        local = task in evaluation.VENDORED_TASKS or task == "truthfulqa_gen"
+        assert local or evaluation.hub_sources(task), f"{task}: neither vendored nor on the hub"
+    assert evaluation.DECODINGS["official"].temperature == 0.7 and evaluation.DECODINGS["official"].top_p == 0.95
+    assert evaluation.DECODINGS["official"].max_new_tokens == 256
+    notebook = project_path("notebooks/05_evaluation.ipynb").read_text(encoding="utf-8")
+    assert "tasks = [*evaluation.OFFICIAL_TASKS" in notebook
+    assert 'judge, limits, win_rate_judge = \\"harmbench_cls_contextual\\"' in notebook
+    assert 'decoding, bos_rule = \\"official\\", \\"none\\"' in notebook
+
+
 def test_the_plan_checks_and_prints_every_stage_offline(capsys):
     assert runner.main(["--profile", "paper", "--plan"]) == 0
     out = capsys.readouterr().out
@@ -53,6 +74,10 @@ def test_the_plan_checks_and_prints_every_stage_offline(capsys):
     assert "about 24 GPU-hours (quoted" in out and "mistralai/Mistral-7B-v0.1@main" in out
     assert "BFPO (red-teaming)" in out and "2 x 2 GPUs x 4 = 16" in out
     assert "steps           938 (30,000 pairs / 32 per step)" in out, "an equal buffer batch on top, as official"
+    assert "HuggingFaceH4/ultrachat_200k@main [train_sft], all, every turn of each dialogue" in out
+    for needle in ("Babelscape/ALERT@main [alert_adversarial/test]", "hails/bigbench@main [fact_checker_zero_shot",
+                   "allenai/real-toxicity-prompts@main [train], the records the task keeps"):
+        assert needle in out
 
 
 def test_the_plan_catches_a_broken_chain_and_bad_ids():

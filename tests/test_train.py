@@ -320,3 +320,33 @@ def test_sft_on_all_tokens_and_packing(tiny_world, tmp_path):
                                                                            "progress": False, "num_threads": 1}))
     assert summary["train_examples"] == len(train.tokenize(train.load_examples(base["train_data"], "sft", "x"), tok,
                                                           packed, "sft")[0])
+
+
+def test_sft_trains_on_every_turn_of_a_dialogue(tiny_world, tmp_path):
+    """Multi-turn SFT as the official recipe: with the Zephyr template, BOS + the rendered dialogue (an
+    empty system turn first) + EOS, every token after the first a target; without a template, each
+    exchange as prompt + response. A response-only loss refuses a dialogue of several exchanges."""
+    tok = models.load_tokenizer(tiny_world / "init")
+    chat = [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."},
+            {"role": "user", "content": "More?"}, {"role": "assistant", "content": "Sure."}]
+    rows = [{"prompt": "Hi?", "response": "Hello.", "messages": chat, "line": 7}]
+    base = dict(model=str(tiny_world / "init"), output_dir=str(tmp_path / "o"), train_data="d.jsonl", mode="sft")
+    cfg = train.TrainConfig(**base, max_length=512, sft_loss="all", chat_template="zephyr", system_prompt="")
+    plain, _ = train.tokenize(rows, tok, cfg, "sft")
+    assert tok.decode(plain[0]["prompt"] + plain[0]["responses"][0]) == (
+        "<s>user: Hi?\nassistant: Hello.</s>user: More?\nassistant: Sure.</s>"
+    ), "no chat template: the exchanges one after another"
+    models.set_chat_template(tok, "zephyr")
+    zephyr, _ = train.tokenize(rows, tok, cfg, "sft")
+    ids = zephyr[0]["prompt"] + zephyr[0]["responses"][0]
+    assert len(zephyr[0]["prompt"]) == 1 and tok.decode(ids) == (
+        "<s><|system|>\n</s>\n<|user|>\nHi?</s>\n<|assistant|>\nHello.</s>\n"
+        "<|user|>\nMore?</s>\n<|assistant|>\nSure.</s>\n</s>"
+    )
+    short = train.tokenize(rows, tok, train.TrainConfig.from_dict(cfg.to_dict() | {"max_length": 10}), "sft")[0]
+    assert len(short[0]["prompt"] + short[0]["responses"][0]) == 10, "cut to max_length unless packed"
+    response_only = train.TrainConfig(**base)
+    with pytest.raises(train.bdata.DataError, match=r"d.jsonl, line 7, field 'messages': a dialogue of 4 turns"):
+        train.check_dialogues(rows, response_only)
+    train.check_dialogues(rows, cfg)
+    train.check_dialogues([rows[0] | {"messages": chat[:2]}], response_only)
