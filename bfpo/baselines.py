@@ -30,7 +30,7 @@ import datasets
 import torch
 
 from bfpo import data as bdata
-from bfpo import models, train
+from bfpo import models, sequences, train
 from bfpo import toyworld as tw
 
 # ---------------------------------------------------------------------------------------------
@@ -199,11 +199,10 @@ def implicit_margins(model_dir, ref_dir, pairs: datasets.Dataset, beta: float, m
     from accelerate import Accelerator
 
     tok = models.load_tokenizer(model_dir)
-    cfg = train.TrainConfig(model=str(model_dir), output_dir="-", train_data="-", max_length=max_length)
-    items, _ = train.tokenize(pairs.to_list(), tok, cfg, "preference")
+    items, _ = sequences.tokenize(pairs.to_list(), tok, sequences.Encoding(max_length=max_length), "preference")
     acc = Accelerator(cpu=True)
     logps = {
-        name: train.reference_logps(models.load_model(path), items, 64, acc, tok.pad_token_id, desc=name)
+        name: sequences.reference_logps(models.load_model(path), items, 64, acc, tok.pad_token_id, desc=name)
         for name, path in (("policy", model_dir), ("reference", ref_dir))
     }
     h = (logps["policy"][:, 0] - logps["reference"][:, 0]) - (logps["policy"][:, 1] - logps["reference"][:, 1])

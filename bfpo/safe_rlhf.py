@@ -47,9 +47,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bfpo import checkpoints, compute, configs, losses, models
+from bfpo import checkpoints, compute, configs, losses, models, runs, sequences
 from bfpo import data as bdata
-from bfpo import train as btrain
 from bfpo.errors import run_cli
 from bfpo.io import atomic_path, write_json
 
@@ -153,7 +152,7 @@ def score_pairs(pairs: list[dict], kind: str, harm_order: str = "labels") -> lis
 
 def _score(model, items: list[dict], pad_id: int) -> torch.Tensor:
     """Scalar scores [n_responses * b] (all first responses, then all second) for tokenized pairs."""
-    ids, attn, _ = btrain.collate(btrain.micro_batch_sequences(items), pad_id)
+    ids, attn, _ = sequences.collate(sequences.micro_batch_sequences(items), pad_id)
     return model(input_ids=ids, attention_mask=attn).logits[:, 0].float()
 
 
@@ -187,21 +186,15 @@ def score_accuracy(model, items: list[dict], kind: str, pad_id: int, batch_size:
 
 
 def _tokenized_pairs(path: str, kind: str, tokenizer, cfg: ScoreConfig, where: str) -> list[dict]:
-    rows = score_pairs(btrain.load_examples(path, "preference", where), kind, cfg.harm_order)
+    rows = score_pairs(sequences.load_examples(path, "preference", where), kind, cfg.harm_order)
     if not rows:
         raise ValueError(
             f"{path}: no pair left for the {kind} model (a cost model needs pairs with an unsafe response)"
         )
-    tcfg = btrain.TrainConfig(
-        model=cfg.model,
-        output_dir="-",
-        train_data=path,
-        max_length=cfg.max_length,
-        max_prompt_length=cfg.max_prompt_length,
-    )
-    items, dropped = btrain.tokenize(rows, tokenizer, tcfg, "preference")
+    enc = sequences.Encoding(max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length)
+    items, dropped = sequences.tokenize(rows, tokenizer, enc, "preference")
     if dropped:
-        log.warning("%s", btrain.describe_dropped(path, dropped, tcfg, "pair(s)"))
+        log.warning("%s", sequences.describe_dropped(path, dropped, enc, "pair(s)"))
     return items
 
 
@@ -226,7 +219,7 @@ def train_score_model(cfg: ScoreConfig) -> dict:
     n_params, _ = models.count_parameters(model)
     items = _tokenized_pairs(cfg.train_data, cfg.kind, tokenizer, cfg, "train_data")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
-    schedule = btrain.StepSchedule(len(items), 0, cfg.per_device_batch_size, 0.0, cfg.seed)
+    schedule = sequences.StepSchedule(len(items), 0, cfg.per_device_batch_size, 0.0, cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
     flops = compute.FlopCounter()
     records = []
@@ -500,11 +493,11 @@ def ppo_lagrangian(cfg: PPOConfig) -> dict:
     n_critic = models.count_parameters(critics["reward"])[0]
     flops = compute.FlopCounter()
 
-    prompt_ids = [btrain.encode_prompt(tokenizer, p, cfg.max_prompt_length) for p in prompts]
+    prompt_ids = [sequences.encode_prompt(tokenizer, p, cfg.max_prompt_length) for p in prompts]
     ptx_items = []
     if cfg.ptx_data:
-        tcfg = btrain.TrainConfig(model=cfg.actor, output_dir="-", train_data=cfg.ptx_data, mode="sft")
-        ptx_items, _ = btrain.tokenize(btrain.load_examples(cfg.ptx_data, "sft", "ptx_data"), tokenizer, tcfg, "sft")
+        ptx = sequences.load_examples(cfg.ptx_data, "sft", "ptx_data")
+        ptx_items, _ = sequences.tokenize(ptx, tokenizer, sequences.Encoding(), "sft")
 
     metrics_path = out / "metrics.jsonl"
     start = 0
@@ -522,7 +515,7 @@ def ppo_lagrangian(cfg: PPOConfig) -> dict:
         flops.add(state["flops"])
         torch.set_rng_state(state["torch_rng"])
         start = manifest["step"]
-        btrain._truncate_metrics(metrics_path, start, key="iteration")
+        runs.truncate_metrics(metrics_path, start, key="iteration")
         log.info("resuming PPO-Lagrangian from %s at iteration %d", ckpt, start)
     elif metrics_path.exists():
         metrics_path.unlink()
@@ -603,8 +596,8 @@ def ppo_lagrangian(cfg: PPOConfig) -> dict:
                 flops.train("critic_train", n_critic, tokens_all)
             if ptx_items:  # the pre-training term: coefficient * NLL on SFT data, its own step
                 mb = [ptx_items[rng.randrange(len(ptx_items))] for _ in range(cfg.rollout_batch_size)]
-                ids, am, rm = btrain.collate(btrain.micro_batch_sequences(mb), pad)
-                lp, nt = btrain.sequence_logps(actor, ids, am, rm)
+                ids, am, rm = sequences.collate(sequences.micro_batch_sequences(mb), pad)
+                lp, nt = sequences.sequence_logps(actor, ids, am, rm)
                 ptx_loss = cfg.ptx_coef * (-lp.sum() / nt.sum())
                 actor_opt.zero_grad(set_to_none=True)
                 ptx_loss.backward()
@@ -710,9 +703,9 @@ def cost_calibration(
 
     tok = models.load_tokenizer(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-    tcfg = btrain.TrainConfig(model=str(model_dir), output_dir="-", train_data="-", max_length=max_length)
     kept = [r for r in records if r["response"].strip()]
-    items, dropped = btrain.tokenize([{**r, "label": 1.0} for r in kept], tok, tcfg, "pointwise")
+    enc = sequences.Encoding(max_length=max_length)
+    items, dropped = sequences.tokenize([{**r, "label": 1.0} for r in kept], tok, enc, "pointwise")
     if dropped:
         raise ValueError(f"cost_calibration: {len(dropped)} response(s) cut away entirely by max_length {max_length}")
     costs = torch.cat(

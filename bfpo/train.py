@@ -42,13 +42,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from tqdm.auto import tqdm
 
-from bfpo import checkpoints, compute, configs, losses, models
-from bfpo import data as bdata
+from bfpo import checkpoints, compute, configs, losses, models, runs
 from bfpo.errors import BadInput, run_cli
 from bfpo.io import atomic_path, write_json
+from bfpo.runs import TRAINER_VERSION, check_inputs, completed, launch, ranks_seen, read_metrics  # noqa: F401
+from bfpo.sequences import (  # noqa: F401  (encode_*, pack: re-exported, as part of the trainer's interface)
+    Encoding,
+    StepSchedule,
+    check_dialogues,
+    collate,
+    data_fingerprint,
+    describe_dropped,
+    encode_dialogue,
+    encode_prompt,
+    encode_response,
+    load_examples,
+    micro_batch_sequences,
+    model_fingerprint,
+    pack,
+    reference_logps,
+    sequence_logps,
+    tokenize,
+)
 
 log = logging.getLogger("bfpo.train")
 
@@ -229,315 +246,8 @@ class PointBatch:
 
 
 # ---------------------------------------------------------------------------------------------
-# Tokenizing and log-probs
-# ---------------------------------------------------------------------------------------------
-
-
-def load_examples(path: str, mode: str, where: str) -> list[dict]:
-    """Examples for ``mode`` from a saved Dataset folder or a jsonl file, every record checked in
-    Python before any Arrow conversion (:func:`bfpo.data.check_records`); each keeps its ``line``."""
-    p = Path(path)
-    if p.is_dir():
-        rows = enumerate(bdata.load(p).to_list(), start=1)
-        return bdata.check_records(rows, mode, f"{path} (saved dataset; line = row)")
-    if p.is_file():
-        return bdata.check_records(bdata.read_jsonl(p), mode, str(path))
-    raise FileNotFoundError(f"{where}: {path} is neither a saved dataset folder nor a file")
-
-
-def encode_prompt(tokenizer, prompt: str, max_prompt_length: int, system: str | None = None) -> list[int]:
-    ids = tokenizer(models.format_prompt(prompt, tokenizer, system), add_special_tokens=False).input_ids
-    if tokenizer.bos_token_id is not None and (not ids or ids[0] != tokenizer.bos_token_id):
-        ids = [tokenizer.bos_token_id] + ids
-    return ids[-max_prompt_length:]  # keep the end of a long prompt, as TRL does
-
-
-def encode_response(tokenizer, response: str, budget: int) -> list[int]:
-    """The response's ids and EOS, at most ``budget``. After a chat template's generation prompt (which
-    ends the assistant tag with a newline) the text follows directly; after ours, after a space."""
-    lead = "" if getattr(tokenizer, "chat_template", None) else " "
-    ids = tokenizer(lead + response.strip(), add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-    return ids[: max(budget, 0)]
-
-
-def encode_dialogue(tokenizer, messages: list[dict], system: str | None = None) -> list[int]:
-    """A whole chat as the official SFT trains on it (sft_loss "all"). With a chat template: BOS, the
-    rendered dialogue (a ``system`` turn first when given), and EOS, as TRL's packing dataset joins
-    texts. Without one: BOS, then each exchange as :func:`encode_prompt` and :func:`encode_response`
-    write it (so a one-exchange dialogue is exactly prompt + response)."""
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    if getattr(tokenizer, "chat_template", None):
-        chat = ([{"role": "system", "content": system}] if system is not None else []) + messages
-        text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=False)
-        ids = tokenizer(text, add_special_tokens=False).input_ids
-        return bos + ids[len(bos) if ids[: len(bos)] == bos else 0 :] + [tokenizer.eos_token_id]
-    turns = [m for m in messages if m["role"] != "system"]
-    ids = list(bos)
-    for user, reply in zip(turns[::2], turns[1::2], strict=True):
-        ids += tokenizer(models.format_prompt(user["content"]), add_special_tokens=False).input_ids
-        ids += encode_response(tokenizer, reply["content"], 10**9)
-    return ids
-
-
-def tokenize(examples: list[dict], tokenizer, cfg: TrainConfig, mode: str) -> tuple[list[dict], list[tuple]]:
-    """Token ids per example, and the examples dropped because a response was truncated away entirely
-    (the prompt filled ``max_length``), as ``(line, field)``: ``line`` is the example's ``"line"`` key
-    (set by :func:`load_examples`) or its 1-based position."""
-    out, dropped = [], []
-    # packed examples are kept whole: the chunks of max_length are cut from their concatenation
-    keep_whole = cfg.packing and mode == "sft"
-    max_prompt, max_total = (10**9, 10**9) if keep_whole else (cfg.max_prompt_length, cfg.max_length)
-    for k, ex in enumerate(examples):
-        prompt_ids = encode_prompt(tokenizer, ex["prompt"], max_prompt, cfg.system_prompt)
-        budget = max_total - len(prompt_ids)
-        line = ex.get("line", k + 1)
-        chat = ex.get("messages")
-        if mode == "sft" and cfg.sft_loss == "all" and (chat is not None or getattr(tokenizer, "chat_template", None)):
-            whole = encode_dialogue(tokenizer, chat or _exchange(ex), cfg.system_prompt)[:max_total]
-            out.append({"prompt": whole[:1], "responses": [whole[1:]], "label": 1.0})
-            continue
-        if mode in ("sft", "pointwise"):
-            resp = encode_response(tokenizer, ex["response"], budget)
-            if not resp:
-                dropped.append((line, "response"))
-                continue
-            if mode == "sft" and cfg.sft_loss == "all":  # every token after the first is a target
-                whole = prompt_ids + resp
-                out.append({"prompt": whole[:1], "responses": [whole[1:]], "label": 1.0})
-                continue
-            out.append({"prompt": prompt_ids, "responses": [resp], "label": float(ex.get("label", 1.0))})
-            continue
-        chosen = encode_response(tokenizer, ex["chosen"], budget)
-        rejected = encode_response(tokenizer, ex["rejected"], budget)
-        if not chosen or not rejected:
-            dropped.append((line, "chosen" if not chosen else "rejected"))
-            continue
-        out.append(
-            {
-                "prompt": prompt_ids,
-                "responses": [chosen, rejected],
-                "safe": [float(ex["chosen_safe"]), float(ex["rejected_safe"])],
-            }
-        )
-    if mode == "sft" and cfg.packing:
-        out = pack(out, cfg.max_length)
-    return out, dropped
-
-
-def check_dialogues(examples: list[dict], cfg: TrainConfig) -> None:
-    """Whole dialogues (``messages`` of several exchanges) are trained on every token (sft_loss "all");
-    any other loss would see only their first exchange, so it is refused, naming the record."""
-    if cfg.mode == "sft" and cfg.sft_loss == "all":
-        return
-    for k, ex in enumerate(examples):
-        turns = [m for m in ex.get("messages") or () if m["role"] != "system"]
-        if len(turns) > 2:
-            raise bdata.DataError(
-                cfg.train_data, ex.get("line", k + 1), "messages", f"a dialogue of {len(turns)} turns needs mode "
-                "'sft' with sft_loss 'all' (the official SFT); for a response-only loss keep its first exchange "
-                "(ultrachat_sft(turns='first'))"
-            )
-
-
-def _exchange(ex: dict) -> list[dict]:
-    return [{"role": "user", "content": ex["prompt"]}, {"role": "assistant", "content": ex["response"]}]
-
-
-def pack(items: list[dict], length: int) -> list[dict]:
-    """Sequences packed into chunks of ``length`` tokens, as the official SFT (TRL's constant-length
-    packing): every example's ids (each ending in EOS) are concatenated in order and cut into full
-    chunks; the last, partial chunk is dropped, and attention crosses example boundaries."""
-    stream = [t for it in items for t in it["prompt"] + it["responses"][0]]
-    chunks = [stream[i : i + length] for i in range(0, len(stream) - length + 1, length)]
-    return [{"prompt": c[:1], "responses": [c[1:]], "label": 1.0} for c in chunks]
-
-
-def describe_dropped(path: str, dropped: list[tuple], cfg: TrainConfig, what: str = "training example(s)") -> str:
-    """One line naming the file and the first records whose response was truncated away."""
-    shown = ", ".join(f"line {line} field {field!r}" for line, field in dropped[:5])
-    more = f" and {len(dropped) - 5} more" if len(dropped) > 5 else ""
-    return (
-        f"{path}: skipped {len(dropped)} {what} whose response was truncated away (the prompt, cut to "
-        f"max_prompt_length {cfg.max_prompt_length}, fills max_length {cfg.max_length}): {shown}{more}"
-    )
-
-
-def collate(sequences: list[tuple[list[int], list[int]]], pad_id: int):
-    """``[(prompt_ids, response_ids)]`` -> input_ids, attention_mask, response_mask, all [N, T]."""
-    width = max(len(p) + len(r) for p, r in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(sequences), width), dtype=torch.long)
-    response = torch.zeros((len(sequences), width), dtype=torch.bool)
-    for i, (p, r) in enumerate(sequences):
-        n = len(p) + len(r)
-        input_ids[i, :n] = torch.tensor(p + r)
-        attention[i, :n] = 1
-        response[i, len(p) : n] = True
-    return input_ids, attention, response
-
-
-def sequence_logps(model, input_ids, attention_mask, response_mask):
-    """Summed log-probs of the response tokens, and their counts: ([N], [N]).
-
-    Position t predicts token t+1, so logits at t are scored against ids at t+1 and the mask is
-    shifted the same way; prompt and padding contribute nothing. The LM head runs only from the
-    earliest response token on (``logits_to_keep``), which skips the shared prompt prefix.
-    """
-    T = input_ids.shape[1]
-    first = int(response_mask.float().argmax(-1).min())  # earliest response position (>= 1: prompts hold BOS)
-    keep = T - first + 1  # logits for positions first-1 .. T-1
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep).logits
-    logits = logits[:, :-1].float()  # [N, T-first, V], predicting tokens first .. T-1
-    targets = input_ids[:, first:]  # [N, T-first]
-    mask = response_mask[:, first:]  # [N, T-first]
-    # log p(x_t) = logit[x_t] - logsumexp(logits): no [N, T, V] log-softmax is kept
-    token_logps = torch.gather(logits, 2, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-    return (token_logps * mask).sum(-1), mask.sum(-1)
-
-
-def micro_batch_sequences(items: list[dict]) -> list[tuple[list[int], list[int]]]:
-    """All chosen first, then all rejected: one concatenated forward pass for the pair batch."""
-    n = len(items[0]["responses"])
-    return [(it["prompt"], it["responses"][k]) for k in range(n) for it in items]
-
-
-# ---------------------------------------------------------------------------------------------
-# The schedule of examples: fixed by (seed, step), independent of the number of processes
-# ---------------------------------------------------------------------------------------------
-
-
-class StepSchedule:
-    """Which example ids make up global step ``s``; ids >= n_main index the buffer.
-
-    ``mode="share"``: ``global_batch`` ids, ``buffer_ratio`` of them from the buffer, shuffled
-    together. ``mode="add"``: ``global_batch`` training ids and as many buffer ids, laid out so that
-    each chunk of ``2 * micro`` ids (one micro-batch) holds ``micro`` of each.
-    """
-
-    def __init__(
-        self,
-        n_main: int,
-        n_buffer: int,
-        global_batch: int,
-        buffer_ratio: float,
-        seed: int,
-        mode: str = "share",
-        micro: int | None = None,
-    ):
-        self.n_main, self.n_buffer, self.seed, self.mode = n_main, n_buffer, seed, mode
-        if mode == "add" and n_buffer:
-            self.from_main, self.from_buffer = global_batch, global_batch
-            self.micro = micro or global_batch
-            if global_batch % self.micro:
-                raise ValueError(f"micro-batch {self.micro} does not divide the global batch {global_batch}")
-        else:
-            self.from_buffer = round(global_batch * buffer_ratio) if n_buffer else 0
-            self.from_main = global_batch - self.from_buffer
-        if self.from_main < 1:
-            raise ValueError("buffer_ratio leaves no room for training pairs in a global batch")
-        self._perms: dict[tuple[str, int], list[int]] = {}
-
-    def _stream(self, name: str, n: int, start: int, count: int) -> list[int]:
-        out = []
-        for pos in range(start, start + count):
-            epoch, i = divmod(pos, n)
-            key = (name, epoch)
-            if key not in self._perms:
-                g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 2 + (name == "buffer"))
-                self._perms[key] = torch.randperm(n, generator=g).tolist()
-                self._perms.pop((name, epoch - 2), None)
-            out.append(self._perms[key][i])
-        return out
-
-    def steps_per_epoch(self) -> float:
-        return self.n_main / self.from_main
-
-    def ids(self, step: int) -> list[int]:
-        ids = self._stream("main", self.n_main, step * self.from_main, self.from_main)
-        if self.from_buffer and self.mode == "add" and self.n_buffer:
-            stream = self._stream("buffer", self.n_buffer, step * self.from_buffer, self.from_buffer)
-            buf = [self.n_main + b for b in stream]
-            m = self.micro
-            return [i for c in range(0, len(ids), m) for i in ids[c : c + m] + buf[c : c + m]]
-        if self.from_buffer:
-            buf = self._stream("buffer", self.n_buffer, step * self.from_buffer, self.from_buffer)
-            ids += [self.n_main + b for b in buf]
-            g = torch.Generator().manual_seed(self.seed * 7919 + step)
-            ids = [ids[k] for k in torch.randperm(len(ids), generator=g).tolist()]
-        return ids
-
-
-# ---------------------------------------------------------------------------------------------
-# Reference log-probs, cached on disk
-# ---------------------------------------------------------------------------------------------
-
-
-def model_fingerprint(name_or_path: str, revision: str | None) -> str:
-    """sha256 of a local model's weight files, else the hub id and revision."""
-    p = Path(name_or_path)
-    h = hashlib.sha256()
-    files = sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin")) if p.is_dir() else []
-    if not files:
-        h.update(f"{name_or_path}@{revision}".encode())
-    for f in files:
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def data_fingerprint(items: list[dict]) -> str:
-    h = hashlib.sha256()
-    for it in items:
-        h.update(json.dumps([it["prompt"], it["responses"]]).encode())
-    return h.hexdigest()
-
-
-@torch.inference_mode()
-def reference_logps(model, items, batch_size, accelerator, pad_id, desc="reference log-probs") -> torch.Tensor:
-    """Log-probs [len(items), n_responses] under ``model``; each process takes every world-th item.
-
-    Items are visited longest first, so that each batch pads to similar lengths (no grad is kept,
-    so batches can be several times the training batch).
-    """
-    world, rank = accelerator.num_processes, accelerator.process_index
-    n = len(items)
-    per_rank = math.ceil(n / world)
-    mine = [min(rank + world * k, n - 1) for k in range(per_rank)]  # padded with the last item
-    longest = [len(items[i]["prompt"]) + max(map(len, items[i]["responses"])) for i in mine]
-    order = sorted(range(per_rank), key=lambda k: -longest[k])
-    n_resp = len(items[0]["responses"])
-    out = torch.zeros(per_rank, n_resp)
-    was_training = model.training
-    model.eval()
-    bar = tqdm(range(0, per_rank, batch_size), desc=desc, disable=not accelerator.is_main_process, leave=False)
-    for start in bar:
-        ks = order[start : start + batch_size]
-        chunk = [items[mine[k]] for k in ks]
-        ids, attn, resp = (t.to(accelerator.device) for t in collate(micro_batch_sequences(chunk), pad_id))
-        logps, _ = sequence_logps(model, ids, attn, resp)
-        out[ks] = logps.view(n_resp, len(chunk)).T.float().cpu()
-    gathered = accelerator.gather(out.to(accelerator.device)).cpu().view(world, per_rank, n_resp)
-    full = torch.zeros(n, n_resp)
-    for r in range(world):
-        idx = [r + world * k for k in range(per_rank) if r + world * k < n]
-        full[idx] = gathered[r, : len(idx)]
-    model.train(was_training)
-    return full
-
-
-# ---------------------------------------------------------------------------------------------
 # The trainer
 # ---------------------------------------------------------------------------------------------
-
-
-def check_inputs(cfg: TrainConfig, where: str = "config") -> None:
-    """The files and models ``cfg`` names exist (or the model looks like a hub id); raises ConfigError."""
-    configs.require_model(cfg.model, where, "model")
-    configs.require_path(cfg.train_data, where, "train_data", "saved dataset folder or .jsonl file")
-    configs.require_path(cfg.buffer_data, where, "buffer_data", "saved dataset folder or .jsonl file")
-    if Path(cfg.output_dir).is_file():
-        raise configs.ConfigError(where, "output_dir", f"{cfg.output_dir} is a file, not a folder")
 
 
 def _mixed_precision(cfg: TrainConfig) -> str:
@@ -547,22 +257,52 @@ def _mixed_precision(cfg: TrainConfig) -> str:
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Run (or resume) training as configured; returns the summary also written to ``train_summary.json``."""
-    from accelerate import Accelerator
-    from transformers import get_scheduler
+    """Run (or resume) training as configured; returns the summary also written to ``train_summary.json``.
 
-    check_inputs(cfg)
+    The stages, in order: check the inputs; read and tokenize every example (before the output folder
+    is touched); claim the output folder and find the checkpoint to resume; the reference log-probs;
+    the optimiser; the steps; the final model and summary.
+    """
+    from accelerate import Accelerator
+
+    runs.check_inputs(cfg)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    out = Path(cfg.output_dir)
-    done = completed(out, cfg)
+    done = runs.completed(cfg.output_dir, cfg)
     if done is not None:
-        log.info("%s already holds a finished run of this config; nothing to do", out)
+        log.info("%s already holds a finished run of this config; nothing to do", cfg.output_dir)
         return done
     accelerator = Accelerator(mixed_precision=_mixed_precision(cfg))
-    main = accelerator.is_main_process
-    world = accelerator.num_processes
-    # --- data: every record checked before anything else (cheap, and a bad file stops here)
+    inputs = _read_inputs(cfg, accelerator.num_processes)
+    resume = _claim_output(cfg, accelerator)
+    ref, ref_tokens = _reference(cfg, inputs, accelerator)
+    run = _prepare(cfg, inputs, ref, accelerator)
+    start_step, train_tokens = _resume(cfg, run, resume)
+    t_start = time.perf_counter()
+    last, train_tokens = _steps(run, start_step, train_tokens, ref_tokens)
+    return _finish(run, start_step, last, ref_tokens, train_tokens, time.perf_counter() - t_start)
+
+
+@dataclass
+class _Inputs:
+    """What a run reads, checked and tokenized, before anything is written."""
+
+    tokenizer: object
+    model: torch.nn.Module
+    items: list[dict]  # the training examples, then the buffer examples
+    n_main: int
+    n_buffer: int
+    skipped: int  # examples whose response was truncated away
+    trainable: int  # parameters
+    total: int
+    schedule: StepSchedule
+    global_batch: int
+    total_steps: int
+
+
+def _read_inputs(cfg: TrainConfig, world: int) -> _Inputs:
+    """Every record checked (a bad file stops here, cheaply), then the model, the tokenized examples
+    and the schedule of steps."""
     examples = load_examples(cfg.train_data, cfg.mode, "train_data")
     if cfg.max_train_examples:
         examples = examples[: cfg.max_train_examples]
@@ -604,76 +344,116 @@ def train(cfg: TrainConfig) -> dict:
         n_main, n_buffer, global_batch, cfg.buffer_ratio, cfg.seed, cfg.buffer_mode, cfg.per_device_batch_size
     )
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.num_epochs * schedule.steps_per_epoch()))
+    skipped = len(dropped) + len(dropped_buffer)
+    return _Inputs(tokenizer, model, items, n_main, n_buffer, skipped, trainable, total, schedule, global_batch,
+                   total_steps)
 
-    # --- the output folder: touched only now, after every input has been read and checked
-    if main:
+
+def _claim_output(cfg: TrainConfig, accelerator):
+    """The output folder, touched only now that every input has been read and checked: a folder that
+    held another config's run is cleared. Returns the checkpoint to resume, or None (a damaged one
+    falls back to the one before it, and is discarded)."""
+    out = Path(cfg.output_dir)
+    if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         saved = out / "config.json"
-        if saved.is_file() and not _same_run(json.loads(saved.read_text()), cfg):
+        if saved.is_file() and not runs.same_run(json.loads(saved.read_text()), cfg):
             # another config ran here: its checkpoint, metrics and results must not be resumed or kept
             log.warning("%s held a run of another config; starting afresh", out)
             for stale in ("checkpoints", "snapshots", "model", "ranks"):
                 shutil.rmtree(out / stale, ignore_errors=True)
             for stale in ("train_summary.json", "metrics.jsonl"):
                 (out / stale).unlink(missing_ok=True)
-        write_json(saved, {**cfg.to_dict(), "trainer_version": TRAINER_VERSION})
+        write_json(saved, {**cfg.to_dict(), "trainer_version": runs.TRAINER_VERSION})
     accelerator.wait_for_everyone()
-    # which checkpoint to resume (a damaged one falls back to the previous); known before the expensive work
     resume, damaged = checkpoints.latest_intact(out, cfg.start_over)
     accelerator.wait_for_everyone()
-    if main:
+    if accelerator.is_main_process:
         checkpoints.discard(damaged)
+    return resume
 
-    # --- reference log-probs (the start model is the reference)
-    ref = None
-    ref_tokens = 0  # counted even when cached: the method needs that pass
-    if cfg.mode != "sft":
-        ref_tokens = sum(len(it["prompt"]) * len(it["responses"]) + sum(map(len, it["responses"])) for it in items)
-        cache_dir = Path(cfg.ref_cache_dir or out / "ref_cache")
-        key = hashlib.sha256(
-            (model_fingerprint(cfg.model, cfg.revision) + data_fingerprint(items)).encode()
-        ).hexdigest()[:24]
-        cache = cache_dir / f"ref_logps_{key}.pt"
-        if cache.is_file():
-            ref = torch.load(cache)
-        else:
-            model.to(accelerator.device)
-            ref = reference_logps(model, items, cfg.reference_batch_size, accelerator, tokenizer.pad_token_id)
-            if main:
-                with atomic_path(cache) as tmp:
-                    torch.save(ref, tmp)
-        if ref.shape != (len(items), len(items[0]["responses"])):
-            raise ValueError(f"{cache}: cached reference log-probs do not match the data; delete the file")
 
-    # --- optimisation
-    params = [p for p in model.parameters() if p.requires_grad]
+def _reference(cfg: TrainConfig, inputs: _Inputs, accelerator) -> tuple[torch.Tensor | None, int]:
+    """The start model's log-probs of every response ([N, responses]; the start model is the
+    reference pi_ref), cached on disk by (model weights, tokenized data), and the tokens that pass
+    reads (counted even when cached: the method needs it). None for SFT."""
+    items = inputs.items
+    if cfg.mode == "sft":
+        return None, 0
+    ref_tokens = sum(len(it["prompt"]) * len(it["responses"]) + sum(map(len, it["responses"])) for it in items)
+    cache_dir = Path(cfg.ref_cache_dir or Path(cfg.output_dir) / "ref_cache")
+    key = hashlib.sha256((model_fingerprint(cfg.model, cfg.revision) + data_fingerprint(items)).encode()).hexdigest()
+    cache = cache_dir / f"ref_logps_{key[:24]}.pt"
+    if cache.is_file():
+        ref = torch.load(cache)
+    else:
+        inputs.model.to(accelerator.device)
+        ref = reference_logps(inputs.model, items, cfg.reference_batch_size, accelerator, inputs.tokenizer.pad_token_id)
+        if accelerator.is_main_process:
+            with atomic_path(cache) as tmp:
+                torch.save(ref, tmp)
+    if ref.shape != (len(items), len(items[0]["responses"])):
+        raise ValueError(f"{cache}: cached reference log-probs do not match the data; delete the file")
+    return ref, ref_tokens
+
+
+@dataclass
+class _Run:
+    """A run being trained: its inputs, the prepared model and optimiser, and the step's shapes."""
+
+    cfg: TrainConfig
+    inputs: _Inputs
+    ref: torch.Tensor | None
+    accelerator: object
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    params: list
+    chunk: int  # examples per micro-batch: per_device, or per_device training + per_device buffer ("add")
+
+
+def _prepare(cfg: TrainConfig, inputs: _Inputs, ref, accelerator) -> _Run:
+    """AdamW on the trainable parameters, the learning-rate schedule (warmup then ``lr_scheduler``),
+    both prepared by accelerate (DDP across processes)."""
+    from transformers import get_scheduler
+
+    params = [p for p in inputs.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=cfg.adam_betas, weight_decay=cfg.weight_decay)
     scheduler = get_scheduler(
         cfg.lr_scheduler,
         optimizer,
-        num_warmup_steps=int(cfg.warmup_ratio * total_steps),
-        num_training_steps=total_steps,
+        num_warmup_steps=int(cfg.warmup_ratio * inputs.total_steps),
+        num_training_steps=inputs.total_steps,
     )
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer = accelerator.prepare(inputs.model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     model.train()
+    chunk = cfg.per_device_batch_size * (2 if inputs.n_buffer and cfg.buffer_mode == "add" else 1)
+    return _Run(cfg, inputs, ref, accelerator, model, optimizer, scheduler, params, chunk)
 
-    metrics_path = out / "metrics.jsonl"
-    start_step, train_tokens = 0, 0
-    if resume is not None:
-        ckpt, manifest = resume
-        accelerator.load_state(str(ckpt))
-        start_step, train_tokens = manifest["step"], manifest["state"]["train_tokens"]
-        if main:
-            log.info("resuming from %s at step %d", ckpt, start_step)
-            _truncate_metrics(metrics_path, start_step)
-    elif main and metrics_path.exists():
-        metrics_path.unlink()
 
-    pad_id = tokenizer.pad_token_id
-    per_dev = cfg.per_device_batch_size
-    # examples per micro-batch: per_dev, or per_dev training + per_dev buffer pairs in buffer_mode "add"
-    chunk = per_dev * (2 if n_buffer and cfg.buffer_mode == "add" else 1)
+def _resume(cfg: TrainConfig, run: _Run, resume) -> tuple[int, int]:
+    """Load the checkpoint to resume (model, optimiser, scheduler, random states) and drop the
+    metrics it will write again; returns (first step, training tokens so far)."""
+    metrics_path = Path(cfg.output_dir) / "metrics.jsonl"
+    main = run.accelerator.is_main_process
+    if resume is None:
+        if main and metrics_path.exists():
+            metrics_path.unlink()
+        return 0, 0
+    ckpt, manifest = resume
+    run.accelerator.load_state(str(ckpt))
+    if main:
+        log.info("resuming from %s at step %d", ckpt, manifest["step"])
+        runs.truncate_metrics(metrics_path, manifest["step"])
+    return manifest["step"], manifest["state"]["train_tokens"]
+
+
+def _steps(run: _Run, start_step: int, train_tokens: int, ref_tokens: int) -> tuple[dict, int]:
+    """Optimisation steps ``start_step`` .. the last, each logged, with checkpoints and snapshots
+    on their schedules; returns the last step's record and the training tokens."""
+    cfg, accelerator, inputs = run.cfg, run.accelerator, run.inputs
+    out, main, total_steps = Path(cfg.output_dir), accelerator.is_main_process, inputs.total_steps
     bar = tqdm(
         total=total_steps,
         initial=start_step,
@@ -681,126 +461,148 @@ def train(cfg: TrainConfig) -> dict:
         disable=not (main and cfg.progress),
     )
     last = {}
-    t_start = time.perf_counter()
     for step in range(start_step, total_steps):
         t0 = time.perf_counter()
-        ids = schedule.ids(step)
-        if cfg.mode == "sft":
-            global_tokens = sum(len(items[i]["responses"][0]) for i in ids)
-        if cfg.loss == "ulma" and cfg.mode == "pointwise":  # the class sizes of this global batch
-            n_pos = sum(items[i]["label"] >= 0.5 for i in ids)
-        stats = defaultdict(list)
-        tokens = 0
-        for m in range(cfg.gradient_accumulation_steps):
-            lo = (m * world + accelerator.process_index) * chunk
-            mb = [items[i] for i in ids[lo : lo + chunk]]
-            input_ids, attn, resp = (t.to(accelerator.device) for t in collate(micro_batch_sequences(mb), pad_id))
-            tokens += int(attn.sum())
-            sync = m == cfg.gradient_accumulation_steps - 1
-            with nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
-                logps, n_tok = sequence_logps(model, input_ids, attn, resp)
-                if cfg.mode == "sft":
-                    per_example = -logps
-                    loss = per_example.sum() / global_tokens * world
-                elif cfg.mode == "pointwise":
-                    mb_ids = torch.tensor(ids[lo : lo + chunk])
-                    scale = n_tok.clamp(min=1).to(logps) if cfg.length_normalize else torch.ones_like(logps)
-                    point = PointBatch(
-                        logps / scale,
-                        ref[mb_ids, 0].to(logps) / scale,
-                        torch.tensor([it["label"] for it in mb]).to(logps),
-                        n_tok,
-                    )
-                    per_example = POINT_LOSSES[cfg.loss](point, cfg)
-                    if cfg.loss == "ulma":  # official ULMA: mean over positives + mean over negatives
-                        weights = losses.ulma_weights(point.labels, n_pos, len(ids) - n_pos)
-                        per_example = per_example * weights * len(ids)  # so that its mean is the batch loss
-                    loss = per_example.sum() / global_batch * world
-                else:
-                    b = len(mb)
-                    mb_ids = torch.tensor(ids[lo : lo + chunk])
-                    batch = PairBatch(
-                        logps[:b],
-                        logps[b:],
-                        ref[mb_ids, 0].to(logps),
-                        ref[mb_ids, 1].to(logps),
-                        torch.tensor([it["safe"][0] for it in mb]),
-                        torch.tensor([it["safe"][1] for it in mb]),
-                        n_tok[:b],
-                        n_tok[b:],
-                    )
-                    per_example = PAIR_LOSSES[cfg.loss](batch, cfg)
-                    loss = per_example.sum() / global_batch * world
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"non-finite loss at step {step} (micro-batch {m}); lower the learning rate or check the data"
-                    )
-                accelerator.backward(loss)
-            # logged so that its mean over the step is the objective (sum of losses / G)
-            stats["loss"].append(per_example.detach() * (len(ids) / global_batch))
-            if cfg.mode == "preference":
-                stats["h"].append(
-                    (
-                        batch.chosen_logps - batch.rejected_logps - batch.ref_chosen_logps + batch.ref_rejected_logps
-                    ).detach()
-                )
-                stats["d_chosen"].append((batch.chosen_logps - batch.ref_chosen_logps).detach())
-                stats["d_rejected"].append((batch.rejected_logps - batch.ref_rejected_logps).detach())
-                stats["combo"].append(batch.chosen_safe * 2 + batch.rejected_safe)
-            elif cfg.mode == "pointwise":
-                stats["d"].append((point.logps - point.ref_logps).detach())
-                stats["z"].append(point.labels.detach())
-            else:
-                stats["tokens"].append(n_tok.float())
-        grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm else None
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-
-        gathered = {k: accelerator.gather(torch.cat(v).to(accelerator.device)).cpu() for k, v in stats.items()}
-        tokens = int(accelerator.gather(torch.tensor([tokens], device=accelerator.device)).sum())
+        gathered, tokens, grad_norm = _step(run, step)
         train_tokens += tokens
-        record = _step_metrics(
-            step + 1, gathered, cfg, scheduler.get_last_lr()[0], grad_norm, tokens, time.perf_counter() - t0
-        )
-        last = record
+        lr = run.scheduler.get_last_lr()[0]
+        last = _step_metrics(step + 1, gathered, cfg, lr, grad_norm, tokens, time.perf_counter() - t0)
         if main and ((step + 1) % cfg.log_every == 0 or step + 1 == total_steps):
-            with open(metrics_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(last) + "\n")
         bar.update(1)
-        bar.set_postfix(loss=f"{record['loss']:.4g}")
+        bar.set_postfix(loss=f"{last['loss']:.4g}")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total_steps:
-            _save_checkpoint(accelerator, out, step + 1, train_tokens, cfg.keep_checkpoints)
+            runs.save_checkpoint(accelerator, out, step + 1, train_tokens, cfg.keep_checkpoints)
         if main and cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0 and step + 1 < total_steps:
-            checkpoints.save_snapshot(
-                out,
-                step + 1,
-                lambda path: models.save(accelerator.unwrap_model(model), tokenizer, path),
-                {"flops": _flops(total, trainable, ref_tokens, train_tokens)},
-            )
+            flops = _flops(inputs.total, inputs.trainable, ref_tokens, train_tokens)
+            checkpoints.save_snapshot(out, step + 1, lambda path: _save_model(run, path), {"flops": flops})
     bar.close()
+    return last, train_tokens
 
-    # each process leaves a note, so a run can show that every rank took part
+
+def _step(run: _Run, step: int) -> tuple[dict, int, torch.Tensor | None]:
+    """One optimisation step on the global batch of ``step``: each process takes its micro-batches,
+    and each micro-batch's loss is its share of the batch mean (sum / G x processes, since DDP
+    averages gradients). Returns the logged values gathered from every process, the tokens of the
+    step and the gradient norm."""
+    cfg, accelerator, items = run.cfg, run.accelerator, run.inputs.items
+    world, global_batch = accelerator.num_processes, run.inputs.global_batch
+    ids = run.inputs.schedule.ids(step)
+    totals = {}  # what the loss divides by, counted over the whole global batch
+    if cfg.mode == "sft":
+        totals["tokens"] = sum(len(items[i]["responses"][0]) for i in ids)
+    if cfg.loss == "ulma" and cfg.mode == "pointwise":  # the class sizes of this global batch
+        totals["positives"] = sum(items[i]["label"] >= 0.5 for i in ids)
+    stats, tokens = defaultdict(list), 0
+    for m in range(cfg.gradient_accumulation_steps):
+        lo = (m * world + accelerator.process_index) * run.chunk
+        mb_ids = ids[lo : lo + run.chunk]
+        mb = [items[i] for i in mb_ids]
+        seqs = collate(micro_batch_sequences(mb), run.inputs.tokenizer.pad_token_id)
+        input_ids, attn, resp = (t.to(accelerator.device) for t in seqs)
+        tokens += int(attn.sum())
+        sync = m == cfg.gradient_accumulation_steps - 1
+        with nullcontext() if sync else accelerator.no_sync(run.model), accelerator.autocast():
+            logps, n_tok = sequence_logps(run.model, input_ids, attn, resp)
+            per_example, batch = _losses(run, mb, mb_ids, logps, n_tok, totals, len(ids))
+            # the micro-batch's share of the objective: sum / G (x processes: DDP averages gradients)
+            loss = per_example.sum() / (totals["tokens"] if cfg.mode == "sft" else global_batch) * world
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"non-finite loss at step {step} (micro-batch {m}); lower the learning rate or check the data"
+                )
+            accelerator.backward(loss)
+        # logged so that its mean over the step is the objective (sum of losses / G)
+        stats["loss"].append(per_example.detach() * (len(ids) / global_batch))
+        for key, value in _logged(cfg, batch, n_tok).items():
+            stats[key].append(value)
+    grad_norm = accelerator.clip_grad_norm_(run.params, cfg.max_grad_norm) if cfg.max_grad_norm else None
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    gathered = {k: accelerator.gather(torch.cat(v).to(accelerator.device)).cpu() for k, v in stats.items()}
+    tokens = int(accelerator.gather(torch.tensor([tokens], device=accelerator.device)).sum())
+    return gathered, tokens, grad_norm
+
+
+def _losses(run: _Run, mb, mb_ids, logps, n_tok, totals: dict, n_ids: int):
+    """Per-example losses of one micro-batch ([b]) and the batch they were computed on (a
+    :class:`PairBatch`, a :class:`PointBatch`, or None for SFT)."""
+    cfg, ref = run.cfg, run.ref
+    if cfg.mode == "sft":  # -log pi(y | x), summed over the response tokens
+        return -logps, None
+    idx = torch.tensor(mb_ids)
+    if cfg.mode == "pointwise":
+        scale = n_tok.clamp(min=1).to(logps) if cfg.length_normalize else torch.ones_like(logps)
+        point = PointBatch(
+            logps / scale, ref[idx, 0].to(logps) / scale, torch.tensor([it["label"] for it in mb]).to(logps), n_tok
+        )
+        per_example = POINT_LOSSES[cfg.loss](point, cfg)
+        if cfg.loss == "ulma":  # official ULMA: mean over positives + mean over negatives
+            weights = losses.ulma_weights(point.labels, totals["positives"], n_ids - totals["positives"])
+            per_example = per_example * weights * n_ids  # so that its mean is the batch loss
+        return per_example, point
+    b = len(mb)  # chosen rows first, then rejected rows (one forward pass, [2b, T])
+    batch = PairBatch(
+        logps[:b],
+        logps[b:],
+        ref[idx, 0].to(logps),
+        ref[idx, 1].to(logps),
+        torch.tensor([it["safe"][0] for it in mb]),
+        torch.tensor([it["safe"][1] for it in mb]),
+        n_tok[:b],
+        n_tok[b:],
+    )
+    return PAIR_LOSSES[cfg.loss](batch, cfg), batch
+
+
+def _logged(cfg: TrainConfig, batch, n_tok) -> dict[str, torch.Tensor]:
+    """What a micro-batch adds to the step's metrics (see :func:`_step_metrics`)."""
+    if cfg.mode == "preference":
+        # h = (log pi(y_w) - log pi_ref(y_w)) - (log pi(y_l) - log pi_ref(y_l)), the log-ratio margin
+        h = batch.chosen_logps - batch.rejected_logps - batch.ref_chosen_logps + batch.ref_rejected_logps
+        return {
+            "h": h.detach(),
+            "d_chosen": (batch.chosen_logps - batch.ref_chosen_logps).detach(),
+            "d_rejected": (batch.rejected_logps - batch.ref_rejected_logps).detach(),
+            "combo": batch.chosen_safe * 2 + batch.rejected_safe,
+        }
+    if cfg.mode == "pointwise":
+        return {"d": (batch.logps - batch.ref_logps).detach(), "z": batch.labels.detach()}
+    return {"tokens": n_tok.float()}
+
+
+def _save_model(run: _Run, path) -> None:
+    models.save(run.accelerator.unwrap_model(run.model), run.inputs.tokenizer, path)
+
+
+def _finish(run: _Run, start_step: int, last: dict, ref_tokens: int, train_tokens: int, seconds: float) -> dict:
+    """Each process leaves a note (so a run shows that every rank took part); the main process
+    saves the final model and the summary, which marks the run complete, and drops the checkpoints."""
+    cfg, accelerator, inputs = run.cfg, run.accelerator, run.inputs
+    out, main, world = Path(cfg.output_dir), accelerator.is_main_process, accelerator.num_processes
     write_json(
         out / "ranks" / f"rank{accelerator.process_index}.json",
-        {"rank": accelerator.process_index, "world_size": world, "pid": os.getpid(), "steps": total_steps - start_step},
+        {"rank": accelerator.process_index, "world_size": world, "pid": os.getpid(),
+         "steps": inputs.total_steps - start_step},
     )
     accelerator.wait_for_everyone()
     if main:
-        models.save(accelerator.unwrap_model(model), tokenizer, out / "model")
+        _save_model(run, out / "model")
     summary = {
-        "steps": total_steps,
+        "steps": inputs.total_steps,
         "resumed_from": start_step,
         "processes": world,
-        "global_batch": global_batch,
-        "train_examples": n_main,
-        "buffer_examples": n_buffer,
-        "skipped_truncated": len(dropped) + len(dropped_buffer),
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "seconds": time.perf_counter() - t_start,
+        "global_batch": inputs.global_batch,
+        "train_examples": inputs.n_main,
+        "buffer_examples": inputs.n_buffer,
+        "skipped_truncated": inputs.skipped,
+        "trainable_parameters": inputs.trainable,
+        "total_parameters": inputs.total,
+        "seconds": seconds,
         "tokens": {"reference": ref_tokens, "train": train_tokens},
-        "flops": _flops(total, trainable, ref_tokens, train_tokens),
+        "flops": _flops(inputs.total, inputs.trainable, ref_tokens, train_tokens),
         "final": last,
         "mixed_precision": _mixed_precision(cfg),
     }
@@ -809,7 +611,16 @@ def train(cfg: TrainConfig) -> dict:
         checkpoints.clear(out)  # the final model supersedes them
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if world > 1:  # see main(): the process exits without freeing DDP's process group
+        _KEEP_ALIVE.append(run)
     return summary
+
+
+_KEEP_ALIVE: list = []
+"""Runs of several processes, kept from being freed. torch's ProcessGroupGloo destructor can
+deadlock with the GIL when DDP's reducer is freed (seen at the end of a 2-process CPU run: the
+main thread joins a gloo thread that waits for the GIL), so :func:`main` ends such a process with
+``os._exit`` once every file is written."""
 
 
 def _flops(n_params: int, n_trainable: int, ref_tokens: int, train_tokens: int) -> dict[str, float]:
@@ -819,29 +630,6 @@ def _flops(n_params: int, n_trainable: int, ref_tokens: int, train_tokens: int) 
         counter.forward("reference", n_params, ref_tokens)
     counter.train("train", n_params, train_tokens, n_trainable)
     return counter.as_dict()
-
-
-TRAINER_VERSION = 3
-"""Bumped when the trainer computes something else for the same config (2: ULMA's per-class
-reduction; 3: no space before a response after a chat template), so that a finished or checkpointed
-run of an older trainer is not reused."""
-
-
-def _same_run(saved: dict, cfg: TrainConfig) -> bool:
-    """A saved ``config.json`` is of the same run: same config (runtime keys aside), same trainer version."""
-    saved = dict(saved)
-    return saved.pop("trainer_version", 1) == TRAINER_VERSION and configs.same_run(saved, cfg)
-
-
-def completed(output_dir: str | os.PathLike, cfg: TrainConfig) -> dict | None:
-    """The summary of a finished run of the same config in ``output_dir``, else None."""
-    out = Path(output_dir)
-    summary, config = out / "train_summary.json", out / "config.json"
-    if not (summary.is_file() and config.is_file() and (out / "model" / "config.json").is_file()):
-        return None
-    if not _same_run(json.loads(config.read_text()), cfg):
-        return None
-    return json.loads(summary.read_text())
 
 
 def _step_metrics(step, g, cfg, lr, grad_norm, tokens, seconds) -> dict:
@@ -871,97 +659,6 @@ def _step_metrics(step, g, cfg, lr, grad_norm, tokens, seconds) -> dict:
                 record[f"margin/{name}"] = float(cfg.beta * h[sel].mean())
                 record[f"accuracy/{name}"] = float((h[sel] > 0).float().mean())
     return record
-
-
-def _save_checkpoint(accelerator, out: Path, step: int, train_tokens: int, keep: int) -> None:
-    """Save the training state of every process as checkpoint ``step`` (see :mod:`bfpo.checkpoints`)."""
-    tmp = checkpoints.staging(out, step, create=accelerator.is_main_process)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        checkpoints.commit(out, tmp, step, {"train_tokens": train_tokens}, keep)
-    accelerator.wait_for_everyone()
-
-
-def _truncate_metrics(path: Path, step: int, key: str = "step") -> None:
-    """Drop the records a resumed run will write again (those after ``step``)."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line and json.loads(line)[key] <= step]
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-
-
-def read_metrics(output_dir: str | os.PathLike) -> list[dict]:
-    path = Path(output_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-
-
-# ---------------------------------------------------------------------------------------------
-# Launching from Python (notebooks): a config file and `accelerate launch` in a subprocess
-# ---------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now (for the processes' rendezvous), chosen by the OS."""
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch(
-    cfg: TrainConfig, num_processes: int = 1, accelerate_config: str | None = None, port: int | None = None
-) -> dict:
-    """Run ``cfg`` in ``num_processes`` processes with ``accelerate launch`` and return the summary.
-
-    Without GPUs the processes run on the CPU (gloo, ``ACCELERATE_USE_CPU=1``), one torch thread
-    each. The config is written to ``<output_dir>/launch_config.yaml``. On failure the error names
-    the command and shows the end of its output.
-    """
-    import subprocess
-
-    check_inputs(cfg)  # bad input stops here, in the caller's process, with the same one line
-    out = Path(cfg.output_dir)
-    done = completed(out, cfg)
-    if done is not None:
-        return done
-    out.mkdir(parents=True, exist_ok=True)
-    config_file = out / "launch_config.yaml"
-    with atomic_path(config_file) as tmp:
-        tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
-    accelerate = Path(sys.executable).with_name("accelerate")
-    cmd = [str(accelerate if accelerate.exists() else "accelerate"), "launch"]
-    env = dict(os.environ)
-    if accelerate_config:
-        cmd += ["--config_file", accelerate_config]
-    else:
-        cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-        if num_processes > 1:
-            port = port or free_port()  # a fixed port can still be held by a run that was killed
-            cmd += ["--multi_gpu", "--num_processes", str(num_processes), "--main_process_port", str(port)]
-        else:
-            cmd += ["--num_processes", "1"]
-        if not torch.cuda.is_available():
-            env |= {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    cmd += ["-m", "bfpo.train", "--config", str(config_file)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    (out / "launch.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
-    if proc.returncode != 0:
-        said = [line for line in proc.stderr.splitlines() if line.startswith("bfpo.train: error: ")]
-        if said:  # bad input found by the training process: pass its one line on
-            raise BadInput(said[0].removeprefix("bfpo.train: error: "))
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
-        log_file = out / "launch.log"
-        raise RuntimeError(f"training failed (exit {proc.returncode}; log {log_file}): {' '.join(cmd)}\n{tail}")
-    return json.loads((out / "train_summary.json").read_text())
-
-
-def ranks_seen(output_dir: str | os.PathLike) -> list[int]:
-    """The ranks that left a note in ``output_dir/ranks`` (each process of a run writes one)."""
-    return sorted(json.loads(p.read_text())["rank"] for p in (Path(output_dir) / "ranks").glob("rank*.json"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -998,7 +695,12 @@ def main(argv=None) -> int:
         if summary and int(os.environ.get("RANK", "0")) == 0:
             print(json.dumps({k: v for k, v in summary.items() if k != "final"}))
 
-    return run_cli("bfpo.train", work, args.debug)
+    code = run_cli("bfpo.train", work, args.debug)
+    if _KEEP_ALIVE:  # a finished run of several processes: exit without freeing it (see _KEEP_ALIVE)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bfpo import checkpoints, losses, models, train
+from bfpo import checkpoints, data, losses, models, train
 
 
 def config(tiny_world, tmp_path, **overrides):
@@ -346,7 +346,7 @@ def test_sft_trains_on_every_turn_of_a_dialogue(tiny_world, tmp_path):
     short = train.tokenize(rows, tok, train.TrainConfig.from_dict(cfg.to_dict() | {"max_length": 10}), "sft")[0]
     assert len(short[0]["prompt"] + short[0]["responses"][0]) == 10, "cut to max_length unless packed"
     response_only = train.TrainConfig(**base)
-    with pytest.raises(train.bdata.DataError, match=r"d.jsonl, line 7, field 'messages': a dialogue of 4 turns"):
+    with pytest.raises(data.DataError, match=r"d.jsonl, line 7, field 'messages': a dialogue of 4 turns"):
         train.check_dialogues(rows, response_only)
     train.check_dialogues(rows, cfg)
     train.check_dialogues([rows[0] | {"messages": chat[:2]}], response_only)

@@ -1,0 +1,141 @@
+"""Run bookkeeping: what a training run checks before it starts, whether a finished run can be
+reused, its checkpoints and metrics, and launching it with ``accelerate launch`` from Python."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from bfpo import checkpoints, configs
+from bfpo.errors import BadInput
+from bfpo.io import atomic_path
+
+
+def check_inputs(cfg, where: str = "config") -> None:
+    """The files and models ``cfg`` names exist (or the model looks like a hub id); raises ConfigError."""
+    configs.require_model(cfg.model, where, "model")
+    configs.require_path(cfg.train_data, where, "train_data", "saved dataset folder or .jsonl file")
+    configs.require_path(cfg.buffer_data, where, "buffer_data", "saved dataset folder or .jsonl file")
+    if Path(cfg.output_dir).is_file():
+        raise configs.ConfigError(where, "output_dir", f"{cfg.output_dir} is a file, not a folder")
+
+
+TRAINER_VERSION = 4
+"""Bumped when the trainer computes something else for the same config (2: ULMA's per-class
+reduction; 3: no space before a response after a chat template; 4: SFT on every token renders the
+whole dialogue with the chat template), so that a finished or checkpointed run of an older trainer
+is not reused."""
+
+
+def same_run(saved: dict, cfg) -> bool:
+    """A saved ``config.json`` is of the same run: same config (runtime keys aside), same trainer version."""
+    saved = dict(saved)
+    return saved.pop("trainer_version", 1) == TRAINER_VERSION and configs.same_run(saved, cfg)
+
+
+def completed(output_dir: str | os.PathLike, cfg) -> dict | None:
+    """The summary of a finished run of the same config in ``output_dir``, else None."""
+    out = Path(output_dir)
+    summary, config = out / "train_summary.json", out / "config.json"
+    if not (summary.is_file() and config.is_file() and (out / "model" / "config.json").is_file()):
+        return None
+    if not same_run(json.loads(config.read_text()), cfg):
+        return None
+    return json.loads(summary.read_text())
+
+
+def save_checkpoint(accelerator, out: Path, step: int, train_tokens: int, keep: int) -> None:
+    """Save the training state of every process as checkpoint ``step`` (see :mod:`bfpo.checkpoints`)."""
+    tmp = checkpoints.staging(out, step, create=accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        checkpoints.commit(out, tmp, step, {"train_tokens": train_tokens}, keep)
+    accelerator.wait_for_everyone()
+
+
+def truncate_metrics(path: Path, step: int, key: str = "step") -> None:
+    """Drop the records a resumed run will write again (those after ``step``)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line and json.loads(line)[key] <= step]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def read_metrics(output_dir: str | os.PathLike, name: str = "metrics.jsonl") -> list[dict]:
+    """The records of ``output_dir/name`` (one JSON object per line), in order."""
+    path = Path(output_dir) / name
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+
+
+# --- launching from Python (notebooks): a config file and `accelerate launch` in a subprocess ---
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (for the processes' rendezvous), chosen by the OS."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(
+    cfg, num_processes: int = 1, accelerate_config: str | None = None, port: int | None = None
+) -> dict:
+    """Run ``cfg`` in ``num_processes`` processes with ``accelerate launch`` and return the summary.
+
+    Without GPUs the processes run on the CPU (gloo, ``ACCELERATE_USE_CPU=1``), one torch thread
+    each. The config is written to ``<output_dir>/launch_config.yaml``. On failure the error names
+    the command and shows the end of its output.
+    """
+    import subprocess
+
+    check_inputs(cfg)  # bad input stops here, in the caller's process, with the same one line
+    out = Path(cfg.output_dir)
+    done = completed(out, cfg)
+    if done is not None:
+        return done
+    out.mkdir(parents=True, exist_ok=True)
+    config_file = out / "launch_config.yaml"
+    with atomic_path(config_file) as tmp:
+        tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [str(accelerate if accelerate.exists() else "accelerate"), "launch"]
+    env = dict(os.environ)
+    if accelerate_config:
+        cmd += ["--config_file", accelerate_config]
+    else:
+        cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+        if num_processes > 1:
+            port = port or free_port()  # a fixed port can still be held by a run that was killed
+            cmd += ["--multi_gpu", "--num_processes", str(num_processes), "--main_process_port", str(port)]
+        else:
+            cmd += ["--num_processes", "1"]
+        if not torch.cuda.is_available():
+            env |= {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    cmd += ["-m", "bfpo.train", "--config", str(config_file)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    (out / "launch.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    if proc.returncode != 0:
+        said = [line for line in proc.stderr.splitlines() if line.startswith("bfpo.train: error: ")]
+        if said:  # bad input found by the training process: pass its one line on
+            raise BadInput(said[0].removeprefix("bfpo.train: error: "))
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
+        log_file = out / "launch.log"
+        raise RuntimeError(f"training failed (exit {proc.returncode}; log {log_file}): {' '.join(cmd)}\n{tail}")
+    return json.loads((out / "train_summary.json").read_text())
+
+
+def ranks_seen(output_dir: str | os.PathLike) -> list[int]:
+    """The ranks that left a note in ``output_dir/ranks`` (each process of a run writes one)."""
+    return sorted(json.loads(p.read_text())["rank"] for p in (Path(output_dir) / "ranks").glob("rank*.json"))
