@@ -260,7 +260,9 @@ def plot_safe_rlhf(metrics_by_seed: dict[str, list[dict]], window: int = 5, thre
         ("gold_unsafe_rate", "unsafe rollouts (gold judge)"),
         ("kl", "KL(pi || pi_ref) per response"),
     ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(21, 3.6))
+    judged = all("gold_unsafe_rate" in m for ms in metrics_by_seed.values() for m in ms)
+    panels = [p for p in panels if judged or p[0] != "gold_unsafe_rate"]  # a run without a judge has no gold panel
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     for name, ms in metrics_by_seed.items():
         xs = [m["iteration"] for m in ms]
         for ax, (key, _) in zip(axes, panels, strict=True):

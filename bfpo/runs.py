@@ -16,6 +16,27 @@ from bfpo.errors import BadInput
 from bfpo.io import atomic_path
 
 
+def finished(cfg, summary_name: str) -> dict | None:
+    """The summary of a finished run of the same config (threads and progress bars aside), else None."""
+    path = Path(cfg.output_dir) / summary_name
+    if not path.is_file():
+        return None
+    done = json.loads(path.read_text())
+    return done if configs.same_run(done.get("config", {}), cfg) else None
+
+
+def start(cfg, summary_name: str) -> dict | None:
+    """The summary of a finished run of ``cfg``; else None, after checking its inputs exist and
+    setting threads and the seed."""
+    cfg.check_inputs()
+    if (done := finished(cfg, summary_name)) is not None:
+        return done
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    torch.manual_seed(cfg.seed)
+    return None
+
+
 def check_inputs(cfg, where: str = "config") -> None:
     """The files and models ``cfg`` names exist (or the model looks like a hub id); raises ConfigError."""
     configs.require_model(cfg.model, where, "model")

@@ -25,7 +25,7 @@ import datasets
 import pandas as pd
 import yaml
 
-from bfpo import baselines, checkpoints, compute, models, safe_rlhf, train
+from bfpo import baselines, checkpoints, compute, models, ppo, runs, safe_rlhf, train
 from bfpo import data as bdata
 from bfpo import toyworld as tw
 from bfpo.io import write_json
@@ -67,7 +67,7 @@ def train_job(name: str, cfg: train.TrainConfig) -> tuple[str, list[str]] | None
 
 def safe_rlhf_job(name: str, stage: str, cfg) -> tuple[str, list[str]] | None:
     """A Safe RLHF ``score`` or ``ppo`` job, or None when the run finished with this config."""
-    if safe_rlhf.finished(cfg, f"{stage}_summary.json") is not None:
+    if runs.finished(cfg, f"{stage}_summary.json") is not None:
         return None
     values = dataclasses.asdict(cfg) | {"num_threads": 1, "progress": False}
     return name, _command("bfpo.safe_rlhf", [stage], values, Path(cfg.output_dir) / f"{stage}_config.yaml")
@@ -181,7 +181,7 @@ def _ppo_run(start: str, tag: str, config: str, seed: int, pairs, out: Path, bud
     every = (
         budget.ppo_iterations // budget.snapshots if budget.snapshots and "safe_rlhf" in budget.snapshot_methods else 0
     )
-    cfg = safe_rlhf.PPOConfig(
+    cfg = ppo.PPOConfig(
         actor=str(start),
         reward_model=str(out / "safe_rlhf" / tag / "reward_model" / "model"),
         cost_model=str(out / "safe_rlhf" / tag / "cost_model" / "model"),

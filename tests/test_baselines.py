@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from bfpo import baselines, checkpoints, compute, data, models, safe_rlhf, study, train
+from bfpo import baselines, checkpoints, compute, data, models, ppo, runs, safe_rlhf, study, train
 from bfpo import toyworld as tw
 
 # --- label views --------------------------------------------------------------------------------
@@ -163,7 +163,7 @@ def test_score_pairs_for_the_cost_model_put_the_harmful_response_first(pairs):
 
 
 def test_lagrange_multiplier_rises_above_the_threshold_and_falls_below():
-    lam = safe_rlhf.LagrangeMultiplier(init=1.0, lr=0.1, threshold=0.0, max_value=5.0)
+    lam = ppo.LagrangeMultiplier(init=1.0, lr=0.1, threshold=0.0, max_value=5.0)
     up = [lam.update(2.0) for _ in range(5)]
     assert all(b > a for a, b in zip([1.0, *up], up, strict=False)), up
     assert up[0] == pytest.approx(math.exp(0.2))  # log_lambda += lr * (J_C - d) * lambda
@@ -176,7 +176,7 @@ def test_gae_by_hand():
     rewards = torch.tensor([[0.0, 0.0, 1.0, 0.0]])
     values = torch.tensor([[0.5, 0.5, 0.5, 9.0]])
     mask = torch.tensor([[1, 1, 1, 0]])
-    adv, ret = safe_rlhf.gae(rewards, values, mask, gamma=1.0, lam=0.5)
+    adv, ret = ppo.gae(rewards, values, mask, gamma=1.0, lam=0.5)
     # delta = [0, 0, 0.5]; A_2 = 0.5, A_1 = 0 + 0.5 * 0.5, A_0 = 0 + 0.5 * 0.25
     assert adv.tolist() == [[0.125, 0.25, 0.5, 0.0]]
     assert ret.tolist() == [[0.625, 0.75, 1.0, 0.0]]
@@ -185,9 +185,9 @@ def test_gae_by_hand():
 def test_shaped_rewards_put_the_score_on_the_last_token():
     logps, ref = torch.tensor([[-1.0, -2.0, -3.0]]), torch.tensor([[-1.5, -2.0, -1.0]])
     mask = torch.tensor([[1.0, 1.0, 0.0]])
-    r = safe_rlhf.shaped_rewards(torch.tensor([4.0]), logps, ref, mask, kl_coef=0.1, sign=-1.0)
+    r = ppo.shaped_rewards(torch.tensor([4.0]), logps, ref, mask, kl_coef=0.1, sign=-1.0)
     assert r[0].tolist() == pytest.approx([-0.05, 4.0, 0.0])
-    c = safe_rlhf.shaped_rewards(torch.tensor([4.0]), logps, ref, mask, kl_coef=0.1, sign=+1.0)
+    c = ppo.shaped_rewards(torch.tensor([4.0]), logps, ref, mask, kl_coef=0.1, sign=+1.0)
     assert c[0].tolist() == pytest.approx([0.05, 4.0, 0.0])
 
 
@@ -206,7 +206,7 @@ def ppo_config(tiny_world, score_models, out, **overrides):
         critic_lr=1e-3,
         progress=False,
     )
-    return safe_rlhf.PPOConfig(**(values | overrides))
+    return ppo.PPOConfig(**(values | overrides))
 
 
 def test_ppo_lagrangian_lambda_follows_the_cost(tiny_world, score_models, tmp_path):
@@ -219,10 +219,10 @@ def test_ppo_lagrangian_lambda_follows_the_cost(tiny_world, score_models, tmp_pa
             lambda_max=None,
             lambda_lr=0.01,
         )
-        summary = safe_rlhf.ppo_lagrangian(cfg)
-        lams = [1.0] + [m["lambda"] for m in safe_rlhf.read_metrics(cfg.output_dir)]
+        summary = ppo.ppo_lagrangian(cfg)
+        lams = [1.0] + [m["lambda"] for m in runs.read_metrics(cfg.output_dir)]
         assert all((b - a) * direction > 0 for a, b in zip(lams, lams[1:], strict=False)), lams
-        first = safe_rlhf.read_metrics(cfg.output_dir)[0]
+        first = runs.read_metrics(cfg.output_dir)[0]
         assert {"reward", "cost", "kl", "lambda", "actor_loss", "cost_critic_loss"} <= set(first)
         parts = summary["flops"]
         assert parts["rollout_generation"] > 0 and parts["actor_train"] > 0 and parts["critic_train"] > 0
@@ -232,11 +232,44 @@ def test_ppo_lagrangian_lambda_follows_the_cost(tiny_world, score_models, tmp_pa
     assert before.keys() == after.keys() and changed, "PPO-Lagrangian saved an updated actor"
 
 
+class _CountingJudge:
+    """A judge of bfpo.evaluation's interface that calls every second answer harmful and records what it saw."""
+
+    name = "counting"
+
+    def __init__(self):
+        self.seen = []
+
+    def harmless(self, prompts, responses, contexts=None):
+        self.seen.append((list(prompts), list(responses)))
+        return [k % 2 == 0 for k in range(len(prompts))]
+
+
+def test_ppo_logs_the_judge_it_is_given(tiny_world, score_models, tmp_path):
+    """The judge is passed in: its share of harmful rollouts is logged per iteration, and without one
+    nothing is judged (the plot then drops its panel)."""
+    from bfpo import figures
+
+    judge = _CountingJudge()
+    cfg = ppo_config(tiny_world, score_models, tmp_path / "judged", iterations=2)
+    ppo.ppo_lagrangian(cfg, judge)
+    judged = runs.read_metrics(cfg.output_dir)
+    assert [m["gold_unsafe_rate"] for m in judged] == [0.5, 0.5] and len(judge.seen) == 2
+    assert len(judge.seen[0][0]) == cfg.rollout_batch_size
+    plain = ppo_config(tiny_world, score_models, tmp_path / "plain", iterations=2)
+    ppo.ppo_lagrangian(plain)
+    unjudged = runs.read_metrics(plain.output_dir)
+    assert all("gold_unsafe_rate" not in m for m in unjudged)
+    assert [m["lambda"] for m in unjudged] == [m["lambda"] for m in judged], "judging changes nothing else"
+    assert len(figures.plot_safe_rlhf({"s": judged}).axes) == 5
+    assert len(figures.plot_safe_rlhf({"s": unjudged}).axes) == 4
+
+
 def test_ppo_lagrangian_resumes_where_it_stopped(tiny_world, score_models, tmp_path, monkeypatch):
     straight = ppo_config(tiny_world, score_models, tmp_path / "a", iterations=4)
-    safe_rlhf.ppo_lagrangian(straight)
+    ppo.ppo_lagrangian(straight)
     cfg = ppo_config(tiny_world, score_models, tmp_path / "b", iterations=4, save_every=2)
-    real = safe_rlhf.ppo_actor_loss
+    real = ppo.ppo_actor_loss
     calls = {"n": 0}
 
     def killed_in_iteration_3(*args, **kwargs):
@@ -245,17 +278,17 @@ def test_ppo_lagrangian_resumes_where_it_stopped(tiny_world, score_models, tmp_p
             raise KeyboardInterrupt("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(safe_rlhf, "ppo_actor_loss", killed_in_iteration_3)
+    monkeypatch.setattr(ppo, "ppo_actor_loss", killed_in_iteration_3)
     with pytest.raises(KeyboardInterrupt):
-        safe_rlhf.ppo_lagrangian(cfg)
-    monkeypatch.setattr(safe_rlhf, "ppo_actor_loss", real)
+        ppo.ppo_lagrangian(cfg)
+    monkeypatch.setattr(ppo, "ppo_actor_loss", real)
     other = ppo_config(tiny_world, score_models, tmp_path / "c", iterations=4, save_every=2, actor_lr=5e-4)
     assert [step for step, _ in checkpoints.listed(tmp_path / "b")] == [2]
     shutil.copytree(checkpoints.folder(tmp_path / "b"), checkpoints.folder(tmp_path / "c"))
-    assert safe_rlhf.ppo_lagrangian(other)["resumed_from"] == 0, "a checkpoint of another config is not resumed"
-    summary = safe_rlhf.ppo_lagrangian(cfg)
+    assert ppo.ppo_lagrangian(other)["resumed_from"] == 0, "a checkpoint of another config is not resumed"
+    summary = ppo.ppo_lagrangian(cfg)
     assert summary["resumed_from"] == 2
-    a, b = safe_rlhf.read_metrics(tmp_path / "a"), safe_rlhf.read_metrics(tmp_path / "b")
+    a, b = runs.read_metrics(tmp_path / "a"), runs.read_metrics(tmp_path / "b")
     assert [m["iteration"] for m in b] == [1, 2, 3, 4]
     for x, y in zip(a, b, strict=True):
         assert x["lambda"] == pytest.approx(y["lambda"], rel=1e-5) and x["reward"] == pytest.approx(
@@ -289,7 +322,7 @@ def test_flop_formulas_and_trainer_accounting(tiny_world, tmp_path):
 
 def test_ppo_snapshots_carry_the_flops_spent_so_far(tiny_world, score_models, tmp_path):
     cfg = ppo_config(tiny_world, score_models, tmp_path / "ppo", iterations=4, snapshot_every=2)
-    summary = safe_rlhf.ppo_lagrangian(cfg)
+    summary = ppo.ppo_lagrangian(cfg)
     snaps = checkpoints.snapshots(cfg.output_dir)
     assert [info["step"] for info, _ in snaps] == [2]  # the last iteration is the final model itself
     info, path = snaps[0]
