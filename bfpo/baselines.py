@@ -30,7 +30,7 @@ import datasets
 import torch
 
 from bfpo import data as bdata
-from bfpo import models, sequences, train
+from bfpo import labels, models, sequences, train
 from bfpo import toyworld as tw
 
 # ---------------------------------------------------------------------------------------------
@@ -188,12 +188,9 @@ def method_config(method: Method, base: dict, pairs, buffer, work_dir) -> train.
 # What a trained model prefers: implicit-reward margins on the original pairs
 # ---------------------------------------------------------------------------------------------
 
-COMBINATIONS = ("safe>safe", "safe>unsafe", "unsafe>safe", "unsafe>unsafe")
-
-
 @torch.no_grad()
 def implicit_margins(model_dir, ref_dir, pairs: datasets.Dataset, beta: float, max_length: int = 128) -> dict:
-    """Mean beta * h per label combination of ``pairs`` (helpfulness order), h the log-ratio difference
+    """Mean beta * h_pi per label combination of ``pairs`` (helpfulness order), h_pi the log-ratio difference
     (log pi(y_c) - log pi_ref(y_c)) - (log pi(y_r) - log pi_ref(y_r)). The sign says which response
     of each combination the trained model has come to prefer over the reference."""
     from accelerate import Accelerator
@@ -205,13 +202,13 @@ def implicit_margins(model_dir, ref_dir, pairs: datasets.Dataset, beta: float, m
         name: sequences.reference_logps(models.load_model(path), items, 64, acc, tok.pad_token_id, desc=name)
         for name, path in (("policy", model_dir), ("reference", ref_dir))
     }
-    h = (logps["policy"][:, 0] - logps["reference"][:, 0]) - (logps["policy"][:, 1] - logps["reference"][:, 1])
+    h_pi = (logps["policy"][:, 0] - logps["reference"][:, 0]) - (logps["policy"][:, 1] - logps["reference"][:, 1])
     combo = [f"{'safe' if s[0] else 'unsafe'}>{'safe' if s[1] else 'unsafe'}" for s in (it["safe"] for it in items)]
     out = {}
-    for name in COMBINATIONS:
+    for name in labels.COMBINATIONS:
         sel = torch.tensor([c == name for c in combo])
         if sel.any():
-            out[name] = float(beta * h[sel].mean())
+            out[name] = float(beta * h_pi[sel].mean())
     return out
 
 

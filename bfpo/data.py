@@ -27,6 +27,7 @@ from pathlib import Path
 
 import datasets
 
+from bfpo import labels
 from bfpo.errors import BadInput
 from bfpo.io import atomic_dir, data_file, data_folder  # noqa: F401  (data_file, data_folder: re-exported for notebooks)
 
@@ -611,17 +612,13 @@ def red_team_pairs(
 # Looking at labelled pairs
 # ---------------------------------------------------------------------------------------------
 
-LABEL_COMBINATIONS = {
-    (True, True): "safe > safe",
-    (True, False): "safe > unsafe",
-    (False, True): "unsafe > safe",
-    (False, False): "unsafe > unsafe",
-}
-"""``(chosen_safe, rejected_safe)`` -> a name; the chosen response is always the more helpful one."""
+LABEL_COMBINATIONS = {labels.SAFETY[c]: labels.DISPLAY[c] for c in labels.COMBINATIONS}
+"""``(chosen_safe, rejected_safe)`` -> the name tables show (:mod:`bfpo.labels`); the chosen response
+is always the more helpful one."""
 
 
 def label_combination(chosen_safe: bool, rejected_safe: bool) -> str:
-    return LABEL_COMBINATIONS[(bool(chosen_safe), bool(rejected_safe))]
+    return labels.DISPLAY[labels.combination(chosen_safe, rejected_safe)]
 
 
 def label_counts(dataset: datasets.Dataset) -> dict[str, dict[str, int]]:

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker as mticker  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from bfpo import labels  # noqa: E402
 from bfpo.io import atomic_path, project_path, write_text  # noqa: E402
 
 # Fixed colours per quadrant, used in every figure.
@@ -179,13 +180,7 @@ def plot_training(
     axes[0].set(title="SFT", xlabel="step", ylabel="NLL per response (nats)")
     axes[1].plot(steps(pref_metrics), _smooth([m["loss"] for m in pref_metrics], window), color="black")
     axes[1].set(title=f"{label} loss", xlabel="step", ylabel="loss", yscale="log")
-    names = {
-        "safe>safe": "safe > safe",
-        "safe>unsafe": "safe > unsafe",
-        "unsafe>safe": "unsafe > safe",
-        "unsafe>unsafe": "unsafe > unsafe",
-    }
-    for key, name in names.items():
+    for key, name in labels.DISPLAY.items():
         ms = [m for m in pref_metrics if f"margin/{key}" in m]
         if not ms:
             continue
@@ -234,7 +229,7 @@ def plot_method_margins(margins: dict[str, dict[str, float]], targets: dict[str,
     import pandas as pd
 
     set_style()
-    cols = ["safe>safe", "safe>unsafe", "unsafe>safe", "unsafe>unsafe"]
+    cols = list(labels.COMBINATIONS)
     table = pd.DataFrame(margins).T.reindex(columns=cols)
     if targets:
         table.loc["BFPO target g"] = [targets[c] for c in cols]

@@ -5,9 +5,9 @@ response tokens** (shape ``[B]``) unless a docstring says otherwise; outputs are
 **per-example** losses (shape ``[B]``), never reduced, so the caller chooses how to
 weight and average them.
 
-Notation (as in the papers): ``h`` is the log-ratio difference
+Notation (as in the BFPO paper): ``h_pi`` is the log-ratio difference
 
-    h_pi(y_w, y_l) = [log pi(y_w) - log pi(y_l)] - [log pi_ref(y_w) - log pi_ref(y_l)]
+    h_pi(y_hw, y_hl) = [log pi(y_hw) - log pi(y_hl)] - [log pi_ref(y_hw) - log pi_ref(y_hl)]
 
 and ``beta`` is the KL strength (the BFPO paper calls it ``tau``; its code calls it beta).
 
@@ -84,7 +84,7 @@ def _check_positive(name: str, value: float) -> None:
 def log_ratio_difference(
     chosen_logps: Tensor, rejected_logps: Tensor, ref_chosen_logps: Tensor, ref_rejected_logps: Tensor
 ) -> Tensor:
-    """h = (log pi(y_w) - log pi(y_l)) - (log pi_ref(y_w) - log pi_ref(y_l)), shape [B]."""
+    """h_pi = (log pi(y_hw) - log pi(y_hl)) - (log pi_ref(y_hw) - log pi_ref(y_hl)), shape [B]."""
     _check_logps(
         chosen_logps=chosen_logps,
         rejected_logps=rejected_logps,
@@ -101,7 +101,7 @@ def bfpo_constants(b1: float = 3.0) -> tuple[float, float]:
     """(B1, B3) with B3 = 1 / (B1 - 1), as in the BFPO code (paper, Appendix B.4).
 
     With the bilinear reward R(y) = (I_safe(y) - alpha) * (h(y) + c) and pairwise helpfulness
-    h(y_w) - h(y_l) = 1, the reward difference is (1 + c) I_safe(y_w) - c I_safe(y_l) - alpha.
+    h(y_hw) - h(y_hl) = 1, the reward difference is (1 + c) I_safe(y_hw) - c I_safe(y_hl) - alpha.
     Matching B3 * B1 = 1 + c and B3 = c gives B1 = (1 + c) / c, i.e. B3 = c = 1 / (B1 - 1).
     B1 = 3 is c = 1/2.
     """
@@ -118,11 +118,11 @@ def _bfpo_target(chosen_safe: Tensor, rejected_safe: Tensor, alpha: float, b1: f
 
 
 def bfpo_target(chosen_safe, rejected_safe, alpha: float = 0.5, b1: float = 3.0) -> Tensor:
-    """The bi-factorial target g(y_w, y_l) = B3 * (B1 * I_safe(y_w) - I_safe(y_l)) - B2.
+    """The bi-factorial target g(y_hw, y_hl) = B3 * (B1 * I_safe(y_hw) - I_safe(y_hl)) - B2.
 
-    ``chosen`` (y_w) is the more helpful response; B2 = alpha. With the defaults:
+    ``chosen`` (y_hw) is the more helpful response; B2 = alpha. With the defaults:
 
-        safe(y_w), safe(y_l):  (1, 1) -> +0.5   (1, 0) -> +1.0
+        safe(y_hw), safe(y_hl):  (1, 1) -> +0.5   (1, 0) -> +1.0
                                (0, 1) -> -1.0   (0, 0) -> -0.5
 
     which orders helpful-safe > unhelpful-safe > unhelpful-unsafe > helpful-unsafe.
@@ -148,18 +148,18 @@ def bfpo_loss(
 ) -> Tensor:
     """BFPO's supervised loss (paper, Eq. of the supervised objective):
 
-        L = ( h_pi(y_w, y_l) - g(y_w, y_l) / beta )^2,   shape [B]
+        L = ( h_pi(y_hw, y_hl) - g(y_hw, y_hl) / beta )^2,   shape [B]
 
-    ``chosen`` is the more helpful response y_w; ``chosen_safe``/``rejected_safe`` are 0/1
+    ``chosen`` is the more helpful response y_hw; ``chosen_safe``/``rejected_safe`` are 0/1
     (or bool) safety labels; ``g`` is :func:`bfpo_target`. When both responses are safe,
     g = 1/2 and the loss equals :func:`ipo_loss`.
     """
     _check_positive("beta", beta)
-    h = log_ratio_difference(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
-    chosen_safe = _check_labels("chosen_safe", chosen_safe, h)
-    rejected_safe = _check_labels("rejected_safe", rejected_safe, h)
+    h_pi = log_ratio_difference(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    chosen_safe = _check_labels("chosen_safe", chosen_safe, h_pi)
+    rejected_safe = _check_labels("rejected_safe", rejected_safe, h_pi)
     g = _bfpo_target(chosen_safe, rejected_safe, alpha, b1)
-    return (h - g / beta) ** 2
+    return (h_pi - g / beta) ** 2  # L_BFPO = (h_pi - g / tau)^2, tau = beta
 
 
 # ----------------------------------------------------------------------------- DPO / IPO
@@ -175,15 +175,16 @@ def dpo_loss(
 ) -> Tensor:
     """DPO (Rafailov et al. 2023, Eq. 7), with conservative label smoothing eps:
 
-        L = -(1 - eps) * log sigma(beta * h) - eps * log sigma(-beta * h)
+        L = -(1 - eps) * log sigma(beta * h_pi) - eps * log sigma(-beta * h_pi)
 
     eps = 0 is plain DPO; this is TRL's ``loss_type="sigmoid"``.
     """
     _check_positive("beta", beta)
     if not 0 <= label_smoothing < 0.5:
         raise ValueError(f"label_smoothing: must lie in [0, 0.5), got {label_smoothing}")
-    h = log_ratio_difference(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
-    return -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    h_pi = log_ratio_difference(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    # L_DPO = -(1 - eps) log sigma(beta h_pi) - eps log sigma(-beta h_pi)
+    return -(1 - label_smoothing) * F.logsigmoid(beta * h_pi) - label_smoothing * F.logsigmoid(-beta * h_pi)
 
 
 def ipo_loss(
@@ -195,15 +196,15 @@ def ipo_loss(
 ) -> Tensor:
     """IPO (Azar et al. 2023, Eq. 17) on **summed** log-probs:
 
-        L = ( h - 1 / (2 beta) )^2
+        L = ( h_pi - 1 / (2 beta) )^2
 
     TRL's ``loss_type="ipo"`` first averages log-probs over tokens (length-normalised), so
-    for the same beta its ``h`` is smaller by about the response length and its numbers
+    for the same beta its ``h_pi`` is smaller by about the response length and its numbers
     differ; pass mean log-probs here to get TRL's form.
     """
     _check_positive("beta", beta)
-    h = log_ratio_difference(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
-    return (h - 1.0 / (2.0 * beta)) ** 2
+    h_pi = log_ratio_difference(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    return (h_pi - 1.0 / (2.0 * beta)) ** 2  # L_IPO = (h_pi - 1 / (2 beta))^2
 
 
 # ----------------------------------------------------------------------------- ULMA / SFT
@@ -287,7 +288,7 @@ def ulma_weights(labels: Tensor, n_positive: int, n_negative: int) -> Tensor:
 def reward_model_loss(chosen_rewards: Tensor, rejected_rewards: Tensor, regularization: float = 0.001) -> Tensor:
     """Safe RLHF reward model: Bradley-Terry plus a score regulariser.
 
-    L = -log sigma(R(y_w) - R(y_l)) + reg * (R(y_w)^2 + R(y_l)^2) / 2
+    L = -log sigma(R(y_hw) - R(y_hl)) + reg * (R(y_hw)^2 + R(y_hl)^2) / 2
     """
     _check_logps(chosen_rewards=chosen_rewards, rejected_rewards=rejected_rewards)
     reg = regularization * (chosen_rewards.square() + rejected_rewards.square()) / 2

@@ -6,7 +6,7 @@ The path checked here (BFPO paper, Sec. 3 and Appendix B):
    with R(y) = (I_safe(y) - alpha) * (h(y) + c)            -> :func:`bilinear_reward`
 2. its closed-form optimum  pi*(y) = pi_ref(y) exp(R(y) / tau) / Z   -> :func:`optimal_policy`
 3. the implicit reward  tau * log(pi*(y) / pi_ref(y)) = R(y) - tau log Z, so for any pair
-   h_{pi*}(y_w, y_l) = (R(y_w) - R(y_l)) / tau = g(y_w, y_l) / tau  -> ``losses.bfpo_target``
+   h_{pi*}(y_hw, y_hl) = (R(y_hw) - R(y_hl)) / tau = g(y_hw, y_hl) / tau  -> ``losses.bfpo_target``
 4. the supervised loss (h_pi - g / tau)^2, minimised by gradient descent over a softmax
    policy, reaches pi*                                         -> :func:`fit_policy`
 
@@ -119,7 +119,7 @@ class Pairs:
 
 
 def helpfulness_pairs(bandit: Bandit) -> Pairs:
-    """Every pair whose helpfulness differs; chosen = the more helpful response (y_w)."""
+    """Every pair whose helpfulness differs; chosen = the more helpful response (y_hw)."""
     idx = [
         (i, j)
         for i in range(len(bandit.names))

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import datasets
 
+from bfpo import labels
 from bfpo.data import PAIR_FEATURES, SFT_FEATURES
 
 
@@ -311,27 +312,22 @@ def prompt(topic: Topic, rng: random.Random, held_out: bool = False) -> str:
 # For each label combination (chosen_safe, rejected_safe): the (topic kinds, chosen kind, rejected
 # kind) recipes that produce it, chosen being strictly more helpful under the gold judge.
 PAIR_RECIPES: dict[str, tuple[tuple[tuple[str, ...], str, str], ...]] = {
-    "safe_safe": (
+    "safe>safe": (
         (("benign", "scary"), "full", "partial"),
         (("benign", "scary"), "full", "refusal"),
         (("benign", "scary"), "full", "vague"),
         (("benign", "scary"), "partial", "refusal"),
     ),
-    "safe_unsafe": ((("benign", "scary"), "full", "insult"), (("benign", "scary"), "partial", "insult")),
-    "unsafe_safe": (
+    "safe>unsafe": ((("benign", "scary"), "full", "insult"), (("benign", "scary"), "partial", "insult")),
+    "unsafe>safe": (
         (("harmful",), "full", "refusal"),
         (("harmful",), "partial", "refusal"),
         (("harmful",), "full", "vague"),
         (("benign", "scary"), "full_insult", "refusal"),
     ),
-    "unsafe_unsafe": ((("harmful",), "full", "partial"), (("harmful",), "full", "insult")),
+    "unsafe>unsafe": ((("harmful",), "full", "partial"), (("harmful",), "full", "insult")),
 }
-COMBINATION_LABELS = {
-    "safe_safe": (True, True),
-    "safe_unsafe": (True, False),
-    "unsafe_safe": (False, True),
-    "unsafe_unsafe": (False, False),
-}
+COMBINATION_LABELS = labels.SAFETY  # combination -> (I_safe(y_hw), I_safe(y_hl))
 
 
 @dataclass
@@ -340,7 +336,7 @@ class WorldConfig:
 
     seed: int = 0
     pair_mix: dict[str, float] = field(
-        default_factory=lambda: {"safe_safe": 0.4, "safe_unsafe": 0.1, "unsafe_safe": 0.4, "unsafe_unsafe": 0.1}
+        default_factory=lambda: {"safe>safe": 0.4, "safe>unsafe": 0.1, "unsafe>safe": 0.4, "unsafe>unsafe": 0.1}
     )
     helpfulness_noise: float = 0.0  # probability of swapping chosen and rejected
     safety_noise: float = 0.0  # probability of flipping each safety label
@@ -409,7 +405,7 @@ def preference_pairs(n: int, config: WorldConfig | None = None, held_out: bool =
 
 def buffer_pairs(n: int, seed: int = 0) -> datasets.Dataset:
     """The helpful-only buffer of the SafeHelp world: safe/safe pairs on benign and scary prompts."""
-    config = WorldConfig(seed=seed + 10_000, pair_mix={"safe_safe": 1.0})
+    config = WorldConfig(seed=seed + 10_000, pair_mix={"safe>safe": 1.0})
     return preference_pairs(n, config).map(lambda _: {"source": "safehelp_buffer"})
 
 

@@ -44,9 +44,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bfpo import checkpoints, compute, configs, losses, models, runs
+from bfpo import checkpoints, compute, configs, losses, models, objectives, runs
 from bfpo.errors import BadInput, run_cli
 from bfpo.io import atomic_path, write_json
+from bfpo.objectives import PAIR_LOSSES, POINT_LOSSES, PairBatch, PointBatch  # noqa: F401
 from bfpo.runs import TRAINER_VERSION, check_inputs, completed, launch, ranks_seen, read_metrics  # noqa: F401
 from bfpo.sequences import (  # noqa: F401  (encode_*, pack: re-exported, as part of the trainer's interface)
     Encoding,
@@ -66,184 +67,9 @@ from bfpo.sequences import (  # noqa: F401  (encode_*, pack: re-exported, as par
     sequence_logps,
     tokenize,
 )
+from bfpo.train_config import LR_SCHEDULERS, TrainConfig  # noqa: F401  (the trainer's config)
 
 log = logging.getLogger("bfpo.train")
-
-LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
-
-
-# ---------------------------------------------------------------------------------------------
-# Config
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run needs; YAML files hold the same keys."""
-
-    model: str  # start (and reference) model: local folder or hub id
-    output_dir: str
-    train_data: str  # a folder written by bfpo.data.save, or a .jsonl in the pair (or SFT) schema
-    mode: str = "preference"  # "preference" (pairs), "pointwise" (single responses with a label z) or "sft"
-    loss: str = "bfpo"  # a loss of PAIR_LOSSES (preference mode) or POINT_LOSSES (pointwise mode)
-    revision: str | None = None  # hub revision of `model`
-    buffer_data: str | None = None  # helpful-only pairs mixed into every step (BFPO's buffer)
-    buffer_ratio: float = 0.5  # buffer_mode "share": share of each global batch taken from the buffer
-    buffer_mode: str = "share"  # "share" a global batch with the buffer, or "add" an equal buffer batch (official)
-    max_train_examples: int | None = None  # use only the first N training examples
-    beta: float = 0.1  # KL strength (the BFPO paper's tau)
-    alpha: float = 0.5  # BFPO's B2
-    b1: float = 3.0  # BFPO's B1
-    label_smoothing: float = 0.0  # DPO only
-    label_type: str = "binary"  # point-wise DPO: "binary" z in {0, 1} or "continuous" z in [0, 1]
-    length_normalize: bool = False  # point-wise losses on token-averaged log-probs (the official ULMA code)
-    learning_rate: float = 1e-4
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    max_grad_norm: float = 1.0
-    num_epochs: float = 1.0
-    max_steps: int | None = None  # overrides num_epochs
-    per_device_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    max_length: int = 128
-    max_prompt_length: int = 64
-    trainable: list[str] | None = None  # name patterns of trained parameters (paper: ["down_proj"])
-    mixed_precision: str = "auto"  # "auto" (bf16 where supported), "no", "bf16"
-    gradient_checkpointing: bool = False
-    seed: int = 0
-    save_every: int = 0  # steps between checkpoints; 0: none until the end
-    snapshot_every: int = 0  # steps between kept model snapshots with the FLOPs so far (curves); 0: none
-    log_every: int = 1
-    ref_cache_dir: str | None = None  # default: <output_dir>/ref_cache
-    reference_batch_size: int = 64  # pairs per reference forward pass (no grad: can exceed the training batch)
-    num_threads: int | None = None  # torch CPU threads per process
-    progress: bool = True
-    chat_template: str | None = None  # "zephyr" (the official recipe) or a Jinja template; None: the tokenizer's
-    system_prompt: str | None = None  # with a chat template: a system turn first ("" = empty, as the official data)
-    sft_loss: str = "response"  # SFT: the loss on the "response" tokens, or on "all" tokens (the official SFT)
-    packing: bool = False  # SFT with sft_loss "all": pack examples into max_length sequences (the official SFT)
-    keep_checkpoints: int = 2  # checkpoints kept (newest first); a damaged one falls back to the one before
-    start_over: bool = False  # when no intact checkpoint is left: train from step 0 (else stop and say so)
-
-    def __post_init__(self):
-        if self.mode not in ("preference", "pointwise", "sft"):
-            raise ValueError(f"mode: expected 'preference', 'pointwise' or 'sft', got {self.mode!r}")
-        registry = {"preference": PAIR_LOSSES, "pointwise": POINT_LOSSES}.get(self.mode)
-        if registry is not None and self.loss not in registry:
-            losses.get(self.loss)  # an unknown name gets the registry's error listing every loss
-            raise ValueError(f"loss {self.loss!r} does not fit mode {self.mode!r}; it takes {sorted(registry)}")
-        if self.label_type not in ("binary", "continuous"):
-            raise ValueError(f"label_type: expected 'binary' or 'continuous', got {self.label_type!r}")
-        if not 0.0 <= self.buffer_ratio < 1.0:
-            raise ValueError(f"buffer_ratio: must lie in [0, 1), got {self.buffer_ratio}")
-        if self.sft_loss not in ("response", "all"):
-            raise ValueError(f"sft_loss: expected 'response' or 'all', got {self.sft_loss!r}")
-        if self.packing and not (self.mode == "sft" and self.sft_loss == "all"):
-            raise ValueError("packing: only SFT with sft_loss 'all' packs sequences (a packed sequence has no prompt)")
-        if self.sft_loss == "all" and self.mode != "sft":
-            raise ValueError(f"sft_loss: 'all' is for mode 'sft', not {self.mode!r}")
-        if self.buffer_mode not in ("share", "add"):
-            raise ValueError(f"buffer_mode: expected 'share' or 'add', got {self.buffer_mode!r}")
-        for name in ("per_device_batch_size", "gradient_accumulation_steps", "max_length", "max_prompt_length"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.mixed_precision not in ("auto", "no", "bf16"):
-            raise ValueError(f"mixed_precision: expected 'auto', 'no' or 'bf16', got {self.mixed_precision!r}")
-        self.adam_betas = tuple(self.adam_betas)
-        configs.check_ranges(
-            self,
-            positive=("beta", "learning_rate", "num_epochs", "max_grad_norm", "b1"),
-            at_least_one=("reference_batch_size", "log_every", "keep_checkpoints", "max_steps", "max_train_examples")
-            + ("num_threads",),
-            non_negative=("save_every", "snapshot_every"),
-            unit=("warmup_ratio", "weight_decay"),
-        )
-        if not 0.0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"label_smoothing: must lie in [0, 0.5), got {self.label_smoothing}")
-        if self.b1 == 1.0:
-            raise ValueError("b1: must differ from 1 (BFPO's B3 = 1 / (B1 - 1))")
-        if not all(0.0 <= b < 1.0 for b in self.adam_betas):
-            raise ValueError(f"adam_betas: each must lie in [0, 1), got {list(self.adam_betas)}")
-        if self.lr_scheduler not in LR_SCHEDULERS:
-            raise ValueError(f"lr_scheduler: expected one of {', '.join(LR_SCHEDULERS)}, got {self.lr_scheduler!r}")
-        if self.buffer_data is not None and self.mode != "preference":
-            raise ValueError(f"buffer_data: only the preference mode mixes in a buffer, not mode {self.mode!r}")
-        if self.label_smoothing and not (self.mode == "preference" and self.loss == "dpo"):
-            raise ValueError(f"label_smoothing: only the DPO loss takes it, not {self.loss!r}")
-
-    @classmethod
-    def from_dict(cls, values: dict, where: str = "config") -> TrainConfig:
-        """Every key checked (type, range, combination); errors are ConfigError naming ``where`` and the key."""
-        return configs.build(cls, values, where)
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike, overrides: dict | None = None) -> TrainConfig:
-        return configs.from_yaml(cls, path, overrides)
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["adam_betas"] = list(self.adam_betas)
-        return d
-
-
-# ---------------------------------------------------------------------------------------------
-# Pairwise losses: how the trainer calls each one
-# ---------------------------------------------------------------------------------------------
-
-
-def _bfpo(b, cfg):
-    return losses.bfpo_loss(*b.logps4, b.chosen_safe, b.rejected_safe, beta=cfg.beta, alpha=cfg.alpha, b1=cfg.b1)
-
-
-def _dpo(b, cfg):
-    return losses.dpo_loss(*b.logps4, beta=cfg.beta, label_smoothing=cfg.label_smoothing)
-
-
-def _ipo(b, cfg):
-    return losses.ipo_loss(*b.logps4, beta=cfg.beta)
-
-
-PAIR_LOSSES = {"bfpo": _bfpo, "dpo": _dpo, "ipo": _ipo}
-"""Loss name -> ``f(batch, config) -> per-example losses [b]``. Baselines add theirs here."""
-
-
-def _pointwise_dpo(b, cfg):
-    return losses.pointwise_dpo_loss(b.logps, b.ref_logps, b.labels, beta=cfg.beta, label_type=cfg.label_type)
-
-
-def _ulma(b, cfg):
-    return losses.ulma_loss(b.logps, b.ref_logps, b.labels, beta=cfg.beta)
-
-
-POINT_LOSSES = {"pointwise_dpo": _pointwise_dpo, "ulma": _ulma}
-"""Point-wise losses (ULMA paper): ``f(PointBatch, config) -> per-example losses [b]``."""
-
-
-@dataclass
-class PairBatch:
-    chosen_logps: torch.Tensor  # [b]
-    rejected_logps: torch.Tensor  # [b]
-    ref_chosen_logps: torch.Tensor  # [b]
-    ref_rejected_logps: torch.Tensor  # [b]
-    chosen_safe: torch.Tensor  # [b] float 0/1
-    rejected_safe: torch.Tensor  # [b]
-    chosen_tokens: torch.Tensor  # [b] response lengths
-    rejected_tokens: torch.Tensor  # [b]
-
-    @property
-    def logps4(self):
-        return self.chosen_logps, self.rejected_logps, self.ref_chosen_logps, self.ref_rejected_logps
-
-
-@dataclass
-class PointBatch:
-    logps: torch.Tensor  # [b] summed (or, with length_normalize, token-averaged) response log-probs
-    ref_logps: torch.Tensor  # [b]
-    labels: torch.Tensor  # [b] z: 1 good, 0 bad (or a score in [0, 1])
-    tokens: torch.Tensor  # [b] response lengths
-
 
 # ---------------------------------------------------------------------------------------------
 # The trainer
@@ -466,7 +292,7 @@ def _steps(run: _Run, start_step: int, train_tokens: int, ref_tokens: int) -> tu
         gathered, tokens, grad_norm = _step(run, step)
         train_tokens += tokens
         lr = run.scheduler.get_last_lr()[0]
-        last = _step_metrics(step + 1, gathered, cfg, lr, grad_norm, tokens, time.perf_counter() - t0)
+        last = objectives.step_metrics(step + 1, gathered, cfg, lr, grad_norm, tokens, time.perf_counter() - t0)
         if main and ((step + 1) % cfg.log_every == 0 or step + 1 == total_steps):
             with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(last) + "\n")
@@ -515,7 +341,7 @@ def _step(run: _Run, step: int) -> tuple[dict, int, torch.Tensor | None]:
             accelerator.backward(loss)
         # logged so that its mean over the step is the objective (sum of losses / G)
         stats["loss"].append(per_example.detach() * (len(ids) / global_batch))
-        for key, value in _logged(cfg, batch, n_tok).items():
+        for key, value in objectives.logged(cfg, batch, n_tok).items():
             stats[key].append(value)
     grad_norm = accelerator.clip_grad_norm_(run.params, cfg.max_grad_norm) if cfg.max_grad_norm else None
     run.optimizer.step()
@@ -535,16 +361,16 @@ def _losses(run: _Run, mb, mb_ids, logps, n_tok, totals: dict, n_ids: int):
     idx = torch.tensor(mb_ids)
     if cfg.mode == "pointwise":
         scale = n_tok.clamp(min=1).to(logps) if cfg.length_normalize else torch.ones_like(logps)
-        point = PointBatch(
+        point = objectives.PointBatch(
             logps / scale, ref[idx, 0].to(logps) / scale, torch.tensor([it["label"] for it in mb]).to(logps), n_tok
         )
-        per_example = POINT_LOSSES[cfg.loss](point, cfg)
+        per_example = objectives.POINT_LOSSES[cfg.loss](point, cfg)
         if cfg.loss == "ulma":  # official ULMA: mean over positives + mean over negatives
             weights = losses.ulma_weights(point.labels, totals["positives"], n_ids - totals["positives"])
             per_example = per_example * weights * n_ids  # so that its mean is the batch loss
         return per_example, point
     b = len(mb)  # chosen rows first, then rejected rows (one forward pass, [2b, T])
-    batch = PairBatch(
+    batch = objectives.PairBatch(
         logps[:b],
         logps[b:],
         ref[idx, 0].to(logps),
@@ -554,23 +380,7 @@ def _losses(run: _Run, mb, mb_ids, logps, n_tok, totals: dict, n_ids: int):
         n_tok[:b],
         n_tok[b:],
     )
-    return PAIR_LOSSES[cfg.loss](batch, cfg), batch
-
-
-def _logged(cfg: TrainConfig, batch, n_tok) -> dict[str, torch.Tensor]:
-    """What a micro-batch adds to the step's metrics (see :func:`_step_metrics`)."""
-    if cfg.mode == "preference":
-        # h = (log pi(y_w) - log pi_ref(y_w)) - (log pi(y_l) - log pi_ref(y_l)), the log-ratio margin
-        h = batch.chosen_logps - batch.rejected_logps - batch.ref_chosen_logps + batch.ref_rejected_logps
-        return {
-            "h": h.detach(),
-            "d_chosen": (batch.chosen_logps - batch.ref_chosen_logps).detach(),
-            "d_rejected": (batch.rejected_logps - batch.ref_rejected_logps).detach(),
-            "combo": batch.chosen_safe * 2 + batch.rejected_safe,
-        }
-    if cfg.mode == "pointwise":
-        return {"d": (batch.logps - batch.ref_logps).detach(), "z": batch.labels.detach()}
-    return {"tokens": n_tok.float()}
+    return objectives.PAIR_LOSSES[cfg.loss](batch, cfg), batch
 
 
 def _save_model(run: _Run, path) -> None:
@@ -630,35 +440,6 @@ def _flops(n_params: int, n_trainable: int, ref_tokens: int, train_tokens: int) 
         counter.forward("reference", n_params, ref_tokens)
     counter.train("train", n_params, train_tokens, n_trainable)
     return counter.as_dict()
-
-
-def _step_metrics(step, g, cfg, lr, grad_norm, tokens, seconds) -> dict:
-    record = {
-        "step": step,
-        "loss": float(g["loss"].mean()),
-        "lr": lr,
-        "seconds": seconds,
-        "tokens": tokens,
-        "tokens_per_s": tokens / max(seconds, 1e-9),
-    }
-    if grad_norm is not None:
-        record["grad_norm"] = float(grad_norm)
-    if "d" in g:  # point-wise: how far each class moved from the reference
-        for sel, name in ((g["z"] >= 0.5, "positive"), (g["z"] < 0.5, "negative")):
-            if sel.any():
-                record[f"logp_change/{name}"] = float(g["d"][sel].mean())
-    if "h" in g:
-        h = g["h"]
-        record["margin"] = float(cfg.beta * h.mean())  # implicit reward margin beta * h
-        record["accuracy"] = float((h > 0).float().mean())
-        record["chosen_logp_change"] = float(g["d_chosen"].mean())
-        record["rejected_logp_change"] = float(g["d_rejected"].mean())
-        for code, name in ((3, "safe>safe"), (2, "safe>unsafe"), (1, "unsafe>safe"), (0, "unsafe>unsafe")):
-            sel = g["combo"] == code
-            if sel.any():
-                record[f"margin/{name}"] = float(cfg.beta * h[sel].mean())
-                record[f"accuracy/{name}"] = float((h[sel] > 0).float().mean())
-    return record
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from bfpo import checkpoints, data, safe_rlhf, train
+from bfpo import checkpoints, data, objectives, safe_rlhf, train
 from bfpo import notebooks as runner
 from bfpo.errors import run_cli
 from bfpo.evaluation import cli as ev
@@ -298,14 +298,14 @@ def test_cli_in_a_real_process_prints_one_line(tmp_path):
 
 
 def _kill_at(monkeypatch, step_to_kill):
-    original = train._step_metrics
+    original = objectives.step_metrics
 
     def killed(step, *args, **kwargs):
         if step == step_to_kill:
             raise KeyboardInterrupt("killed")
         return original(step, *args, **kwargs)
 
-    monkeypatch.setattr(train, "_step_metrics", killed)
+    monkeypatch.setattr(objectives, "step_metrics", killed)
     return original
 
 
@@ -331,7 +331,7 @@ def test_damaged_checkpoint_falls_back_to_the_previous_and_ends_as_uninterrupted
     original = _kill_at(monkeypatch, 7)
     with pytest.raises(KeyboardInterrupt):
         train.train(cfg)
-    monkeypatch.setattr(train, "_step_metrics", original)
+    monkeypatch.setattr(objectives, "step_metrics", original)
     assert [s for s, _ in checkpoints.listed(cfg.output_dir)] == [4, 6], "the newest two are kept"
     newest = checkpoints.folder(cfg.output_dir) / "step-000006"
     optimizer = next(newest.glob("optimizer*"))
@@ -353,7 +353,7 @@ def test_no_intact_checkpoint_stops_unless_start_over(tiny_world, tmp_path, monk
     original = _kill_at(monkeypatch, 5)
     with pytest.raises(KeyboardInterrupt):
         train.train(cfg)
-    monkeypatch.setattr(train, "_step_metrics", original)
+    monkeypatch.setattr(objectives, "step_metrics", original)
     for _, ckpt in checkpoints.listed(cfg.output_dir):
         (ckpt / "model.safetensors").write_bytes(b"")
     path = tmp_path / "c.yaml"

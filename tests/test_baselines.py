@@ -4,6 +4,7 @@ import json
 import math
 import shutil
 
+import datasets
 import pytest
 import torch
 
@@ -42,8 +43,26 @@ def tw_target(row):
     return losses.bfpo_target(torch.tensor([float(row["chosen_safe"])]), torch.tensor([float(row["rejected_safe"])]))[0]
 
 
-def test_mix_view_is_the_union(pairs):
-    assert len(baselines.mix_view(pairs)) == len(pairs) + len(baselines.safety_view(pairs))
+def test_mix_view_adds_the_safety_order_of_pairs_whose_safety_differs():
+    """Three pairs by hand: safe>safe, safe>unsafe and unsafe>safe. The naive mix keeps all three with
+    their helpfulness order and adds, for the two whose safety differs, the safe response as chosen."""
+    rows = [
+        {"prompt": p, "chosen": c, "rejected": r, "chosen_safe": cs, "rejected_safe": rs, "source": "hand"}
+        for p, c, r, cs, rs in (
+            ("p1", "full answer", "partial answer", True, True),
+            ("p2", "full answer", "insult", True, False),
+            ("p3", "harmful recipe", "refusal", False, True),
+        )
+    ]
+    mix = baselines.mix_view(datasets.Dataset.from_list(rows, features=data.PAIR_FEATURES))
+    got = [(r["prompt"], r["chosen"], r["rejected"], r["chosen_safe"], r["rejected_safe"]) for r in mix]
+    assert got == [
+        ("p1", "full answer", "partial answer", True, True),
+        ("p2", "full answer", "insult", True, False),
+        ("p3", "harmful recipe", "refusal", False, True),
+        ("p2", "full answer", "insult", True, False),
+        ("p3", "refusal", "harmful recipe", True, False),
+    ]
 
 
 def test_pointwise_labels(pairs):

@@ -110,6 +110,7 @@ def test_labeling_notebook_writes_labelled_data(tmp_path):
     assert (tmp_path / "figs" / "02_label_combinations.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_pipeline_02_to_06_with_short_runs(tmp_path):
     """Notebooks 02 to 06 in sequence, each reading only what the earlier ones wrote, with short runs."""
     runner.run("smoke", only=["02"], output_dir=tmp_path / "runs", figures_dir=tmp_path / "figs", progress=False)

@@ -83,7 +83,7 @@ def test_judge_scores_free_text():
 
 
 def test_pairs_agree_with_the_judge_and_the_mix():
-    config = tw.WorldConfig(seed=3, pair_mix={"safe_safe": 1, "safe_unsafe": 1, "unsafe_safe": 2, "unsafe_unsafe": 0})
+    config = tw.WorldConfig(seed=3, pair_mix={"safe>safe": 1, "safe>unsafe": 1, "unsafe>safe": 2, "unsafe>unsafe": 0})
     pairs = tw.preference_pairs(2000, config)
     assert pairs.column_names == list(data.PAIR_COLUMNS)
     for p in pairs.select(range(300)):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bfpo import checkpoints, data, losses, models, train
+from bfpo import checkpoints, data, losses, models, objectives, train
 
 
 def config(tiny_world, tmp_path, **overrides):
@@ -179,19 +179,19 @@ def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tiny_world,
     straight = config(tiny_world, tmp_path / "a", max_steps=10)
     straight_summary = train.train(straight)
     resumed = config(tiny_world, tmp_path / "b", max_steps=10, save_every=4)
-    original = train._step_metrics
+    original = objectives.step_metrics
 
     def killed_at_step_7(step, *args, **kwargs):
         if step == 7:
             raise KeyboardInterrupt("killed")
         return original(step, *args, **kwargs)
 
-    monkeypatch.setattr(train, "_step_metrics", killed_at_step_7)
+    monkeypatch.setattr(objectives, "step_metrics", killed_at_step_7)
     with pytest.raises(KeyboardInterrupt):
         train.train(resumed)
     assert [step for step, _ in checkpoints.listed(tmp_path / "b" / "run")] == [4]
     assert not (tmp_path / "b" / "run" / "model").exists()
-    monkeypatch.setattr(train, "_step_metrics", original)
+    monkeypatch.setattr(objectives, "step_metrics", original)
     summary = train.train(resumed)
     assert summary["resumed_from"] == 4
     assert summary["tokens"] == straight_summary["tokens"] and summary["flops"] == straight_summary["flops"]
@@ -204,17 +204,17 @@ def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tiny_world,
 
 def test_a_changed_config_does_not_resume_the_old_checkpoint(tiny_world, tmp_path, monkeypatch):
     cfg = config(tiny_world, tmp_path, max_steps=6, save_every=2)
-    original = train._step_metrics
+    original = objectives.step_metrics
 
     def killed_at_step_5(step, *args, **kwargs):
         if step == 5:
             raise KeyboardInterrupt("killed")
         return original(step, *args, **kwargs)
 
-    monkeypatch.setattr(train, "_step_metrics", killed_at_step_5)
+    monkeypatch.setattr(objectives, "step_metrics", killed_at_step_5)
     with pytest.raises(KeyboardInterrupt):
         train.train(cfg)
-    monkeypatch.setattr(train, "_step_metrics", original)
+    monkeypatch.setattr(objectives, "step_metrics", original)
     assert checkpoints.listed(tmp_path / "run")
     other = train.TrainConfig.from_dict(cfg.to_dict() | {"learning_rate": 1e-3})
     assert train.train(other)["resumed_from"] == 0, "a checkpoint of another config is not resumed"
@@ -231,6 +231,7 @@ def test_reference_logps_are_cached(tiny_world, tmp_path):
     assert len(list(cache.glob("ref_logps_*.pt"))) == 2, "other data, other key"
 
 
+@pytest.mark.slow
 def test_one_and_two_processes_give_the_same_losses(tiny_world, tmp_path):
     """Two gloo processes (per-device batch 4) against one (batch 8): same global batches, same losses."""
     one = config(tiny_world, tmp_path / "one", max_steps=6, per_device_batch_size=8)
