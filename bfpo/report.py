@@ -135,7 +135,7 @@ def claim_verdict(iv: stats.Interval, threshold: float, direction: int) -> str:
 
 
 def compute_claim(compute: dict, reported: list[dict]) -> dict | None:
-    """The compute claim from notebook 04's ``compute`` summary (:func:`bfpo.study.compute_summary`):
+    """The compute claim from notebook 04's ``compute`` summary (:func:`bfpo.curves.compute_summary`):
     at the declared level (the first), the FLOPs BFPO's mean test curve needs to reach it as a share
     of what Safe RLHF's needs; when Safe RLHF never reaches it, a share of all Safe RLHF spent (an
     upper bound); when BFPO never reaches it, no share and "inconclusive". Other levels are described

@@ -37,6 +37,15 @@ def start(cfg, summary_name: str) -> dict | None:
     return None
 
 
+def summary_of(run_dir) -> dict:
+    """The summary a finished run left: train_summary.json, ppo_summary.json or score_summary.json."""
+    for name in ("train_summary.json", "ppo_summary.json", "score_summary.json"):
+        p = Path(run_dir) / name
+        if p.is_file():
+            return json.loads(p.read_text())
+    raise FileNotFoundError(f"{run_dir}: no finished run (no *_summary.json)")
+
+
 def check_inputs(cfg, where: str = "config") -> None:
     """The files and models ``cfg`` names exist (or the model looks like a hub id); raises ConfigError."""
     configs.require_model(cfg.model, where, "model")

@@ -8,7 +8,7 @@ import datasets
 import pytest
 import torch
 
-from bfpo import baselines, checkpoints, compute, data, models, ppo, runs, safe_rlhf, study, train
+from bfpo import baselines, checkpoints, compute, curves, data, models, ppo, runs, safe_rlhf, train
 from bfpo import toyworld as tw
 
 # --- label views --------------------------------------------------------------------------------
@@ -353,10 +353,10 @@ def test_ppo_snapshots_carry_the_flops_spent_so_far(tiny_world, score_models, tm
         json.loads((score_models[0] / kind / "score_summary.json").read_text())["flops"]["total"]
         for kind in ("reward", "cost")
     )
-    points = study.curve_points(cfg.output_dir)
+    points = curves.curve_points(cfg.output_dir)
     assert [p["step"] for p in points] == [2, 4]
     assert points[0]["flops"] == pytest.approx(info["flops"]["total"] + upfront)
-    assert points[-1]["flops"] == pytest.approx(summary["flops"]["total"] + upfront) == study.run_flops(cfg.output_dir)
+    assert points[-1]["flops"] == pytest.approx(summary["flops"]["total"] + upfront) == curves.run_flops(cfg.output_dir)
 
 
 def test_cost_calibration_counts_each_side_of_zero(score_models):

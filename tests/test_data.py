@@ -5,7 +5,7 @@ import json
 import datasets
 import pytest
 
-from bfpo import data, toyworld
+from bfpo import data, io, toyworld
 
 PKU = "pku_saferlhf_alpaca7b_test_16.jsonl"
 HARMLESS = "hh_rlhf_harmless_base_test_500.jsonl"
@@ -275,7 +275,7 @@ def test_save_and_load_are_atomic(tmp_path):
     data.save(ds, tmp_path / "pairs")
     data.save(ds.select(range(4)), tmp_path / "pairs")  # replaces the old copy whole
     assert len(data.load(tmp_path / "pairs")) == 4
-    with pytest.raises(RuntimeError), data.atomic_dir(tmp_path / "pairs") as tmp:
+    with pytest.raises(RuntimeError), io.atomic_dir(tmp_path / "pairs") as tmp:
         (tmp / "partial").write_text("x")
         raise RuntimeError("killed")
     assert len(data.load(tmp_path / "pairs")) == 4  # a failed write leaves the old copy

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from bfpo import checkpoints, compute, selection, study, train
+from bfpo import checkpoints, compute, curves, selection, study, train
 from bfpo import toyworld as tw
 
 # --- wording splits -----------------------------------------------------------------------------
@@ -186,7 +186,7 @@ def test_snapshots_record_the_flops_spent_up_to_their_step(tiny_world, tmp_path)
         assert info["flops"]["reference"] == ref
         assert info["flops"]["train"] == pytest.approx(6 * n * sum(tokens[: info["step"]]))
         assert (path / "model.safetensors").is_file()
-    points = study.curve_points(cfg.output_dir)
+    points = curves.curve_points(cfg.output_dir)
     assert [p["step"] for p in points] == [2, 4, 6]
     assert points[-1]["flops"] == summary["flops"]["total"] and points[-1]["model"].endswith("run/model")
     assert all(a["flops"] < b["flops"] for a, b in zip(points, points[1:], strict=False))
@@ -202,7 +202,7 @@ def test_first_crossing_by_hand():
 
 
 def test_flops_to_level_reads_the_mean_curve_over_seeds():
-    curves = pd.DataFrame(
+    table = pd.DataFrame(
         [
             {"method": "bfpo", "seed": 0, "step": 0, "flops": 0.0, "harmlessness": 0.2},
             {"method": "bfpo", "seed": 0, "step": 1, "flops": 10.0, "harmlessness": 0.8},
@@ -213,7 +213,7 @@ def test_flops_to_level_reads_the_mean_curve_over_seeds():
         ]
     )
     # bfpo's mean curve: (0, 0.3) -> (10, 0.7); it crosses 0.5 halfway
-    assert study.flops_to_level(curves, 0.5) == {"bfpo": pytest.approx(5.0), "safe_rlhf": None}
+    assert curves.flops_to_level(table, 0.5) == {"bfpo": pytest.approx(5.0), "safe_rlhf": None}
 
 
 def test_profiles_of_the_study():
@@ -234,7 +234,7 @@ def test_cpu_profile_figures_go_to_their_own_folder():
 
 
 def test_compute_summary_at_each_level():
-    curves = pd.DataFrame(
+    table = pd.DataFrame(
         [
             {"method": "bfpo", "seed": 0, "step": 0, "flops": 0.0, "harmlessness": 0.4},
             {"method": "bfpo", "seed": 0, "step": 1, "flops": 10.0, "harmlessness": 0.55},
@@ -243,11 +243,11 @@ def test_compute_summary_at_each_level():
             {"method": "safe_rlhf", "seed": 0, "step": 2, "flops": 200.0, "harmlessness": 0.7},
         ]
     )
-    out = study.compute_summary(curves, 0.4, {"bfpo": 10.0, "safe_rlhf": 200.0}, deltas=(0.2, 0.1, 0.05))
+    out = curves.compute_summary(table, 0.4, {"bfpo": 10.0, "safe_rlhf": 200.0}, deltas=(0.2, 0.1, 0.05))
     high, mid, low = out["levels"]
     assert not high["bfpo_reached"] and high["safe_rlhf_reached"] and high["bfpo_fraction"] is None
     assert high["flops_to_level"]["safe_rlhf"] == pytest.approx(150.0)
     assert mid["bfpo_fraction"] == pytest.approx((20 / 3) / 100.0)  # bfpo at 6.67 FLOPs, Safe RLHF at 100
     assert low["bfpo_fraction"] == pytest.approx((10 / 3) / 50.0)
-    unreached = study.compute_summary(curves[curves["method"] == "bfpo"].assign(), 0.4, {"safe_rlhf": 200.0}, (0.1,))
+    unreached = curves.compute_summary(table[table["method"] == "bfpo"].assign(), 0.4, {"safe_rlhf": 200.0}, (0.1,))
     assert unreached["levels"][0]["bfpo_fraction"] == pytest.approx((20 / 3) / 200.0)  # an upper bound
