@@ -21,8 +21,11 @@ reproduce: $(VENV)/.installed
 test: $(VENV)/.installed lint
 	$(BIN)/python -m pytest
 
+## lint: ruff on the package, the tests and the notebooks' text pairs; each pair in sync
 lint: $(VENV)/.installed
-	$(BIN)/ruff check bfpo tests benchmarks
+	$(BIN)/ruff check bfpo tests benchmarks notebooks
+	$(BIN)/ruff format --check notebooks
+	$(BIN)/python -m bfpo.notebooks --check-pairs
 
 clean:
 	rm -rf $(VENV) runs

@@ -110,6 +110,37 @@ def run(
     return timings
 
 
+class PairsOutOfSync(BadInput):
+    """A notebook and its text pair (``notebooks/NN_name.py``) hold different cells."""
+
+
+def _cells(nb) -> list[tuple[str, str, tuple]]:
+    return [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", ()))) for c in nb.cells]
+
+
+def check_pairs(folder=None) -> list[str]:
+    """Each notebook and its jupytext text pair (percent format, the reviewed source) hold the same
+    cells: type, source and tags. Returns the pairs checked; raises :class:`PairsOutOfSync` naming
+    the first notebook and cell that differ, and the command that syncs them."""
+    import jupytext
+
+    folder = Path(folder) if folder is not None else project_path("notebooks")
+    checked = []
+    for nb_path in sorted(folder.glob("[0-9][0-9]_*.ipynb")):
+        py_path = nb_path.with_suffix(".py")
+        if not py_path.is_file():
+            raise PairsOutOfSync(f"{nb_path}: no text pair {py_path.name} (jupytext --set-formats ipynb,py:percent)")
+        a, b = _cells(jupytext.read(nb_path)), _cells(jupytext.read(py_path))
+        if a != b:
+            k = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+            raise PairsOutOfSync(
+                f"{nb_path} and {py_path.name} differ at cell {k + 1} ({len(a)} vs {len(b)} cells); edit the .py "
+                f"and run: jupytext --sync {py_path}"
+            )
+        checked.append(nb_path.stem)
+    return checked
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bfpo.notebooks",
@@ -139,10 +170,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="check the profile's configs, hub ids and revisions offline and print its stages (paper profile)",
     )
+    parser.add_argument(
+        "--check-pairs",
+        action="store_true",
+        help="check that each notebook and its text pair (notebooks/NN_name.py, jupytext) hold the same cells",
+    )
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or BFPO_DEBUG=1)")
     args = parser.parse_args(argv)
 
     def work():
+        if args.check_pairs:
+            print(f"{len(check_pairs())} notebook pairs in sync")
+            return
         if args.list:
             for nb in discover(only=args.only):
                 print(nb.name)

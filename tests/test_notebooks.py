@@ -24,6 +24,25 @@ def test_notebook_sources_are_clean_and_parametrised(path):
             assert not cell.outputs and cell.execution_count is None, "commit notebooks without outputs"
 
 
+def test_every_notebook_and_its_text_pair_hold_the_same_cells(tmp_path):
+    """notebooks/NN_name.py (jupytext percent format) is the reviewed source of each notebook; the check
+    passes on the repository and names the cell of a pair that drifted."""
+    import shutil
+
+    assert runner.check_pairs() == [p.stem for p in NOTEBOOKS]
+    for p in NOTEBOOKS[:1]:
+        shutil.copy(p, tmp_path / p.name)
+        shutil.copy(p.with_suffix(".py"), tmp_path / p.with_suffix(".py").name)
+    py = tmp_path / NOTEBOOKS[0].with_suffix(".py").name
+    assert runner.check_pairs(tmp_path) == [NOTEBOOKS[0].stem]
+    py.write_text(py.read_text().replace("import torch", "import torch  # edited here only", 1))
+    with pytest.raises(runner.PairsOutOfSync, match=r"01_theory.ipynb and 01_theory.py differ at cell \d+"):
+        runner.check_pairs(tmp_path)
+    py.unlink()
+    with pytest.raises(runner.PairsOutOfSync, match="no text pair 01_theory.py"):
+        runner.check_pairs(tmp_path)
+
+
 def test_runner_executes_theory_notebook(tmp_path):
     timings = runner.run(
         "smoke", only=["01"], output_dir=tmp_path / "runs", figures_dir=tmp_path / "figs", progress=False

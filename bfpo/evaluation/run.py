@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -171,7 +172,7 @@ def evaluate(
     fingerprint = model_fingerprint(str(model_path), None)[:16]
     if hub_dir is not None:
         fetch_hub_data([t for t in tasks if hub_sources(t)], hub_dir, progress=progress)
-    judge_obj = None
+    judge_obj = functools.cache(lambda: get_judge(judge))  # loaded once, and only if a task needs it
     results = []
     for task in tqdm(tasks, desc="tasks", disable=not progress):
         judge_name = judge if task in GEN_TASKS else getattr(win_rate_judge, "name", "-")
@@ -185,38 +186,35 @@ def evaluate(
         if cache and cache.is_file():
             results.append(json.loads(cache.read_text()))
             continue
-        if task in MC_TASKS:
-            res = run_mc_task(
-                model, tokenizer, MC_TASKS[task], limit, data_dir=task_dir, progress=progress, bos_rule=bos_rule
-            )
-        elif task in GEN_TASKS:
-            judge_obj = judge_obj or get_judge(judge)
-            res = run_gen_task(
-                model, tokenizer, GEN_TASKS[task], judge_obj, limit, max_new_tokens, task_dir, decoding=decoding
-            )
-        elif task == "truthfulqa_gen":
-            res = truthfulqa_gen.run(model, tokenizer, limit, max_new_tokens, task_dir)
-        elif task == "alpaca_eval":
-            if win_rate_judge is None:
-                raise ValueError("alpaca_eval needs a pairwise judge (win_rate_judge), e.g. RewardModelJudge(path)")
-            res = run_alpaca_eval(model, tokenizer, win_rate_judge, limit, max_new_tokens, data_dir)
-        else:  # safehelp: the gold judge on the test wordings
-            from bfpo import toyworld
-
-            summary, _ = toyworld.evaluate_model(model, tokenizer, samples_per_prompt=safehelp_samples, split="test")
-            res = {
-                "task": "safehelp",
-                "category": "safehelp",
-                "judge": "safehelp_gold",
-                "n": summary["samples"],
-                "metrics": summary,
-                "per_example": [],
-            }
+        res = _run_task(task, model, tokenizer, judge_obj, limit, max_new_tokens, task_dir, data_dir, win_rate_judge,
+                        safehelp_samples, progress, bos_rule, decoding)
         res["model"] = str(model_path)
         if cache:
             write_json(cache, res)
         results.append(res)
     return results
+
+
+def _run_task(task, model, tokenizer, judge, limit, max_new_tokens, task_dir, data_dir, win_rate_judge,
+              safehelp_samples, progress, bos_rule, decoding) -> dict:
+    """One task's result (not cached; see :func:`evaluate`); ``judge()`` gives the judge."""
+    if task in MC_TASKS:
+        return run_mc_task(model, tokenizer, MC_TASKS[task], limit, data_dir=task_dir, progress=progress,
+                           bos_rule=bos_rule)
+    if task in GEN_TASKS:
+        return run_gen_task(model, tokenizer, GEN_TASKS[task], judge(), limit, max_new_tokens, task_dir,
+                            decoding=decoding)
+    if task == "truthfulqa_gen":
+        return truthfulqa_gen.run(model, tokenizer, limit, max_new_tokens, task_dir)
+    if task == "alpaca_eval":
+        if win_rate_judge is None:
+            raise ValueError("alpaca_eval needs a pairwise judge (win_rate_judge), e.g. RewardModelJudge(path)")
+        return run_alpaca_eval(model, tokenizer, win_rate_judge, limit, max_new_tokens, data_dir)
+    from bfpo import toyworld  # safehelp: the gold judge on the test wordings
+
+    summary, _ = toyworld.evaluate_model(model, tokenizer, samples_per_prompt=safehelp_samples, split="test")
+    return {"task": "safehelp", "category": "safehelp", "judge": "safehelp_gold", "n": summary["samples"],
+            "metrics": summary, "per_example": []}
 
 
 def tidy(results: list[dict], model_name: str) -> list[dict]:

@@ -1,0 +1,390 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Baselines: every method tuned the same way, judged on unseen wordings
+#
+# BFPO is measured against methods that see the same two labels (which response is more helpful,
+# and is each safe) in other ways. Each of them trains from **the same SFT start** (notebook 03), on
+# **the same pairs and helpful buffer** (notebook 02), for **the same number of steps and batch**;
+# then the SafeHelp gold judge scores every model.
+#
+# | method | data it sees | loss |
+# |---|---|---|
+# | DPO (helpfulness) | chosen = the more helpful response, + buffer | $-\log\sigma(\beta h_\pi)$ |
+# | DPO (safety) | chosen = the safe response; pairs equally safe are left out | $-\log\sigma(\beta h_\pi)$ |
+# | DPO (naive mix) | both of the above, pooled, + buffer | $-\log\sigma(\beta h_\pi)$ |
+# | IPO | helpfulness order, + buffer | $(h_\pi - \frac{1}{2\beta})^2$ |
+# | point-wise DPO | each response alone, $z=1$ for the winner of BFPO's ranking, 0 for the loser | $-[z\log\sigma(u) + (1-z)\log\sigma(-u)]$, $u = \beta\log\frac{\pi}{\pi_{ref}}$ |
+# | ULMA | the same points: SFT on positives, point-wise term on negatives (token-averaged; the batch loss is the mean over positives plus the mean over negatives, as the official code) | $-z\log\pi(y) - (1-z)\log\sigma(-u)$ |
+# | BFPO | helpfulness order + safety labels, + buffer | $(h_\pi - \frac{g}{\beta})^2$ |
+# | BFPO (red-teaming) | the SFT model's own answers to harmful/scary prompts, judged | as BFPO |
+# | Safe RLHF | reward model (helpfulness), cost model (harmfulness + sign), then PPO-Lagrangian | $\min_\theta\max_{\lambda\ge0} -J_R + \lambda (J_C - d)$ |
+#
+# **The protocol**, fixed before any test number was looked at (README, "The SafeHelp study"):
+#
+# 1. Three disjoint sets of prompt wordings (`bfpo.toyworld.SPLITS`): *training* (all training
+#    data), *validation* (choosing hyper-parameters) and *test* (every number reported).
+# 2. The same tuning budget for every method: the same number of grid points (learning rate and
+#    $\beta$; Safe RLHF: its cost threshold $d$ and PPO length), each trained with the tuning seeds.
+# 3. One selection rule (`bfpo.selection`): the grid point with the highest validation
+#    $\tfrac12(\text{helpfulness} + \text{harmlessness})$, averaged over the tuning seeds.
+# 4. The chosen configuration is trained with every seed and judged on the test wordings; the
+#    `cpu` profile gives every seed its own SFT start, so the spread covers the start too.
+#
+# The smoke profile (CI) runs a small version of this (2 grid points, 1 tuning seed, 3 seeds); the
+# `cpu` profile is the definitive one (4 grid points, 2 tuning seeds, 5 seeds). The paper profile
+# runs the pairwise and point-wise methods with the published recipe on the real PKU-SafeRLHF pairs.
+
+# %% tags=["parameters"]
+profile = "smoke"  # smoke, cpu or paper
+output_dir = None  # results folder, default runs/profile
+figures_dir = "figures"  # where figures are written
+seeds = None  # final seeds; None: the profile's (smoke 0-2, cpu 0-4)
+tuning_seeds = None  # seeds trained at every grid point; None: the profile's
+steps = None  # optimisation steps per method; None: the profile's
+ppo_iterations = None  # PPO-Lagrangian rollout batches; None: the profile's
+eval_samples = None  # sampled answers per evaluation prompt; None: the profile's
+parallel = 2  # trainings run at once (one thread each)
+methods = None  # None: every method except the continuous-label point-wise DPO (add it by name)
+
+# %%
+import time
+
+import pandas as pd
+from IPython.display import Markdown, display
+
+from bfpo import baselines, curves, data, figures, labels, safe_rlhf, selection, study, train
+from bfpo import toyworld as tw
+from bfpo.io import project_path, write_json
+from bfpo.runs import read_metrics
+
+if profile not in ("smoke", "cpu", "paper"):
+    raise ValueError(f"profile: expected 'smoke', 'cpu' or 'paper', got {profile!r}")
+ALL = [*baselines.METHODS, "bfpo_red_team", "safe_rlhf"]
+methods = list(methods or [m for m in ALL if m != "pointwise_dpo_continuous"])
+unknown = sorted(set(methods) - set(ALL))
+if unknown:
+    raise ValueError(f"methods: unknown {unknown}; known: {ALL}")
+runs = project_path(output_dir or f"runs/{profile}")
+labeled, sft_run = runs / "02_labeling", runs / "03_training" / "sft"
+out_dir = runs / "04_baselines"
+for needed in (labeled / "safehelp" / "pairs", sft_run / "model"):
+    if not needed.exists():
+        raise FileNotFoundError(f"{needed} is missing: run notebooks 02 and 03 first (profile {profile})")
+TITLES = {
+    **{m.name: m.title for m in baselines.METHODS.values()},
+    "bfpo_red_team": "BFPO (red-teaming)",
+    "safe_rlhf": "Safe RLHF",
+    "sft": "SFT start",
+}
+results = {"profile": profile, "methods": methods}
+if profile != "paper":
+    P = study.profile_settings(
+        profile,
+        seeds=seeds,
+        tuning_seeds=tuning_seeds,
+        steps=steps,
+        ppo_iterations=ppo_iterations,
+        eval_samples=eval_samples,
+    )
+    seeds, budget = list(P.seeds), P.budget
+    grid = selection.grids(methods, P.grids)
+    pairs_dir, buffer_dir = labeled / "safehelp" / "pairs", labeled / "safehelp" / "buffer"
+    results.update(
+        seeds=seeds,
+        tuning_seeds=list(P.tuning_seeds),
+        sft_per_seed=P.sft_per_seed,
+        budget=budget.__dict__,
+        grid=grid,
+        eval_samples=P.eval_samples,
+    )
+    display(pd.DataFrame([{"method": m, "grid points": ", ".join(g)} for m, g in grid.items()]))
+
+# %% [markdown]
+# ## 1 · The SFT starts
+#
+# Smoke: notebook 03's SFT model is every seed's start. `cpu`: seed 0 starts from it; every other
+# seed trains the same SFT recipe from its own initialisation and data order (one process, the
+# same global batch), so that the seed-to-seed spread includes the start, as a run on another
+# machine would.
+
+# %%
+if profile != "paper":
+    t0 = time.perf_counter()
+    starts = study.sft_starts(
+        sft_run, out_dir / "starts", sorted(set(seeds) | set(P.tuning_seeds)), P.sft_per_seed, P.sft_steps, parallel
+    )
+    results["sft_starts"] = {int(s): p for s, p in starts.items()}
+    results["sft_seconds"] = time.perf_counter() - t0
+    print(f"{len(set(starts.values()))} SFT start(s) ready in {results['sft_seconds']:.0f} s")
+
+# %% [markdown]
+# ## 2 · Tuning on validation wordings
+#
+# Every grid point of every method, trained with the tuning seeds and judged on the **validation**
+# wordings only (`bfpo.selection.select` refuses any other rows); the selected point is marked.
+# A finished run is never trained again, so re-running this notebook only evaluates.
+
+# %%
+if profile != "paper":
+    t0 = time.perf_counter()
+    chosen, tuning_table = study.tune(
+        starts, pairs_dir, buffer_dir, out_dir, grid, list(P.tuning_seeds), budget, P.eval_samples, parallel
+    )
+    tuning_table.to_csv(out_dir / "tuning.csv", index=False)
+    results["chosen"] = chosen
+    results["tuning_seconds"] = time.perf_counter() - t0
+    display(tuning_table.round(3))
+
+# %% [markdown]
+# ## 3 · Every seed with the chosen configuration
+
+# %%
+if profile != "paper":
+    t0 = time.perf_counter()
+    final = study.suite_jobs(
+        starts,
+        pairs_dir,
+        buffer_dir,
+        out_dir,
+        methods,
+        seeds,
+        budget,
+        {m: {chosen[m]: grid[m][chosen[m]]} for m in methods},
+    )
+    study.run_suite(final, parallel=parallel)
+    final = study.policies(final)
+    results["final_seconds"] = time.perf_counter() - t0
+    final_runs = {
+        m: {
+            "config": chosen[m],
+            "overrides": grid[m][chosen[m]],
+            "models": {int(r.seed): r.model for r in final if r.method == m},
+        }
+        for m in methods
+    }
+    final_runs["sft"] = {"config": "start", "overrides": {}, "models": {int(s): starts[s] for s in seeds}}
+    print(f"{len(final)} final runs ready in {results['final_seconds']:.0f} s")
+else:
+    # the published BFPO recipe, with each method's loss and label view, on the PKU-SafeRLHF pairs;
+    # Safe RLHF at 7B needs the official DeepSpeed code (PKU-Alignment/safe-rlhf): its released
+    # model, Beaver-7b, is evaluated in notebook 05 instead.
+    seeds = list(seeds or [42])
+    paper = train.TrainConfig.from_yaml(project_path("configs/paper_bfpo.yaml"), {"output_dir": "-"}).to_dict()
+    pku = data.load(labeled / "real" / "pku_saferlhf")
+    buffer = data.load(labeled / "real" / "helpful_buffer")
+    final_runs = {}
+    for name in [m for m in methods if m in baselines.METHODS]:
+        for seed in seeds:
+            work = out_dir / name / "paper" / f"seed{seed}"
+            cfg = baselines.method_config(baselines.METHODS[name], {**paper, "seed": seed}, pku, buffer, work)
+            train.launch(
+                cfg, num_processes=4, accelerate_config=str(project_path("configs/accelerate/zero3_bf16.yaml"))
+            )
+            final_runs.setdefault(name, {"config": "paper", "overrides": {}, "models": {}})["models"][seed] = (
+                f"{cfg.output_dir}/model"
+            )
+write_json(out_dir / "final_runs.json", final_runs)
+
+# %% [markdown]
+# ## 4 · What each method learned to prefer
+#
+# The implicit-reward margin $\beta h_\pi$ of each seed-0 model (with its chosen $\beta$) on the
+# held-out pairs of notebook 02 (validation wordings; chosen = the more helpful response), per
+# label combination. DPO on helpfulness pushes every combination up, including unsafe > safe (it
+# prefers the helpful harmful answer); DPO on safety pushes unsafe > safe down; BFPO moves each
+# combination towards its target $g$.
+
+# %%
+eval_pairs = data.load(labeled / "safehelp" / "eval_pairs")
+seed0 = min(seeds)
+margins = {}
+for m, info in final_runs.items():
+    if m in baselines.METHODS or m == "bfpo_red_team":
+        beta = info["overrides"].get("beta", budget.beta if profile != "paper" else paper["beta"])
+        start = final_runs["sft"]["models"][seed0] if "sft" in final_runs else sft_run / "model"
+        margins[TITLES[m]] = baselines.implicit_margins(info["models"][seed0], start, eval_pairs, beta=beta)
+results["margins_seed0"] = margins
+targets = labels.targets()  # BFPO's g per label combination (alpha 0.5, B1 3)
+fig = figures.plot_method_margins(margins, targets)
+caption = (
+    "Implicit-reward margin beta*h of each method's seed-0 model (its chosen beta) on held-out SafeHelp pairs "
+    "(chosen = the more helpful response), per label combination; last row: BFPO's targets g. Measured here."
+)
+results["figure_margins"] = figures.save_figure(fig, "04_method_margins", caption, figures_dir)["png"].name
+if "DPO (helpfulness)" in margins and "DPO (safety)" in margins:
+    assert margins["DPO (helpfulness)"]["unsafe>safe"] > 0 > margins["DPO (safety)"]["unsafe>safe"], margins
+if "BFPO" in margins:
+    assert margins["BFPO"]["safe>unsafe"] > 0 > margins["BFPO"]["unsafe>safe"], margins["BFPO"]
+
+# %% [markdown]
+# ## 5 · Safe RLHF: score models, calibration and the multiplier
+#
+# The cost model must rank the unsafe response of a held-out pair above the safe one, and its
+# **sign** must say which answers are unsafe: PPO-Lagrangian keeps the mean episode cost below the
+# threshold $d$, so a cost model that calls unsafe answers safe lets the policy drift. Calibration
+# is checked on two sets it never trained on: the held-out pairs' responses, and the SFT start's
+# own sampled answers to validation prompts (the kind of text PPO rolls out), and the final Safe
+# RLHF policy's answers, where a policy that learned to fool the cost model shows. During PPO,
+# $\lambda$ grows while the mean episode cost is above $d$ and shrinks while it is below.
+
+# %%
+if "safe_rlhf" in methods and profile != "paper":
+    tags = study.start_tags(starts)
+    score_dir = out_dir / "safe_rlhf" / tags[seed0]
+    score = {
+        kind: safe_rlhf.evaluate_score_model(
+            score_dir / f"{kind}_model" / "model", labeled / "safehelp" / "eval_pairs", kind
+        )
+        for kind in ("reward", "cost")
+    }
+    results["score_models_held_out"] = score
+    pair_responses = [
+        {"prompt": r["prompt"], "response": r[k], "safe": r[f"{k}_safe"]}
+        for r in eval_pairs
+        for k in ("chosen", "rejected")
+    ]
+    start_model = starts[seed0]
+    _, sampled = tw.evaluate_model(
+        *study.load(start_model), samples_per_prompt=P.eval_samples, split="validation", seed=0
+    )
+    cost_model = score_dir / "cost_model" / "model"
+    # the policy's own answers: where PPO found text the cost model scores as safe but the judge does not
+    _, policy_samples = tw.evaluate_model(
+        *study.load(final_runs["safe_rlhf"]["models"][seed0]),
+        samples_per_prompt=P.eval_samples,
+        split="test",
+        seed=seed0,
+    )
+    calibration = {
+        "held-out pair responses": safe_rlhf.cost_calibration(cost_model, pair_responses),
+        "SFT samples, validation wordings": safe_rlhf.cost_calibration(cost_model, sampled),
+        "Safe RLHF policy samples (seed 0), test wordings": safe_rlhf.cost_calibration(
+            cost_model, policy_samples, examples=3
+        ),
+    }
+    results["cost_calibration"] = calibration
+    display(pd.DataFrame(score).T)
+    display(pd.DataFrame(calibration).T.drop(columns="missed", errors="ignore"))
+    assert score["cost"]["ranking"] > 0.8 and score["cost"]["sign"] > 0.8, score
+    ppo = {f"seed {r.seed}": read_metrics(r.run_dir) for r in final if r.method == "safe_rlhf"}
+    d = grid["safe_rlhf"][chosen["safe_rlhf"]].get("ppo_cost_threshold", budget.ppo_cost_threshold)
+    fig = figures.plot_safe_rlhf(ppo, threshold=d)
+    caption = (
+        f"Safe RLHF's PPO-Lagrangian on SafeHelp with the chosen configuration ({chosen['safe_rlhf']}), per seed: "
+        f"the Lagrange multiplier lambda, the reward and cost model scores of the rollouts (threshold d = {d:g} "
+        "dashed), the gold-judge unsafe rate of the rollouts and the KL to the SFT reference; running means over "
+        "5 iterations. Measured here."
+    )
+    results["figure_safe_rlhf"] = figures.save_figure(fig, "04_safe_rlhf_lambda", caption, figures_dir)["png"].name
+    for ms in ppo.values():  # lambda follows the sign of (mean episode cost - d)
+        for prev, cur in zip(ms, ms[1:], strict=False):
+            assert (cur["lambda"] - prev["lambda"]) * (cur["episode_cost_window"] - d) >= -1e-9 or cur[
+                "lambda"
+            ] >= 5 - 1e-6
+
+# %% [markdown]
+# ## 6 · Judging every final model on test wordings
+#
+# Each model answers every SafeHelp prompt `eval_samples` times (temperature 1), on the **test**
+# wordings (and, for comparison, the first training wordings of each topic); the gold judge scores
+# helpfulness (benign and scary prompts), over-refusal (scary prompts) and harmlessness (harmful
+# prompts). FLOPs count the training compute beyond the SFT start (`bfpo.compute`).
+
+# %%
+if profile != "paper":
+    to_judge = [(m, info["config"], s, path) for m, info in final_runs.items() for s, path in info["models"].items()]
+    flops = {
+        (m, s): (0.0 if m == "sft" else curves.run_flops(path.removesuffix("/model"))) for m, _, s, path in to_judge
+    }
+    rows, prompt_rows = study.judge_runs(
+        to_judge,
+        P.eval_samples,
+        out_dir / "judged_cache.json",
+        splits=("training", "test"),
+        training_wordings=P.training_wordings,
+    )
+    pd.DataFrame(prompt_rows).drop(columns=["prompt"]).to_csv(out_dir / "judged_prompts.csv", index=False)
+    df = pd.DataFrame([{**r, "title": TITLES[r["method"]], "flops": flops[(r["method"], r["seed"])]} for r in rows])
+    df.to_csv(out_dir / "results.csv", index=False)
+    summary = df.groupby(["wording", "title"])[["helpfulness", "over_refusal", "harmlessness", "flops"]].agg(
+        ["mean", "std"]
+    )
+    display(summary.round(3))
+    means = df.groupby(["wording", "method"])[["helpfulness", "harmlessness", "over_refusal"]].mean()
+    results["means"] = {f"{w}/{m}": v for (w, m), v in means.to_dict("index").items()}
+
+# %% [markdown]
+# ## 7 · The trade-off, and the compute to reach a safety level
+#
+# Left: helpfulness against harmlessness on test wordings (mean and sd over seeds; Figure 1 of the
+# paper, measured here). Right: the paper's compute claim as it means it, the training FLOPs each
+# method needs to reach the same harmlessness. Snapshots along every BFPO and Safe RLHF run (Safe
+# RLHF's curve starts with its reward and cost models already paid for) are judged on test
+# wordings; the level is the SFT start's test harmlessness + 0.2, and the FLOPs to reach it are
+# read off the mean curve over seeds by linear interpolation (`bfpo.curves.flops_to_level`).
+
+# %%
+if profile != "paper":
+    test = df[df["wording"] == "test"]
+    fig = figures.plot_tradeoff(test, title=f"SafeHelp, test wordings ({len(seeds)} seeds, measured here)")
+    caption = (
+        "Gold-judge helpfulness (benign and scary prompts) against harmlessness (harmful prompts) on test "
+        f"wordings, mean +- sd over {len(seeds)} seeds per method. Measured here."
+    )
+    results["figure_tradeoff"] = figures.save_figure(fig, "04_tradeoff", caption, figures_dir)["png"].name
+    curve_table = curves.compute_curves(
+        [r for r in final if r.method in ("bfpo", "safe_rlhf")],
+        test[test["method"] == "sft"],
+        P.eval_samples,
+        out_dir / "judged_cache.json",
+    )
+    curve_table.to_csv(out_dir / "curves.csv", index=False)
+    start = float(test.loc[test["method"] == "sft", "harmlessness"].mean())
+    total = test[test["method"] != "sft"].groupby("method")["flops"].mean().to_dict()
+    # the declared level is SFT + 0.2; SFT + 0.1 is shown beside it, as a description only
+    results["compute"] = {**curves.compute_summary(curve_table, start, total, deltas=(0.2, 0.1)), "seeds": len(seeds)}
+    level = results["compute"]["levels"][0]["level"]
+    if len(curve_table):
+        fig = figures.plot_compute_curves(curve_table, level, TITLES)
+        caption = (
+            f"Test-wording harmlessness against cumulative training FLOPs (log) along every BFPO and Safe RLHF "
+            f"run, thin lines per seed, thick the mean over seeds {seeds}; dashed: the level SFT + 0.2 = "
+            f"{level:.2f}. Safe RLHF's curve starts after its reward and cost models. Measured here."
+        )
+        results["figure_compute"] = figures.save_figure(fig, "04_compute", caption, figures_dir)["png"].name
+    display(pd.DataFrame(results["compute"]["levels"]))
+
+# %%
+red_team_dirs = sorted((out_dir / "red_team_data").glob("*/pairs"))
+if red_team_dirs:
+    rt = data.load(red_team_dirs[0])
+    results["red_team_pairs"] = len(rt)
+    results["red_team_label_counts"] = data.label_counts(rt)
+    display(
+        Markdown(
+            f"Red-teaming data (seed {seed0}'s start): {len(rt)} pairs from the SFT model's own answers, "
+            f"labelled by the gold judge: {results['red_team_label_counts']}"
+        )
+    )
+write_json(out_dir / "results.json", results)
+display(
+    Markdown(
+        f"Tidy results: `{out_dir / 'results.csv'}` (method, config, seed, wording, helpfulness, harmlessness, "
+        "FLOPs, ...); the tuning table in `tuning.csv`, the compute curves in `curves.csv`, the chosen models "
+        "in `final_runs.json`, a summary in `results.json`."
+    )
+)

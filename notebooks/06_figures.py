@@ -1,0 +1,229 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · Figures and the results summary
+#
+# Every figure of the reproduction, drawn from the files the earlier notebooks wrote (no hidden
+# state), in one seaborn style, as PNG and PDF with a caption in `figures/`. Numbers **measured
+# here** and numbers **quoted** from the paper never share a plot without being labelled as such.
+#
+# The last cell writes `figures/RESULTS.md`: each claim of the paper beside what this run measured, and a
+# plain verdict.
+
+# %% tags=["parameters"]
+profile = "smoke"  # smoke, cpu or paper
+output_dir = None  # results folder, default runs/profile
+figures_dir = "figures"  # where figures are written
+
+# %%
+import json
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import Image, Markdown, display
+
+from bfpo import figures, labels, report
+from bfpo.io import project_path, write_json
+from bfpo.runs import read_metrics
+
+if profile not in ("smoke", "cpu", "paper"):
+    raise ValueError(f"profile: expected 'smoke', 'cpu' or 'paper', got {profile!r}")
+runs = project_path(output_dir or f"runs/{profile}")
+results_csv = runs / "04_baselines" / "results.csv"
+if not results_csv.is_file():
+    raise FileNotFoundError(f"{results_csv} is missing: run notebook 04 first (profile {profile})")
+df = pd.read_csv(results_csv)
+prompts = pd.read_csv(runs / "04_baselines" / "judged_prompts.csv")  # per (method, seed, wording, prompt)
+titles = dict(zip(df["method"], df["title"], strict=True))
+baselines_summary = json.loads((runs / "04_baselines" / "results.json").read_text())
+seeds = sorted(df.loc[df["method"] != "sft", "seed"].unique())
+made = {}
+
+# %% [markdown]
+# ## Figure 1: the helpfulness-harmlessness trade-off (measured here)
+#
+# Every method from the same SFT start with the same budget, judged by the SafeHelp gold judge on
+# prompt wordings seen in training and on wordings never seen. Each point is the mean over seeds and
+# prompts; the error bars are **95 % intervals** from a bootstrap that resamples seeds, then prompts
+# within each seed (`bfpo.stats`):
+#
+# $$\bar m^{*}_b = \frac{1}{S P}\sum_{i=1}^{S}\sum_{j=1}^{P} m_{s^{*}_{bi},\,p^{*}_{bij}},\qquad
+# s^{*}_{bi} \sim \mathcal U\{1..S\},\; p^{*}_{bij} \sim \mathcal U\{1..P\},\qquad
+# \text{interval} = [q_{2.5\%}(\bar m^{*}),\, q_{97.5\%}(\bar m^{*})].$$
+#
+# Seeds stand for everything that changes from run to run, the CPU's float rounding included: on
+# another machine the bits differ, and the numbers should stay inside these intervals. A second
+# figure shows every seed as a dot, so the spread is visible.
+
+# %%
+for wording in ("training", "test"):
+    part = df[df["wording"] == wording]
+    intervals = report.method_intervals(prompts, wording, titles)
+    means = part.groupby("title")[["helpfulness", "harmlessness"]].mean()
+    front = report.pareto_front({t: (r.helpfulness, r.harmlessness) for t, r in means.iterrows()})
+    fig = figures.plot_tradeoff(
+        part,
+        title=f"SafeHelp, {wording} wordings ({len(seeds)} seeds, measured here)",
+        intervals=intervals,
+        front=front,
+    )
+    name = f"06_fig1_tradeoff_{wording}"
+    caption = (
+        f"The analogue of the BFPO paper's Figure 1 on the SafeHelp world: gold-judge helpfulness (benign and "
+        f"scary prompts) against harmlessness (harmful prompts), {wording} prompt wordings, mean over seeds "
+        f"{list(map(int, seeds))} and prompts with 95% bootstrap intervals (seeds, then prompts within a seed); "
+        f"the dashed line joins the methods on the Pareto front of the means ({', '.join(front)}). Each method "
+        f"was tuned on validation wordings by the rule of the README; the SFT start of each seed is sampled "
+        f"with that seed. Measured here (profile {profile})."
+    )
+    made[name] = figures.save_figure(fig, name, caption, figures_dir)["png"]
+test = df[df["wording"] == "test"]
+fig = figures.plot_per_seed(test, title="SafeHelp, test wordings: one dot per seed (measured here)")
+caption = (
+    f"Every seed of every method on test wordings (helpfulness, harmlessness, over-refusal); the bar marks "
+    f"the mean over seeds {list(map(int, seeds))}. Measured here (profile {profile})."
+)
+made["06_per_seed"] = figures.save_figure(fig, "06_per_seed", caption, figures_dir)["png"]
+display(Image(made["06_fig1_tradeoff_test"]))
+display(Image(made["06_per_seed"]))
+
+# %% [markdown]
+# ## The 7B comparison (quoted)
+#
+# The paper's headline figure compares BFPO (from Zephyr-7b-beta) with six 7B models. These points
+# are **quoted**: read off the figure in the official repository (`assets/result.png`), as recorded
+# with their source in `data/paper/bfpo_reported_results.csv`; nothing here was measured.
+
+# %%
+quoted = report.quoted_7b_points()
+display(quoted)
+fig = figures.plot_quoted_bubbles(quoted, "wx-zhang/bfpo README figure assets/result.png (commit a1febab)")
+caption = (
+    "QUOTED, not measured here: helpfulness against harmlessness of seven 7B models as plotted in the BFPO "
+    "repository's README figure (assets/result.png, commit a1febab), read off the plot (approximate); bubble "
+    "size as in the source, which gives no legend for it. The arrow is BFPO's step from Zephyr-7b-beta."
+)
+made["06_quoted_7b_comparison"] = figures.save_figure(fig, "06_quoted_7b_comparison", caption, figures_dir)["png"]
+display(Image(made["06_quoted_7b_comparison"]))
+
+# %% [markdown]
+# ## Training, margins, the multiplier, compute (measured here)
+
+# %%
+targets = labels.targets()  # BFPO's g per label combination (alpha 0.5, B1 3)
+sft_metrics = read_metrics(runs / "03_training" / "sft")
+final_runs = json.loads((runs / "04_baselines" / "final_runs.json").read_text())
+first_run = lambda m: Path(next(iter(final_runs[m]["models"].values()))).parent  # noqa: E731
+bfpo_metrics = read_metrics(first_run("bfpo"))
+fig = figures.plot_training(sft_metrics, bfpo_metrics, targets, label="BFPO")
+caption = (
+    f"SFT loss (notebook 03) and BFPO (notebook 04, first seed, {final_runs['bfpo']['config']}): loss, implicit-reward margin beta*h per label "
+    "combination with the targets g dashed, log-prob changes. Measured here."
+)
+made["06_training_curves"] = figures.save_figure(fig, "06_training_curves", caption, figures_dir)["png"]
+fig = figures.plot_method_margins(baselines_summary["margins_seed0"], targets)
+caption = "Implicit-reward margin beta*h per method and label combination on held-out pairs (seed 0). Measured here."
+made["06_method_margins"] = figures.save_figure(fig, "06_method_margins", caption, figures_dir)["png"]
+if "safe_rlhf" in final_runs:
+    ppo_dirs = {f"seed {s}": Path(p).parent for s, p in final_runs["safe_rlhf"]["models"].items()}
+    d = final_runs["safe_rlhf"]["overrides"].get(
+        "ppo_cost_threshold", baselines_summary["budget"]["ppo_cost_threshold"]
+    )
+    fig = figures.plot_safe_rlhf({name: read_metrics(p) for name, p in ppo_dirs.items()}, threshold=d)
+    caption = (
+        f"Safe RLHF's PPO-Lagrangian with its chosen configuration ({final_runs['safe_rlhf']['config']}): lambda, "
+        f"reward, cost (d = {d:g} dashed), the gold judge's unsafe rate of the rollouts and KL per iteration, per "
+        "seed. Measured here."
+    )
+    made["06_safe_rlhf_lambda"] = figures.save_figure(fig, "06_safe_rlhf_lambda", caption, figures_dir)["png"]
+curves = pd.read_csv(runs / "04_baselines" / "curves.csv")
+level = baselines_summary["compute"]["levels"][0]["level"]
+fig = figures.plot_compute_curves(curves, level, titles)
+caption = (
+    f"Test-wording harmlessness against cumulative training FLOPs beyond SFT (log) along every BFPO and Safe RLHF "
+    f"run: thin lines per seed, thick the mean over seeds; dashed, the level SFT + 0.2 = {level:.2f}. Safe RLHF's "
+    "curve starts after its reward and cost models. Measured here."
+)
+made["06_compute"] = figures.save_figure(fig, "06_compute", caption, figures_dir)["png"]
+display(Image(made["06_compute"]))
+display(Image(made["06_method_margins"]))
+
+# %% [markdown]
+# ## The paper's claims beside this run
+
+# %%
+root = project_path(".")
+shown_csv = results_csv.relative_to(root) if results_csv.is_relative_to(root) else results_csv
+header = f"""# Results summary (profile {profile})
+
+Written by `notebooks/06_figures.ipynb` from `{shown_csv}` and the per-prompt judgements beside it.
+"Quoted" values come from `data/paper/bfpo_reported_results.csv` (each with its source there);
+"measured" values are this run's, on the SafeHelp world (a ~1M-parameter Llama, gold judge,
+test prompt wordings, never seen in training or tuning): each method's value and its change from the SFT start, paired on the same seeds
+{list(map(int, seeds))} and prompts, as the mean with its 95% interval from a bootstrap over seeds and
+prompts (`bfpo.stats`). Verdicts follow from the interval: "agrees" only when the whole interval is on
+the claimed side, "does not agree" only when it is wholly on the other side, otherwise
+"inconclusive". A synthetic world checks the direction and the mechanism of each claim, not its size
+at 7B scale."""
+if len(seeds) < 5:
+    header += f"""
+
+**{len(seeds)} seeds: every verdict is "inconclusive".** A bootstrap over so few seeds understates the
+spread between runs and between machines (float rounding differs between CPUs, so every run diverges),
+and verdicts of this size of run have flipped on another CPU. What the interval alone says is kept
+beside each verdict; verdicts to rely on need at least 5 seeds."""
+compute = baselines_summary.get("compute")
+rows = report.claims(df, prompts, wording="test", compute=compute, titles=titles)
+rows_training = report.claims(df, prompts, wording="training", compute=compute, titles=titles)
+paired = report.paired_table(prompts, wording="test")
+tuning = pd.read_csv(runs / "04_baselines" / "tuning.csv")
+calibration = baselines_summary.get("cost_calibration", {})
+extra = [
+    "",
+    "Each method on test wordings, mean [95% interval] over seeds and prompts:",
+    "",
+    *report.method_lines(report.method_intervals(prompts, "test", titles)),
+    "",
+    "BFPO minus each other method on test wordings, paired on the same seeds and prompts (mean [95% interval]):",
+    "",
+    *report.paired_lines(paired, titles=titles),
+    "",
+    f"Tuning (validation wordings, tuning seeds {baselines_summary['tuning_seeds']}; the rule: the highest "
+    "(helpfulness + harmlessness) / 2, ties to the earlier point):",
+    "",
+    *report.tuning_lines(tuning, titles),
+    "",
+    "Safe RLHF's cost model on responses it did not train on (cost > 0 reads as unsafe):",
+    "",
+    *report.calibration_lines(calibration),
+    "",
+    "The same claims on the prompt wordings seen in training:",
+    "",
+    *report.claims_table(rows_training, "training"),
+    "",
+    "Figures of this notebook: " + ", ".join(f"`{p.name}`" for p in made.values()),
+]
+path = report.write_summary(rows, project_path(figures_dir) / "RESULTS.md", header, extra)
+display(Markdown(path.read_text()))
+write_json(
+    runs / "06_figures" / "results.json",
+    {
+        "claims_test": rows,
+        "claims_training": rows_training,
+        "paired_test": paired,
+        "figures": [p.name for p in made.values()],
+    },
+)
