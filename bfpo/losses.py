@@ -114,7 +114,7 @@ def _bfpo_target(chosen_safe: Tensor, rejected_safe: Tensor, alpha: float, b1: f
     if not 0 < alpha < 1:
         raise ValueError(f"alpha: must lie in (0, 1), got {alpha}")
     b1, b3 = bfpo_constants(b1)
-    return b3 * (b1 * chosen_safe - rejected_safe) - alpha
+    return b3 * (b1 * chosen_safe - rejected_safe) - alpha  # g = B3 (B1 I_safe(y_hw) - I_safe(y_hl)) - B2, B2 = alpha
 
 
 def bfpo_target(chosen_safe, rejected_safe, alpha: float = 0.5, b1: float = 3.0) -> Tensor:
@@ -230,10 +230,10 @@ def pointwise_dpo_loss(
     if label_type not in ("binary", "continuous"):
         raise ValueError(f"label_type: must be 'binary' or 'continuous', got {label_type!r}")
     z = _check_labels("labels", labels, logps, binary=label_type == "binary")
-    u = beta * (logps - ref_logps) + beta * log_z
+    u = beta * (logps - ref_logps) + beta * log_z  # u + c = beta log(pi / pi_ref) + beta log Z
     if label_type == "binary":
-        return -(z * F.logsigmoid(u) + (1 - z) * F.logsigmoid(-u))
-    return (z - u) ** 2
+        return -(z * F.logsigmoid(u) + (1 - z) * F.logsigmoid(-u))  # -[z log s(u) + (1 - z) log s(-u)]
+    return (z - u) ** 2  # (z - u)^2
 
 
 def sft_loss(logps: Tensor, num_tokens: Tensor | None = None) -> Tensor:
@@ -262,8 +262,8 @@ def ulma_loss(logps: Tensor, ref_logps: Tensor, labels, beta: float) -> Tensor:
     _check_positive("beta", beta)
     _check_logps(logps=logps, ref_logps=ref_logps)
     z = _check_labels("labels", labels, logps)
-    negative = -F.logsigmoid(-beta * (logps - ref_logps))
-    return z * (-logps) + (1 - z) * negative
+    negative = -F.logsigmoid(-beta * (logps - ref_logps))  # z = 0: -log sigma(-beta log(pi / pi_ref))
+    return z * (-logps) + (1 - z) * negative  # z = 1: -log pi(y)
 
 
 def ulma_weights(labels: Tensor, n_positive: int, n_negative: int) -> Tensor:
@@ -291,8 +291,8 @@ def reward_model_loss(chosen_rewards: Tensor, rejected_rewards: Tensor, regulari
     L = -log sigma(R(y_hw) - R(y_hl)) + reg * (R(y_hw)^2 + R(y_hl)^2) / 2
     """
     _check_logps(chosen_rewards=chosen_rewards, rejected_rewards=rejected_rewards)
-    reg = regularization * (chosen_rewards.square() + rejected_rewards.square()) / 2
-    return -F.logsigmoid(chosen_rewards - rejected_rewards) + reg
+    reg = regularization * (chosen_rewards.square() + rejected_rewards.square()) / 2  # reg (R_w^2 + R_l^2) / 2
+    return -F.logsigmoid(chosen_rewards - rejected_rewards) + reg  # -log sigma(R(y_hw) - R(y_hl))
 
 
 def cost_model_loss(
@@ -315,7 +315,8 @@ def cost_model_loss(
     _check_logps(harmful_costs=harmful_costs, harmless_costs=harmless_costs)
     harmful_sign = 1 - 2 * _check_labels("harmful_safe", harmful_safe, harmful_costs)
     harmless_sign = 1 - 2 * _check_labels("harmless_safe", harmless_safe, harmless_costs)
-    ranking = -F.logsigmoid(harmful_costs - harmless_costs)
+    ranking = -F.logsigmoid(harmful_costs - harmless_costs)  # -log sigma(C(y_harmful) - C(y_harmless))
+    # -log sigma(s(y) C(y)) for both responses, s = +1 unsafe / -1 safe
     sign = -F.logsigmoid(harmful_sign * harmful_costs) - F.logsigmoid(harmless_sign * harmless_costs)
     reg = regularization * (harmful_costs.square() + harmless_costs.square()) / 2
     return ranking + sign + reg

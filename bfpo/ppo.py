@@ -53,11 +53,11 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     adv = torch.zeros(B, T)
     next_value, next_adv = torch.zeros(B), torch.zeros(B)
     for t in reversed(range(T)):
-        delta = rewards[:, t] + gamma * next_value - values[:, t]
-        adv[:, t] = (delta + gamma * lam * next_adv) * mask[:, t]
+        delta = rewards[:, t] + gamma * next_value - values[:, t]  # delta_t = r_t + gamma V_{t+1} - V_t
+        adv[:, t] = (delta + gamma * lam * next_adv) * mask[:, t]  # A_t = delta_t + gamma lambda A_{t+1}
         next_value = values[:, t] * mask[:, t]
         next_adv = adv[:, t]
-    return adv, adv + values * mask
+    return adv, adv + values * mask  # G_t = A_t + V_t
 
 
 def shaped_rewards(
@@ -65,24 +65,25 @@ def shaped_rewards(
 ) -> torch.Tensor:
     """Per-token rewards (``sign=-1``) or costs (``sign=+1``): sign * kl_coef * KL_t, plus the score at
     the last real token. KL_t = log pi(y_t) - log pi_ref(y_t); shapes [B, T], score [B]."""
-    kl = (logps - ref_logps) * mask
-    out = sign * kl_coef * kl
+    kl = (logps - ref_logps) * mask  # KL_t = log pi(y_t) - log pi_ref(y_t)
+    out = sign * kl_coef * kl  # r_t = -beta_kl KL_t, c_t = +beta_kl KL_t
     last = mask.long().cumsum(-1).argmax(-1)  # index of the last real token
-    out[torch.arange(len(score)), last] += score
+    out[torch.arange(len(score)), last] += score  # + R(x, y) or C(x, y) at the last token
     return out * mask
 
 
 def ppo_actor_loss(logps, old_logps, advantages, mask, clip_range: float) -> torch.Tensor:
     """Clipped surrogate: mean over tokens of max(-A rho, -A clip(rho, 1-eps, 1+eps))."""
-    ratio = torch.exp(logps - old_logps)
+    ratio = torch.exp(logps - old_logps)  # rho = pi / pi_old
+    # max(-A rho, -A clip(rho, 1 - eps, 1 + eps))
     loss = torch.maximum(-advantages * ratio, -advantages * ratio.clamp(1 - clip_range, 1 + clip_range))
     return (loss * mask).sum() / mask.sum().clamp(min=1)
 
 
 def ppo_critic_loss(values, old_values, returns, mask, clip_range_value: float) -> torch.Tensor:
     """Clipped value loss: mean over tokens of max((V - G)^2, (V_old + clip(V - V_old) - G)^2) / 2."""
-    clipped = old_values + (values - old_values).clamp(-clip_range_value, clip_range_value)
-    loss = torch.maximum((values - returns) ** 2, (clipped - returns) ** 2) / 2
+    clipped = old_values + (values - old_values).clamp(-clip_range_value, clip_range_value)  # clip(V, V_old +- eps_v)
+    loss = torch.maximum((values - returns) ** 2, (clipped - returns) ** 2) / 2  # max((V - G)^2, (V_clip - G)^2) / 2
     return (loss * mask).sum() / mask.sum().clamp(min=1)
 
 
@@ -106,7 +107,7 @@ class LagrangeMultiplier:
         return float(self.log_lambda.detach().exp())
 
     def update(self, mean_episode_cost: float) -> float:
-        loss = -(mean_episode_cost - self.threshold) * self.log_lambda.exp()
+        loss = -(mean_episode_cost - self.threshold) * self.log_lambda.exp()  # -(J_C - d) lambda
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
@@ -383,6 +384,7 @@ def update(cfg: PPOConfig, state: PPOState, m: _Models, ro: Rollout, lam: float,
     Returns the last epoch's losses."""
     actor, n_actor, n_critic = state.actor, m.n_actor, m.n_critic
     seq, attn, P, mask, tokens_all = ro.seq, ro.attn, ro.prompt_length, ro.mask, ro.tokens[2]
+    # A = (A_R - lambda A_C) / (1 + lambda): the combined advantage of the Lagrangian
     advantages = (ro.advantages["reward"] - lam * ro.advantages["cost"]) / (1 + lam)
     actor.train()
     for _ in range(cfg.ppo_epochs):
@@ -407,7 +409,7 @@ def update(cfg: PPOConfig, state: PPOState, m: _Models, ro: Rollout, lam: float,
             mb = [ptx_items[rng.randrange(len(ptx_items))] for _ in range(cfg.rollout_batch_size)]
             ids, am, rm = sequences.collate(sequences.micro_batch_sequences(mb), m.tokenizer.pad_token_id)
             lp, nt = sequences.sequence_logps(actor, ids, am, rm)
-            ptx_loss = cfg.ptx_coef * (-lp.sum() / nt.sum())
+            ptx_loss = cfg.ptx_coef * (-lp.sum() / nt.sum())  # gamma_ptx * NLL per token on SFT data
             state.actor_opt.zero_grad(set_to_none=True)
             ptx_loss.backward()
             torch.nn.utils.clip_grad_norm_(actor.parameters(), cfg.max_grad_norm)

@@ -22,10 +22,11 @@
 #   metrics: TruthfulQA MC1/MC2, CrowS-Pairs, the five ETHICS tasks and BBQ (accuracy and bias
 #   scores) on the harmlessness side, ARC-Challenge and MMLU on the helpfulness side; every
 #   example's log-likelihoods are kept;
-# * **generative harmlessness**: greedy answers to AdvBench (the paper's 388 prompts), HarmBench,
-#   XSTest (safe prompts: over-refusal; unsafe prompts: harmless rate) and ToxiGen, judged by a
-#   pluggable judge (here the refusal-pattern judge; at paper scale the HarmBench classifier),
-#   with 95% Wilson intervals;
+# * **generative harmlessness**: answers to AdvBench (the paper's 388 prompts), HarmBench, XSTest
+#   (safe prompts: over-refusal; unsafe prompts: harmless rate) and ToxiGen, and at paper scale
+#   ALERT, ALERT-adversarial, RealToxicityPrompts-challenging, PKU-SafeRLHF test and HHH harmless,
+#   judged by a pluggable judge (here the refusal-pattern judge; at paper scale the HarmBench
+#   classifier with the official contextual prompt), with 95% Wilson intervals;
 # * **helpfulness**: win rate against the text-davinci-003 reference outputs of AlpacaEval with a
 #   pairwise judge (here Safe RLHF's reward model from notebook 04, the paper used GPT-4), and on
 #   the SafeHelp world the gold judge.
@@ -34,8 +35,8 @@
 # They are ~1M-parameter models trained on a synthetic world, so on the real benchmarks they sit
 # at chance: these numbers check the machinery (and show the format of the paper's tables), not
 # the method. The SafeHelp rows are the meaningful ones at this scale. **Paper profile**: the 7B
-# models of the paper's comparison, on the full data (the multiple-choice test sets fetched from
-# the hub, from the sources lm-evaluation-harness 0.4 reads), judged by the HarmBench classifier.
+# models of the paper's comparison on the official BFPO evaluation (`evaluation.OFFICIAL_TASKS`, the
+# full test sets fetched from the hub), judged by the HarmBench classifier.
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke, cpu or paper
@@ -46,10 +47,6 @@ limit_generative = 20  # prompts per generative task (smoke; paper: all)
 safehelp_samples = 4  # sampled answers per SafeHelp prompt
 
 # %%
-import json
-from pathlib import Path
-
-import pandas as pd
 from IPython.display import Markdown, display
 
 from bfpo import evaluation, figures
@@ -59,73 +56,49 @@ if profile not in ("smoke", "cpu", "paper"):
     raise ValueError(f"profile: expected 'smoke', 'cpu' or 'paper', got {profile!r}")
 runs = project_path(output_dir or f"runs/{profile}")
 out_dir = runs / "05_evaluation"
-if profile != "paper":
-    base = runs / "04_baselines"
-    # notebook 04's chosen configuration of each method, its first seed (final_runs.json)
-    final_runs = json.loads((base / "final_runs.json").read_text()) if (base / "final_runs.json").is_file() else {}
-    first = lambda m: Path(next(iter(final_runs[m]["models"].values()))) if m in final_runs else base / "missing"  # noqa: E731
-    candidates = {
-        "SFT start": runs / "03_training" / "sft" / "model",
-        "BFPO": first("bfpo"),
-        "DPO (helpfulness)": first("dpo_helpful"),
-        "DPO (safety)": first("dpo_safety"),
-        "IPO": first("ipo"),
-        "ULMA": first("ulma"),
-        "Safe RLHF": first("safe_rlhf"),
-    }
-    if not candidates["SFT start"].is_dir():
-        raise FileNotFoundError(f"{candidates['SFT start']} is missing: run notebooks 03 and 04 first")
-    skipped = [name for name, p in candidates.items() if not p.is_dir()]
-    if skipped:
-        print(f"not trained in notebook 04, left out: {skipped}")
-    candidates = {name: p for name, p in candidates.items() if p.is_dir()}
-    judge, limits = "refusal", {"mc": limit_mc, "generative": limit_generative}
-    decoding, bos_rule = "greedy", "tokenizer"
-    hub_dir = None  # the vendored subsets in data/ (or $BFPO_DATA_DIR)
-    reward_model = base / "safe_rlhf" / "start0" / "reward_model" / "model"
-    win_rate_judge = evaluation.RewardModelJudge(reward_model) if reward_model.is_dir() else None
-    # every task with a subset in data/ (the sets read from the hub only are for the paper profile)
-    tasks = [*evaluation.VENDORED_TASKS, *(["alpaca_eval"] if win_rate_judge else []), "safehelp"]
-else:  # the 7B models of the paper's comparison (hub ids), and the BFPO model of notebook 03
-    candidates = {
-        "Zephyr-7b-beta": "HuggingFaceH4/zephyr-7b-beta",
-        "Mistral-7B-Instruct-v0.2": "mistralai/Mistral-7B-Instruct-v0.2",
-        "OpenChat-3.5": "openchat/openchat_3.5",
-        "Llama-2-7b-chat": "meta-llama/Llama-2-7b-chat-hf",
-        "Beaver-7b (Safe RLHF)": "PKU-Alignment/beaver-7b-v1.0",
-        "Juanako-7b-UNA": "fblgit/juanako-7b-UNA",
-        "BFPO": str(runs / "03_training" / "bfpo" / "model"),
-    }
-    # the official BFPO evaluation: the classifier's contextual prompt, sampled answers (T 0.7, top-p 0.95,
-    # 256 tokens), multiple choice as lm-eval 0.4.1 encodes it (no BOS)
-    judge, limits, win_rate_judge = "harmbench_cls_contextual", {"mc": None, "generative": None}, None
-    decoding, bos_rule = "official", "none"
-    hub_dir = runs / "hub_data"  # the full test sets, fetched from the hub once
-    # the official BFPO evaluation, then the other sets of this package (HarmBench, XSTest, ToxiGen prompts, ...)
-    tasks = [*evaluation.OFFICIAL_TASKS, *(t for t in evaluation.VENDORED_TASKS if t not in evaluation.OFFICIAL_TASKS)]
-print(f"{len(candidates)} models x {len(tasks)} tasks; judge: {judge}")
+# smoke / cpu: notebook 04's chosen models (first seed) on the vendored subsets, refusal judge, greedy answers;
+# paper: the 7B models of the paper's comparison on the official BFPO evaluation (bfpo.evaluation.suite)
+setup = evaluation.suite(profile, runs, limit_mc, limit_generative)
+if setup.left_out:
+    print(f"not trained in notebook 04, left out: {setup.left_out}")
+candidates, judge, limits = setup.models, setup.judge, setup.limits
+print(f"{len(candidates)} models x {len(setup.tasks)} tasks; judge: {judge}")
+
+# %% [markdown]
+# ## The metrics
+#
+# **Multiple choice** (lm-evaluation-harness 0.4). Each choice $a_k$ is scored by its summed
+# log-likelihood as a continuation of the context $x$, $\ell_k = \sum_t \log \pi(a_{k,t} \mid x, a_{k,<t})$;
+# the prediction is $\arg\max_k \ell_k$ (``acc``), or $\arg\max_k \ell_k / \text{bytes}(a_k)$ (``acc_norm``).
+# TruthfulQA MC2 is the normalised probability mass of the true answers $T$ among all answers $A$,
+# $\text{mc2} = \sum_{k \in T} e^{\ell_k} / \sum_{k \in A} e^{\ell_k}$. CrowS-Pairs reports
+# ``pct_stereotype``, the share of pairs whose more stereotypical sentence is likelier (0.5 is unbiased),
+# and ``likelihood_diff``, the mean $|\ell_{\text{more}} - \ell_{\text{less}}|$. BBQ reports accuracy on
+# ambiguous and disambiguated contexts and the bias scores of Parrish et al. (2022, section 4.2):
+#
+# $$s_{\text{DIS}} = 2\,\frac{n_{\text{biased}}}{n_{\text{non-unknown}}} - 1, \qquad
+#   s_{\text{AMB}} = (1 - \text{acc}_{\text{AMB}})\, s_{\text{DIS}}^{\text{(amb)}},$$
+#
+# from $-1$ (always against the stereotype) to $+1$ (always with it), 0 unbiased.
+#
+# **Generative harmlessness.** Each answer is judged harmless or not; the harmless rate $\hat p = k / n$
+# comes with the 95% Wilson interval ($z = 1.96$)
+#
+# $$\frac{\hat p + \frac{z^2}{2n} \pm z \sqrt{\frac{\hat p (1 - \hat p)}{n} + \frac{z^2}{4n^2}}}{1 + \frac{z^2}{n}},$$
+#
+# which stays inside $[0, 1]$ and is honest at the small $n$ of the smoke profile. XSTest's safe
+# prompts report the over-refusal rate instead (refusing a safe request is the failure).
+#
+# **Win rate** (AlpacaEval). A pairwise judge compares each answer with the text-davinci-003 reference:
+# $w_i = 1$ win, $\tfrac12$ tie, 0 loss; the win rate is $\bar w$ with the normal interval
+# $\bar w \pm 1.96\, s_w / \sqrt{n}$.
+#
+# **TruthfulQA generation.** For a similarity $s$ (BLEU, ROUGE-1/2/L) between the answer and the true
+# answers $T$ and false answers $F$: $s_{\max} = \max_{t \in T} s(\cdot, t)$,
+# $s_{\text{diff}} = s_{\max} - \max_{f \in F} s(\cdot, f)$ and $s_{\text{acc}} = [s_{\text{diff}} > 0]$.
 
 # %%
-rows = []
-for name, path in candidates.items():
-    for kind, group in (
-        ("mc", [t for t in tasks if t in evaluation.MC_TASKS]),
-        ("generative", [t for t in tasks if t not in evaluation.MC_TASKS]),
-    ):
-        results = evaluation.evaluate(
-            path,
-            group,
-            judge=judge,
-            limit=limits[kind],
-            cache_dir=out_dir / "cache",
-            win_rate_judge=win_rate_judge,
-            safehelp_samples=safehelp_samples,
-            hub_dir=hub_dir,
-            decoding=decoding,
-            bos_rule=bos_rule,
-        )
-        rows += evaluation.tidy(results, name)
-df = pd.DataFrame(rows)
+df = evaluation.run_suite(setup, out_dir / "cache", safehelp_samples)
 df.to_csv(out_dir / "results.csv", index=False)
 print(f"{len(df)} rows -> {out_dir / 'results.csv'}")
 
@@ -137,12 +110,7 @@ print(f"{len(df)} rows -> {out_dir / 'results.csv'}")
 # prompts, win rate on AlpacaEval). Measured here.
 
 # %%
-keep = df[[r.metric in evaluation.MAIN_METRICS[r.task] for r in df.itertuples()]]  # each task's main metrics
-keep = keep.assign(
-    column=keep["task"]
-    + " "
-    + keep["metric"].str.replace("harmless_rate/", "harmless ").str.replace("over_refusal/safe", "over-refusal")
-)
+keep = evaluation.main_metrics(df)  # each task's main metrics, with a column name
 tables = {}
 for category in ("harmlessness", "helpfulness", "safehelp"):
     part = keep[keep["category"] == category]

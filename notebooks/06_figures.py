@@ -121,6 +121,23 @@ display(Image(made["06_quoted_7b_comparison"]))
 
 # %% [markdown]
 # ## Training, margins, the multiplier, compute (measured here)
+#
+# **Margins.** For a pair, the implicit-reward margin is $\beta\,h_\pi$ with
+# $h_\pi = \log\frac{\pi(y_{hw})}{\pi_{\text{ref}}(y_{hw})} - \log\frac{\pi(y_{hl})}{\pi_{\text{ref}}(y_{hl})}$
+# (written $\beta h$ in the figures). BFPO drives it to its target $g$ per label combination
+# (`bfpo.labels.targets`: $+0.5, +1, -1, -0.5$ for safe>safe, safe>unsafe, unsafe>safe, unsafe>unsafe);
+# the other methods' margins show what each one learned instead.
+#
+# **The multiplier.** Safe RLHF's $\lambda$ rises while the mean episode cost $J_C$ of the recent
+# rollouts exceeds the threshold $d$ and falls below it: $\log\lambda \leftarrow \log\lambda +
+# \eta\,(J_C - d)\,\lambda$ (`bfpo.ppo.LagrangeMultiplier`). The gold panel shows whether the cost
+# model's view of harm matches the gold judge's.
+#
+# **Compute.** FLOPs are estimated from parameter and token counts (Kaplan et al. 2020; `bfpo.compute`):
+# a forward pass costs $2N$ per token, a training step $(4N + 2N_{\text{trainable}})$ per token, sampling
+# $2N(T_{\text{prompt}} + T_{\text{new}})$. Safe RLHF's curve starts after its reward and cost models.
+# The compute claim reads, off the mean curve over seeds, the FLOPs at which test harmlessness first
+# reaches SFT + 0.2 (linear interpolation between snapshots; `bfpo.curves.flops_to_level`).
 
 # %%
 targets = labels.targets()  # BFPO's g per label combination (alpha 0.5, B1 3)
@@ -163,6 +180,15 @@ display(Image(made["06_method_margins"]))
 
 # %% [markdown]
 # ## The paper's claims beside this run
+#
+# For a claim about a method $m$ and a metric (harmlessness, helpfulness), the **paired change** from
+# the SFT start is measured on the same seeds $s$ and prompts $p$:
+# $\Delta = \frac{1}{SP}\sum_{s,p}\big(m_{s,p} - \text{SFT}_{s,p}\big)$, with the same bootstrap over
+# seeds then prompts for its 95% interval $[\Delta_{lo}, \Delta_{hi}]$; "BFPO minus each method" is
+# paired the same way. The verdict rule, fixed before the run: **agrees** when $\Delta_{lo} > t$,
+# **does not agree** when $\Delta_{hi} < t$, **inconclusive** otherwise, with threshold $t = 0$
+# ($t = -0.05$ for "helpfulness kept"), and always inconclusive under 5 seeds. The **Pareto front** lists
+# the methods no other method beats on both mean helpfulness and mean harmlessness.
 
 # %%
 root = project_path(".")

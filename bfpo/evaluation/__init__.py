@@ -52,6 +52,7 @@ Modules: :mod:`~bfpo.evaluation.loglik` (the log-likelihood engine), :mod:`~bfpo
 :mod:`~bfpo.evaluation.hub` (full test sets from the hub), :mod:`~bfpo.evaluation.judges`,
 :mod:`~bfpo.evaluation.generative`, :mod:`~bfpo.evaluation.truthfulqa_gen`,
 :mod:`~bfpo.evaluation.win_rate`, :mod:`~bfpo.evaluation.run` (running and caching),
+:mod:`~bfpo.evaluation.suite` (what notebook 05 evaluates in each profile),
 :mod:`~bfpo.evaluation.cli` (``python -m bfpo.evaluation``).
 """
 
@@ -84,9 +85,15 @@ from bfpo.evaluation.run import (
     hub_sources,
     tidy,
 )
+from bfpo.evaluation.suite import PAPER_MODELS, Suite, main_metrics, run_suite, suite
 from bfpo.evaluation.win_rate import RewardModelJudge, run_alpaca_eval, win_rate
 
 __all__ = [
+    "PAPER_MODELS",
+    "Suite",
+    "main_metrics",
+    "run_suite",
+    "suite",
     "BBQ_UNKNOWN",
     "BFPO_GENERIC_BEHAVIOR",
     "BIGBENCH_TASKS",
