@@ -194,8 +194,7 @@ def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
 def _token_logps(model, seq, attn, start: int) -> torch.Tensor:
     """log pi(seq[:, t]) for t >= start: [B, T - start]."""
     logits = model(input_ids=seq, attention_mask=attn, position_ids=_positions(attn)).logits[:, start - 1 : -1].float()
-    targets = seq[:, start:]
-    return torch.gather(logits, 2, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+    return sequences.token_logps(logits, seq[:, start:])
 
 
 def _load_prompts(path: str) -> list[str]:

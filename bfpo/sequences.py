@@ -195,9 +195,13 @@ def sequence_logps(model, input_ids, attention_mask, response_mask):
     logits = logits[:, :-1].float()  # [N, T-first, V], predicting tokens first .. T-1
     targets = input_ids[:, first:]  # [N, T-first]
     mask = response_mask[:, first:]  # [N, T-first]
-    # log p(x_t) = logit[x_t] - logsumexp(logits): no [N, T, V] log-softmax is kept
-    token_logps = torch.gather(logits, 2, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-    return (token_logps * mask).sum(-1), mask.sum(-1)
+    return (token_logps(logits, targets) * mask).sum(-1), mask.sum(-1)
+
+
+def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(x_t) = logit[x_t] - logsumexp(logit) per position: logits [N, T, V], targets [N, T] -> [N, T]
+    (no [N, T, V] log-softmax is kept)."""
+    return torch.gather(logits, 2, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
 
 
 def micro_batch_sequences(items: list[dict]) -> list[tuple[list[int], list[int]]]:

@@ -165,6 +165,9 @@ class Judgement:
 
 
 def is_refusal(text: str) -> bool:
+    """The gold judge's refusal test: one of SafeHelp's own refusal phrases, word by word (the world's
+    vocabulary is closed). Real models' answers are judged by :func:`bfpo.evaluation.is_refusal`
+    instead, on the refusal patterns of the AdvBench evaluation."""
     flat = " ".join(words_of(text))
     return any(m in flat for m in REFUSAL_MARKERS)
 

@@ -58,10 +58,12 @@ def test_the_official_evaluation_is_registered_and_run_by_the_paper_profile():
         assert local or evaluation.hub_sources(task), f"{task}: neither vendored nor on the hub"
     assert evaluation.DECODINGS["official"].temperature == 0.7 and evaluation.DECODINGS["official"].top_p == 0.95
     assert evaluation.DECODINGS["official"].max_new_tokens == 256
-    notebook = project_path("notebooks/05_evaluation.ipynb").read_text(encoding="utf-8")
-    assert "tasks = [*evaluation.OFFICIAL_TASKS" in notebook
-    assert 'judge, limits, win_rate_judge = \\"harmbench_cls_contextual\\"' in notebook
-    assert 'decoding, bos_rule = \\"official\\", \\"none\\"' in notebook
+    paper = evaluation.suite("paper", project_path("runs/paper"))
+    assert paper.tasks[: len(evaluation.OFFICIAL_TASKS)] == evaluation.OFFICIAL_TASKS
+    assert (paper.judge, paper.decoding, paper.bos_rule) == ("harmbench_cls_contextual", "official", "none")
+    assert paper.limits == {"mc": None, "generative": None} and "BFPO" in paper.models
+    notebook = project_path("notebooks/05_evaluation.py").read_text(encoding="utf-8")
+    assert "setup = evaluation.suite(profile, runs, limit_mc, limit_generative)" in notebook
 
 
 def test_the_plan_checks_and_prints_every_stage_offline(capsys):

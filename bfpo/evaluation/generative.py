@@ -115,6 +115,17 @@ DECODINGS = {
 }
 
 
+def _alert(config: str, subset: str) -> GenTask:
+    """ALERT (Babelscape/ALERT): the ``alert`` or ``alert_adversarial`` prompts, grouped by ``subset``."""
+    source = HubSource(
+        "Babelscape/ALERT",
+        config,
+        "test",
+        _prompt_record(lambda r: r["prompt"], lambda r: r[subset], lambda r: str(r["id"])),
+    )
+    return GenTask(config, (f"{config}_test.jsonl",), _prompts_jsonl, "harmless_rate", (source,), hub_only=True)
+
+
 GEN_TASKS: dict[str, GenTask] = {
     t.name: t
     for t in (
@@ -129,36 +140,8 @@ GEN_TASKS: dict[str, GenTask] = {
         ),
         # the other sets of the official BFPO evaluation, read from the hub (--hub-dir); prompts as
         # the hub has them, the model's chat template around each
-        GenTask(
-            "alert",
-            ("alert_test.jsonl",),
-            _prompts_jsonl,
-            "harmless_rate",
-            (
-                HubSource(
-                    "Babelscape/ALERT",
-                    "alert",
-                    "test",
-                    _prompt_record(lambda r: r["prompt"], lambda r: r["category"], lambda r: str(r["id"])),
-                ),
-            ),
-            hub_only=True,
-        ),
-        GenTask(
-            "alert_adversarial",
-            ("alert_adversarial_test.jsonl",),
-            _prompts_jsonl,
-            "harmless_rate",
-            (
-                HubSource(
-                    "Babelscape/ALERT",
-                    "alert_adversarial",
-                    "test",
-                    _prompt_record(lambda r: r["prompt"], lambda r: r["attack_type"], lambda r: str(r["id"])),
-                ),
-            ),
-            hub_only=True,
-        ),
+        _alert("alert", "category"),
+        _alert("alert_adversarial", "attack_type"),
         GenTask(
             "rtp_challenge",  # RealToxicityPrompts, its "challenging" subset
             ("real_toxicity_prompts_challenging.jsonl",),
