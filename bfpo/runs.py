@@ -17,7 +17,9 @@ from bfpo.io import atomic_path
 
 
 def finished(cfg, summary_name: str) -> dict | None:
-    """The summary of a finished run of the same config (threads and progress bars aside), else None."""
+    """The summary of a finished Safe RLHF run (score model or PPO) of the same config, threads and
+    progress bars aside, else None: such a summary holds its config. A training run is checked by
+    :func:`completed` (its config.json, with the trainer version)."""
     path = Path(cfg.output_dir) / summary_name
     if not path.is_file():
         return None

@@ -74,7 +74,9 @@ def test_bfpo_data_dir_takes_precedence(monkeypatch, tmp_path):
 def test_nothing_reads_outside_the_clone():
     """No code, notebook, config or build file points at a folder beside the checkout (``../shared``)."""
     pattern = re.compile(r"\.\./shared|parent\s*/\s*[\"']shared[\"']|BFPO_PAPER_DIR")
-    checked = [*ROOT.glob("bfpo/*.py"), *ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("benchmarks/*.py")]
+    checked = [*ROOT.glob("bfpo/**/*.py"), *ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("notebooks/*.py")]
+    checked += [*ROOT.glob("benchmarks/*.py")]
+    assert ROOT / "bfpo" / "evaluation" / "run.py" in checked, "subpackages are read too"
     checked += [*ROOT.glob("configs/**/*.yaml"), *(p for p in ROOT.glob("tests/*.py") if p.name != Path(__file__).name)]
     # .ci/run is left out: it checks that ../shared is absent
     checked += [ROOT / f for f in ("Makefile", "Dockerfile", "README.md", "pyproject.toml")]
