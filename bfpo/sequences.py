@@ -129,9 +129,10 @@ def tokenize(examples: list[dict], tokenizer, cfg: Encoding, mode: str) -> tuple
     return out, dropped
 
 
-def check_dialogues(examples: list[dict], cfg: Encoding) -> None:
+def check_dialogues(examples: list[dict], cfg) -> None:
     """Whole dialogues (``messages`` of several exchanges) are trained on every token (sft_loss "all");
-    any other loss would see only their first exchange, so it is refused, naming the record."""
+    any other loss would see only their first exchange, so it is refused, naming the record. ``cfg``
+    is the run's :class:`~bfpo.train_config.TrainConfig` (its ``mode``, ``sft_loss`` and ``train_data``)."""
     if cfg.mode == "sft" and cfg.sft_loss == "all":
         return
     for k, ex in enumerate(examples):
