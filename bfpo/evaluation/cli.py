@@ -10,7 +10,7 @@ from bfpo.evaluation.generative import DECODINGS, GEN_TASKS
 from bfpo.evaluation.judges import JUDGES
 from bfpo.evaluation.loglik import BOS_RULES
 from bfpo.evaluation.mc_tasks import MC_TASKS
-from bfpo.evaluation.run import OFFICIAL_TASKS, TASKS, VENDORED_TASKS, check_request, evaluate, tidy
+from bfpo.evaluation.run import OFFICIAL_TASKS, TASKS, check_request, evaluate, hub_only, tidy
 from bfpo.evaluation.win_rate import RewardModelJudge
 from bfpo.io import write_json
 
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", help="write the tidy rows (JSON) here")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or BFPO_DEBUG=1)")
     args = parser.parse_args(argv)
-    local = lambda names: [t for t in names if args.hub_dir or t in VENDORED_TASKS or t not in MC_TASKS | GEN_TASKS]  # noqa: E731
+    local = lambda names: [t for t in names if args.hub_dir or not hub_only(t)]  # noqa: E731
     groups = {"mc": local(MC_TASKS), "generative": local(GEN_TASKS), "all": local(TASKS), "official": OFFICIAL_TASKS}
     tasks = [t for name in args.tasks.split(",") if name.strip() for t in groups.get(name.strip(), [name.strip()])]
     return run_cli("bfpo.evaluation", lambda: _cli(args, tasks), args.debug)

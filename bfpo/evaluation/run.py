@@ -23,7 +23,18 @@ from bfpo.io import write_json
 
 TASKS = [*MC_TASKS, *GEN_TASKS, "truthfulqa_gen", "alpaca_eval", "safehelp"]
 
-VENDORED_TASKS = [t for t in (*MC_TASKS, *GEN_TASKS) if not (MC_TASKS.get(t) or GEN_TASKS[t]).hub_only]
+def _spec(task: str):
+    """The registry entry of a multiple-choice or generative task, else None."""
+    return MC_TASKS.get(task) or GEN_TASKS.get(task)
+
+
+def hub_only(task: str) -> bool:
+    """Whether ``task`` has no subset in data/ and is read from the hub only."""
+    spec = _spec(task)
+    return bool(spec is not None and spec.hub_only)
+
+
+VENDORED_TASKS = [t for t in (*MC_TASKS, *GEN_TASKS) if not hub_only(t)]
 """The multiple-choice and generative tasks with a subset in data/ (the CPU profiles' list)."""
 
 OFFICIAL_TASKS = [
@@ -64,8 +75,8 @@ MAIN_METRICS: dict[str, list[str]] = {
 
 def task_files(task: str) -> tuple[str, ...]:
     """The data files ``task`` reads."""
-    if task in MC_TASKS or task in GEN_TASKS:
-        return (MC_TASKS.get(task) or GEN_TASKS[task]).files
+    if _spec(task) is not None:
+        return _spec(task).files
     return {"truthfulqa_gen": (truthfulqa_gen.FILE,), "alpaca_eval": ("alpaca_eval_text_davinci_003_500.jsonl",)}.get(
         task, ()
     )
@@ -76,13 +87,8 @@ def hub_sources(task: str) -> dict[str, HubSource]:
     of the multiple-choice tasks and of truthfulqa_gen, and the sets read from the hub only)."""
     if task == "truthfulqa_gen":
         return {truthfulqa_gen.FILE: truthfulqa_gen.HUB}
-    spec = MC_TASKS.get(task) or GEN_TASKS.get(task)
+    spec = _spec(task)
     return dict(zip(spec.files, spec.hub, strict=True)) if spec is not None and spec.hub else {}
-
-
-def hub_only(task: str) -> bool:
-    spec = MC_TASKS.get(task) or GEN_TASKS.get(task)
-    return bool(spec is not None and spec.hub_only)
 
 
 def fetch_hub_data(tasks: list[str], out_dir, force: bool = False, progress: bool = True) -> Path:
