@@ -33,15 +33,13 @@ DISPLAY = {c: c.replace(">", " > ") for c in COMBINATIONS}
 
 def combination(chosen_safe, rejected_safe) -> str:
     """The combination of one pair, from its two safety labels."""
-    return COMBINATIONS[3 - code(chosen_safe, rejected_safe)]
+    return COMBINATIONS[3 - code(bool(chosen_safe), bool(rejected_safe))]
 
 
 def code(chosen_safe, rejected_safe):
     """2 I_safe(y_hw) + I_safe(y_hl): 3 safe>safe, 2 safe>unsafe, 1 unsafe>safe, 0 unsafe>unsafe
-    (works on bools, numbers and tensors alike)."""
-    return chosen_safe * 2 + rejected_safe if isinstance(chosen_safe, torch.Tensor) else int(chosen_safe) * 2 + int(
-        rejected_safe
-    )
+    (elementwise on tensors)."""
+    return chosen_safe * 2 + rejected_safe
 
 
 def targets(alpha: float = 0.5, b1: float = 3.0) -> dict[str, float]:

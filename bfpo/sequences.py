@@ -93,14 +93,14 @@ def tokenize(examples: list[dict], tokenizer, cfg: Encoding, mode: str) -> tuple
     keep_whole = cfg.packing and mode == "sft"
     max_prompt, max_total = (10**9, 10**9) if keep_whole else (cfg.max_prompt_length, cfg.max_length)
     for k, ex in enumerate(examples):
-        prompt_ids = encode_prompt(tokenizer, ex["prompt"], max_prompt, cfg.system_prompt)
-        budget = max_total - len(prompt_ids)
-        line = ex.get("line", k + 1)
         chat = ex.get("messages")
         if mode == "sft" and cfg.sft_loss == "all" and (chat is not None or getattr(tokenizer, "chat_template", None)):
             whole = encode_dialogue(tokenizer, chat or _exchange(ex), cfg.system_prompt)[:max_total]
             out.append({"prompt": whole[:1], "responses": [whole[1:]], "label": 1.0})
             continue
+        prompt_ids = encode_prompt(tokenizer, ex["prompt"], max_prompt, cfg.system_prompt)
+        budget = max_total - len(prompt_ids)
+        line = ex.get("line", k + 1)
         if mode in ("sft", "pointwise"):
             resp = encode_response(tokenizer, ex["response"], budget)
             if not resp:

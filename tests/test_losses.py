@@ -259,3 +259,15 @@ def test_ulma_reduction_averages_positives_and_negatives_separately():
     half = losses.ulma_weights(labels[:2], n_positive=3, n_negative=1)  # a part of the global batch
     assert half.tolist() == pytest.approx([1 / 3, 1 / 3])
     assert losses.ulma_weights(torch.tensor([1.0, 1.0]), 2, 0).tolist() == [0.5, 0.5], "no negatives: no term"
+
+
+def test_label_combinations_and_targets_come_from_one_place():
+    """bfpo.labels: each combination's safety labels name it back, and its target is the paper's g."""
+    from bfpo import labels
+
+    assert [labels.combination(*labels.SAFETY[c]) for c in labels.COMBINATIONS] == list(labels.COMBINATIONS)
+    assert labels.combination(1, 0) == "safe>unsafe" and labels.DISPLAY["unsafe>safe"] == "unsafe > safe"
+    codes = labels.code(torch.tensor([1.0, 1.0, 0.0, 0.0]), torch.tensor([1.0, 0.0, 1.0, 0.0]))
+    assert codes.tolist() == [3.0, 2.0, 1.0, 0.0]
+    assert labels.targets() == {"safe>safe": 0.5, "safe>unsafe": 1.0, "unsafe>safe": -1.0, "unsafe>unsafe": -0.5}
+    assert labels.targets(alpha=0.25, b1=5.0)["safe>unsafe"] == pytest.approx(0.25 * 5 - 0.25)
