@@ -100,11 +100,14 @@ def tiny_llama(
     return LlamaForCausalLM(config)
 
 
-def save(model, tokenizer, path: str | os.PathLike) -> Path:
-    """``save_pretrained`` model and tokenizer into ``path`` atomically."""
+def save(model, tokenizer, path: str | os.PathLike, card: str | None = None) -> Path:
+    """``save_pretrained`` model and tokenizer into ``path`` atomically, with the model card ``card``
+    (:func:`bfpo.cards.model_card`) as its ``README.md``."""
     with atomic_dir(path) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if card is not None:
+            (Path(tmp) / "README.md").write_text(card, encoding="utf-8")
     return Path(path)
 
 

@@ -77,6 +77,8 @@ def logged(cfg, batch, n_tok) -> dict[str, torch.Tensor]:
             "h_pi": h.detach(),
             "d_chosen": (batch.chosen_logps - batch.ref_chosen_logps).detach(),
             "d_rejected": (batch.rejected_logps - batch.ref_rejected_logps).detach(),
+            "chosen_logps": batch.chosen_logps.detach(),
+            "rejected_logps": batch.rejected_logps.detach(),
             "combo": labels.code(batch.chosen_safe, batch.rejected_safe),
         }
     if cfg.mode == "pointwise":
@@ -100,11 +102,18 @@ def step_metrics(step, g, cfg, lr, grad_norm, tokens, seconds) -> dict:
             if sel.any():
                 record[f"logp_change/{name}"] = float(g["d"][sel].mean())
     if "h_pi" in g:
+        # TRL's names: the implicit rewards beta * (log pi(y) - log pi_ref(y)), their margin
+        # beta * h_pi, the share with h_pi > 0, and the policy's summed log-probs
         h = g["h_pi"]
-        record["margin"] = float(cfg.beta * h.mean())  # implicit reward margin beta * h
-        record["accuracy"] = float((h > 0).float().mean())
+        record["rewards/chosen"] = float(cfg.beta * g["d_chosen"].mean())
+        record["rewards/rejected"] = float(cfg.beta * g["d_rejected"].mean())
+        record["rewards/margins"] = float(cfg.beta * h.mean())
+        record["rewards/accuracies"] = float((h > 0).float().mean())
+        record["logps/chosen"] = float(g["chosen_logps"].mean())
+        record["logps/rejected"] = float(g["rejected_logps"].mean())
         record["chosen_logp_change"] = float(g["d_chosen"].mean())
         record["rejected_logp_change"] = float(g["d_rejected"].mean())
+        # BFPO's view: the margin and accuracy within each safety combination of the pair
         for name in labels.COMBINATIONS:
             sel = g["combo"] == labels.code(*labels.SAFETY[name])
             if sel.any():

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bfpo import checkpoints, compute, configs, models, runs, sequences
+from bfpo import cards, checkpoints, compute, configs, models, runs, sequences, tracking
 from bfpo import data as bdata
 from bfpo.io import write_json
 
@@ -158,8 +158,10 @@ class PPOConfig:
     start_over: bool = False  # when no intact checkpoint is left: start from iteration 0 (else stop and say so)
     num_threads: int | None = None
     progress: bool = True
+    report_to: list[str] | str = "none"  # trackers: "none", or some of tensorboard, wandb, trackio, mlflow
 
     def __post_init__(self):
+        self.report_to = tracking.names(self.report_to)
         configs.check_ranges(
             self,
             positive=("actor_lr", "critic_lr", "temperature", "clip_range", "clip_range_value", "score_clip")
@@ -451,22 +453,26 @@ def ppo_lagrangian(cfg: PPOConfig, judge=None) -> dict:
     elif metrics_path.exists():
         metrics_path.unlink()
 
+    trackers = tracking.Trackers(cfg.report_to, out, out.name, configs.as_json(cfg), start)
     bar = tqdm(total=cfg.iterations, initial=start, desc="PPO-Lagrangian", disable=not cfg.progress)
+    record = None  # the last iteration's metrics
     for it in range(start, cfg.iterations):
         record = _iteration(cfg, state, m, it, prompts, prompt_ids, ptx_items, judge)
         with open(metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        trackers.log(record, step=it + 1)
         bar.update(1)
         bar.set_postfix(lam=f"{record['lambda']:.3f}", R=f"{record['reward']:.2f}", C=f"{record['cost']:.2f}")
         if cfg.snapshot_every and (it + 1) % cfg.snapshot_every == 0 and it + 1 < cfg.iterations:
             extra = {"flops": state.flops.as_dict(), "lambda": record["lambda"]}
-            checkpoints.save_snapshot(out, it + 1, lambda path: models.save(state.actor, m.tokenizer, path), extra)
+            checkpoints.save_snapshot(out, it + 1, lambda path, r=record: _save_actor(cfg, state, m, path, r), extra)
         if cfg.save_every and (it + 1) % cfg.save_every == 0 and it + 1 < cfg.iterations:
             tmp = checkpoints.staging(out, it + 1)
             torch.save(state.state_dict(), tmp / "state.pt")
             checkpoints.commit(out, tmp, it + 1, {"config": configs.as_json(cfg)}, cfg.keep_checkpoints)
     bar.close()
-    models.save(state.actor, m.tokenizer, out / "model")
+    trackers.finish()
+    _save_actor(cfg, state, m, out / "model", record)
     summary = {
         "config": dataclasses.asdict(cfg),
         "iterations": cfg.iterations,
@@ -478,6 +484,18 @@ def ppo_lagrangian(cfg: PPOConfig, judge=None) -> dict:
     write_json(out / "ppo_summary.json", summary)
     checkpoints.clear(out)
     return summary
+
+
+def _save_actor(cfg: PPOConfig, state: PPOState, m: _Models, path, metrics: dict | None) -> None:
+    """The actor and tokenizer, with a model card holding the config and ``metrics`` (an iteration's)."""
+    card = cards.model_card(
+        method="ppo_lagrangian",
+        base_model=cfg.actor,
+        config=configs.as_json(cfg),
+        datasets=[cfg.prompts, cfg.ptx_data],
+        metrics=metrics,
+    )
+    models.save(state.actor, m.tokenizer, path, card)
 
 
 def _iteration(cfg, state: PPOState, m: _Models, it: int, prompts, prompt_ids, ptx_items, judge) -> dict:

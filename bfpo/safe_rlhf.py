@@ -23,8 +23,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +30,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bfpo import compute, configs, losses, models, runs, sequences
+from bfpo import cards, compute, configs, losses, models, runs, sequences
 from bfpo.errors import run_cli
 from bfpo.io import atomic_path, write_json
 from bfpo.ppo import PPOConfig, ppo_lagrangian
@@ -210,10 +208,15 @@ def train_score_model(cfg: ScoreConfig) -> dict:
         )
     with atomic_path(out / "metrics.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    model.save_pretrained(out / ".model.tmp")
-    tokenizer.save_pretrained(out / ".model.tmp")
-    shutil.rmtree(out / "model", ignore_errors=True)
-    os.replace(out / ".model.tmp", out / "model")
+    card = cards.model_card(
+        method=cfg.kind,
+        base_model=cfg.model,
+        config=configs.as_json(cfg),
+        datasets=[cfg.train_data],
+        metrics=records[-1],
+        kind="text-classification",
+    )
+    models.save(model, tokenizer, out / "model", card)
     summary = {"config": dataclasses.asdict(cfg), "kind": cfg.kind, "train_pairs": len(items), "flops": flops.as_dict()}
     summary["train_accuracy"] = score_accuracy(model, items, cfg.kind, tokenizer.pad_token_id)
     if cfg.eval_data:

@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bfpo import checkpoints, compute, configs, losses, models, objectives, runs
+from bfpo import cards, checkpoints, compute, configs, losses, models, objectives, runs, tracking
 from bfpo.errors import BadInput, run_cli
 from bfpo.io import atomic_path, write_json
 from bfpo.objectives import PAIR_LOSSES, POINT_LOSSES, PairBatch, PointBatch  # noqa: F401
@@ -98,9 +98,15 @@ def train(cfg: TrainConfig) -> dict:
     if done is not None:
         log.info("%s already holds a finished run of this config; nothing to do", cfg.output_dir)
         return done
-    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg))
+    # the trackers are accelerate's (report_to); started once the output folder is claimed
+    trackers = tracking.make(cfg.report_to, cfg.output_dir, Path(cfg.output_dir).name)
+    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg), log_with=trackers or None)
     inputs = _read_inputs(cfg, accelerator.num_processes)
     resume = _claim_output(cfg, accelerator)
+    if trackers:
+        if resume is not None:
+            tracking.resume_at(trackers, resume[1]["step"] + 1)
+        accelerator.init_trackers(Path(cfg.output_dir).name, config=tracking.hparams(cfg.to_dict()))
     ref, ref_tokens = _reference(cfg, inputs, accelerator)
     run = _prepare(cfg, inputs, ref, accelerator)
     start_step, train_tokens = _resume(cfg, run, resume)
@@ -296,13 +302,15 @@ def _steps(run: _Run, start_step: int, train_tokens: int, ref_tokens: int) -> tu
         if main and ((step + 1) % cfg.log_every == 0 or step + 1 == total_steps):
             with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(last) + "\n")
+        if (step + 1) % cfg.log_every == 0 or step + 1 == total_steps:
+            accelerator.log(last, step=step + 1)  # to the trackers of report_to (on the main process)
         bar.update(1)
         bar.set_postfix(loss=f"{last['loss']:.4g}")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total_steps:
             runs.save_checkpoint(accelerator, out, step + 1, train_tokens, cfg.keep_checkpoints)
         if main and cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0 and step + 1 < total_steps:
             flops = _flops(inputs.total, inputs.trainable, ref_tokens, train_tokens)
-            checkpoints.save_snapshot(out, step + 1, lambda path: _save_model(run, path), {"flops": flops})
+            checkpoints.save_snapshot(out, step + 1, lambda path, m=last: _save_model(run, path, m), {"flops": flops})
     bar.close()
     return last, train_tokens
 
@@ -383,8 +391,18 @@ def _losses(run: _Run, mb, mb_ids, logps, n_tok, totals: dict, n_ids: int):
     return objectives.PAIR_LOSSES[cfg.loss](batch, cfg), batch
 
 
-def _save_model(run: _Run, path) -> None:
-    models.save(run.accelerator.unwrap_model(run.model), run.inputs.tokenizer, path)
+def _save_model(run: _Run, path, metrics: dict) -> None:
+    """The model and tokenizer, with a model card holding the config and ``metrics`` (the last step's)."""
+    cfg = run.cfg
+    card = cards.model_card(
+        method=cfg.loss if cfg.mode != "sft" else "sft",
+        base_model=cfg.model,
+        base_revision=cfg.revision,
+        config=cfg.to_dict(),
+        datasets=[cfg.train_data, cfg.buffer_data],
+        metrics=metrics,
+    )
+    models.save(run.accelerator.unwrap_model(run.model), run.inputs.tokenizer, path, card)
 
 
 def _finish(run: _Run, start_step: int, last: dict, ref_tokens: int, train_tokens: int, seconds: float) -> dict:
@@ -399,7 +417,7 @@ def _finish(run: _Run, start_step: int, last: dict, ref_tokens: int, train_token
     )
     accelerator.wait_for_everyone()
     if main:
-        _save_model(run, out / "model")
+        _save_model(run, out / "model", last)
     summary = {
         "steps": inputs.total_steps,
         "resumed_from": start_step,

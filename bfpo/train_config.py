@@ -7,7 +7,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from bfpo import configs, losses
+from bfpo import configs, losses, tracking
 from bfpo.objectives import PAIR_LOSSES, POINT_LOSSES
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
@@ -62,6 +62,7 @@ class TrainConfig:
     packing: bool = False  # SFT with sft_loss "all": pack examples into max_length sequences (the official SFT)
     keep_checkpoints: int = 2  # checkpoints kept (newest first); a damaged one falls back to the one before
     start_over: bool = False  # when no intact checkpoint is left: train from step 0 (else stop and say so)
+    report_to: list[str] | str = "none"  # trackers: "none", or some of tensorboard, wandb, trackio, mlflow
 
     def __post_init__(self):
         if self.mode not in ("preference", "pointwise", "sft"):
@@ -88,6 +89,7 @@ class TrainConfig:
         if self.mixed_precision not in ("auto", "no", "bf16"):
             raise ValueError(f"mixed_precision: expected 'auto', 'no' or 'bf16', got {self.mixed_precision!r}")
         self.adam_betas = tuple(self.adam_betas)
+        self.report_to = tracking.names(self.report_to)
         configs.check_ranges(
             self,
             positive=("beta", "learning_rate", "num_epochs", "max_grad_norm", "b1"),

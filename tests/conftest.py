@@ -1,5 +1,7 @@
 """Shared fixtures: a tiny SafeHelp world on disk with a tiny model, built once per test session."""
 
+from pathlib import Path
+
 import pytest
 
 from bfpo import data, models
@@ -19,3 +21,22 @@ def tiny_world(tmp_path_factory):
     model = models.tiny_llama(tokenizer, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
     models.save(model, tokenizer, root / "init")
     return root
+
+
+def _assert_tensorboard_matches(run, metrics, step_key):
+    """The TensorBoard event files under ``run/trackers`` hold every metric of every record, once a step."""
+    from bfpo import tracking
+
+    logged = tracking.read_tensorboard(Path(run) / "trackers")
+    keys = {k for m in metrics for k, v in m.items() if isinstance(v, int | float) and k != step_key}
+    assert keys <= set(logged), keys - set(logged)
+    for key in keys:
+        expected = [(m[step_key], m[key]) for m in metrics if key in m]
+        assert [s for s, _ in logged[key]] == [s for s, _ in expected], key
+        assert [v for _, v in logged[key]] == pytest.approx([v for _, v in expected], rel=1e-6, abs=1e-6), key
+
+
+@pytest.fixture
+def assert_tensorboard_matches():
+    """``f(run folder, metrics records, step key)``: TensorBoard's events equal ``metrics.jsonl``."""
+    return _assert_tensorboard_matches

@@ -8,7 +8,7 @@ import datasets
 import pytest
 import torch
 
-from bfpo import baselines, checkpoints, compute, curves, data, models, ppo, runs, safe_rlhf, train
+from bfpo import baselines, cards, checkpoints, compute, curves, data, models, ppo, runs, safe_rlhf, train
 from bfpo import toyworld as tw
 
 # --- label views --------------------------------------------------------------------------------
@@ -173,6 +173,10 @@ def test_cost_model_ranks_unsafe_above_safe_on_held_out_pairs(score_models):
     cost = summary["cost"]["eval_accuracy"]
     assert cost["ranking"] > 0.85 and cost["sign"] > 0.85, cost
     assert summary["reward"]["eval_accuracy"]["ranking"] > 0.7, summary["reward"]
+    root, _ = score_models
+    card = cards.read(root / "cost" / "model")
+    assert card["pipeline_tag"] == "text-classification" and card["bfpo"]["method"] == "cost"
+    assert card["bfpo"]["final_metrics"]["step"] == 120
 
 
 def test_score_pairs_for_the_cost_model_put_the_harmful_response_first(pairs):
@@ -249,6 +253,8 @@ def test_ppo_lagrangian_lambda_follows_the_cost(tiny_world, score_models, tmp_pa
     after = models.load_model(tmp_path / "20.0" / "model").state_dict()
     changed = any(not torch.equal(before[k], after[k]) for k in before)
     assert before.keys() == after.keys() and changed, "PPO-Lagrangian saved an updated actor"
+    card = cards.read(tmp_path / "20.0" / "model")["bfpo"]
+    assert card["method"] == "ppo_lagrangian" and card["final_metrics"]["iteration"] == 4
 
 
 class _CountingJudge:
@@ -284,10 +290,12 @@ def test_ppo_logs_the_judge_it_is_given(tiny_world, score_models, tmp_path):
     assert len(figures.plot_safe_rlhf({"s": unjudged}).axes) == 4
 
 
-def test_ppo_lagrangian_resumes_where_it_stopped(tiny_world, score_models, tmp_path, monkeypatch):
+def test_ppo_lagrangian_resumes_where_it_stopped(
+    tiny_world, score_models, tmp_path, monkeypatch, assert_tensorboard_matches
+):
     straight = ppo_config(tiny_world, score_models, tmp_path / "a", iterations=4)
     ppo.ppo_lagrangian(straight)
-    cfg = ppo_config(tiny_world, score_models, tmp_path / "b", iterations=4, save_every=2)
+    cfg = ppo_config(tiny_world, score_models, tmp_path / "b", iterations=4, save_every=2, report_to="tensorboard")
     real = ppo.ppo_actor_loss
     calls = {"n": 0}
 
@@ -309,6 +317,7 @@ def test_ppo_lagrangian_resumes_where_it_stopped(tiny_world, score_models, tmp_p
     assert summary["resumed_from"] == 2
     a, b = runs.read_metrics(tmp_path / "a"), runs.read_metrics(tmp_path / "b")
     assert [m["iteration"] for m in b] == [1, 2, 3, 4]
+    assert_tensorboard_matches(tmp_path / "b", b, "iteration")  # iteration 3, logged twice, kept once
     for x, y in zip(a, b, strict=True):
         assert x["lambda"] == pytest.approx(y["lambda"], rel=1e-5) and x["reward"] == pytest.approx(
             y["reward"], abs=1e-4

@@ -160,6 +160,32 @@ def test_selective_tuning_changes_only_named_parameters(tiny_world, tmp_path):
     assert summary["trainable_parameters"] == sum(before[k].numel() for k in changed) < summary["total_parameters"]
 
 
+def test_saved_model_has_a_model_card(tiny_world, tmp_path):
+    """README.md with YAML metadata: base model, data with revisions, method, config, final metrics, command;
+    the folder still loads unchanged, and every snapshot has a card too."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bfpo import cards
+
+    cfg = config(tiny_world, tmp_path, max_steps=4, snapshot_every=2)
+    summary = train.train(cfg)
+    meta = cards.read(tmp_path / "run" / "model")
+    assert meta["base_model"] == cfg.model and meta["library_name"] == "transformers"
+    assert meta["datasets"] == [cfg.train_data, cfg.buffer_data]
+    info = meta["bfpo"]
+    assert info["method"] == "bfpo" and info["config"] == json.loads(json.dumps(cfg.to_dict()))
+    assert info["final_metrics"] == pytest.approx(summary["final"])
+    state = json.loads((tiny_world / "pairs" / "state.json").read_text())
+    assert info["datasets"][0] == {"name": cfg.train_data, "revision": "fingerprint:" + state["_fingerprint"]}
+    assert info["command"]
+    text = (tmp_path / "run" / "model" / "README.md").read_text()
+    assert text.startswith("---\n") and "BFPO, Bi-Factorial Preference Optimization" in text
+    AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model")
+    AutoTokenizer.from_pretrained(tmp_path / "run" / "model")
+    (info_2, snap), = checkpoints.snapshots(tmp_path / "run")
+    assert cards.read(snap)["bfpo"]["final_metrics"]["step"] == info_2["step"] == 2
+
+
 def test_sft_mode_lowers_the_nll(tiny_world, tmp_path):
     cfg = config(
         tiny_world,
@@ -175,10 +201,12 @@ def test_sft_mode_lowers_the_nll(tiny_world, tmp_path):
     assert sum(m["loss"] for m in metrics[-5:]) < 0.7 * sum(m["loss"] for m in metrics[:5])
 
 
-def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tiny_world, tmp_path, monkeypatch):
+def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(
+    tiny_world, tmp_path, monkeypatch, assert_tensorboard_matches
+):
     straight = config(tiny_world, tmp_path / "a", max_steps=10)
     straight_summary = train.train(straight)
-    resumed = config(tiny_world, tmp_path / "b", max_steps=10, save_every=4)
+    resumed = config(tiny_world, tmp_path / "b", max_steps=10, save_every=4, report_to="tensorboard")
     original = objectives.step_metrics
 
     def killed_at_step_7(step, *args, **kwargs):
@@ -197,9 +225,37 @@ def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tiny_world,
     assert summary["tokens"] == straight_summary["tokens"] and summary["flops"] == straight_summary["flops"]
     a, b = weights(tmp_path / "a" / "run" / "model"), weights(tmp_path / "b" / "run" / "model")
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
-    steps = [m["step"] for m in train.read_metrics(tmp_path / "b" / "run")]
-    assert steps == list(range(1, 11)), "the metrics log holds each step once"
+    metrics = train.read_metrics(tmp_path / "b" / "run")
+    assert [m["step"] for m in metrics] == list(range(1, 11)), "the metrics log holds each step once"
+    assert_tensorboard_matches(tmp_path / "b" / "run", metrics, "step")  # steps 5-7, logged twice, kept once
     assert train.train(resumed) == summary, "a finished run is not trained again"
+
+
+def test_trl_metric_names(tiny_world, tmp_path, assert_tensorboard_matches):
+    """TRL's names, as its DPOTrainer logs them, and BFPO's per-combination margins beside them."""
+    train.train(config(tiny_world, tmp_path, max_steps=3, report_to=["tensorboard"]))
+    metrics = train.read_metrics(tmp_path / "run")
+    for m in metrics:
+        assert m["rewards/margins"] == pytest.approx(m["rewards/chosen"] - m["rewards/rejected"], abs=1e-6)
+        assert m["rewards/chosen"] == pytest.approx(0.5 * m["chosen_logp_change"], abs=1e-6)  # beta 0.5
+        assert 0.0 <= m["rewards/accuracies"] <= 1.0 and m["logps/chosen"] < 0 and m["logps/rejected"] < 0
+        assert any(k.startswith("margin/") for k in m)
+    assert_tensorboard_matches(tmp_path / "run", metrics, "step")
+
+
+def test_unknown_or_missing_tracker_is_one_line(tmp_path, monkeypatch):
+    import importlib.util
+
+    path = tmp_path / "c.yaml"
+    path.write_text("model: m\noutput_dir: o\ntrain_data: d\nreport_to: tensorbord\n")
+    with pytest.raises(ValueError, match=r"c.yaml: key 'report_to': unknown tracker 'tensorbord'; expected 'none'"):
+        train.TrainConfig.from_yaml(path)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    path.write_text("model: m\noutput_dir: o\ntrain_data: d\nreport_to: [tensorboard, wandb]\n")
+    with pytest.raises(ValueError, match=r"key 'report_to': the tracker 'wandb' is not installed; pip install wandb"):
+        train.TrainConfig.from_yaml(path)
+    assert train.TrainConfig.from_yaml(path, {"report_to": "none"}).report_to == []
 
 
 def test_a_changed_config_does_not_resume_the_old_checkpoint(tiny_world, tmp_path, monkeypatch):
@@ -246,7 +302,7 @@ def test_one_and_two_processes_give_the_same_losses(tiny_world, tmp_path):
     assert [m["step"] for m in m1] == [m["step"] for m in m2]
     for a, b in zip(m1, m2, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5), (a, b)
-        assert a["margin"] == pytest.approx(b["margin"], rel=1e-4, abs=1e-5)
+        assert a["rewards/margins"] == pytest.approx(b["rewards/margins"], rel=1e-4, abs=1e-5)
 
 
 @pytest.mark.parametrize("name", ["paper_bfpo", "paper_sft"])
