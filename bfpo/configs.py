@@ -195,7 +195,7 @@ def require_model(value: str, where: str, key: str) -> None:
     """
     path = Path(value)
     if path.is_dir():
-        if not (path / "config.json").is_file():
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
             raise ConfigError(where, key, f"{value}: a folder, but it holds no model (no config.json)")
         return
     if path.exists():

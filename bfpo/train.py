@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bfpo import cards, checkpoints, compute, configs, losses, models, objectives, runs, tracking
+from bfpo import cards, checkpoints, compute, configs, lora, losses, models, objectives, runs, tracking
 from bfpo.errors import BadInput, run_cli
 from bfpo.io import atomic_path, write_json
 from bfpo.objectives import PAIR_LOSSES, POINT_LOSSES, PairBatch, PointBatch  # noqa: F401
@@ -148,7 +148,12 @@ def _read_inputs(cfg: TrainConfig, world: int) -> _Inputs:
     model = models.load_model(cfg.model, cfg.revision)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    trainable, total = models.select_trainable(model, cfg.trainable)
+    if cfg.trainable == "lora":  # adapters on the frozen model (bfpo.lora)
+        targets = cfg.lora_target_modules or list(lora.DEFAULT_TARGETS)
+        model = lora.wrap(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, targets)
+        trainable, total = models.count_parameters(model)
+    else:
+        trainable, total = models.select_trainable(model, cfg.trainable)
 
     items, dropped = tokenize(examples, tokenizer, cfg, cfg.mode)
     n_main = len(items)
@@ -220,7 +225,11 @@ def _reference(cfg: TrainConfig, inputs: _Inputs, accelerator) -> tuple[torch.Te
         ref = torch.load(cache)
     else:
         inputs.model.to(accelerator.device)
-        ref = reference_logps(inputs.model, items, cfg.reference_batch_size, accelerator, inputs.tokenizer.pad_token_id)
+        # with LoRA, the adapter-disabled model is the start model
+        with lora.disabled(inputs.model) if cfg.trainable == "lora" else nullcontext():
+            ref = reference_logps(
+                inputs.model, items, cfg.reference_batch_size, accelerator, inputs.tokenizer.pad_token_id
+            )
         if accelerator.is_main_process:
             with atomic_path(cache) as tmp:
                 torch.save(ref, tmp)

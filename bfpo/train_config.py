@@ -45,7 +45,11 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     max_length: int = 128
     max_prompt_length: int = 64
-    trainable: list[str] | None = None  # name patterns of trained parameters (paper: ["down_proj"])
+    trainable: list[str] | str | None = None  # name patterns of trained parameters (paper: ["down_proj"]), or "lora"
+    lora_r: int = 8  # trainable "lora": the adapters' rank r
+    lora_alpha: float = 16.0  # ... their scale alpha (the update is alpha / r x B A)
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] | None = None  # ... the modules adapted; None: q_proj, v_proj (peft's for Llama)
     mixed_precision: str = "auto"  # "auto" (bf16 where supported), "no", "bf16"
     gradient_checkpointing: bool = False
     seed: int = 0
@@ -90,13 +94,17 @@ class TrainConfig:
             raise ValueError(f"mixed_precision: expected 'auto', 'no' or 'bf16', got {self.mixed_precision!r}")
         self.adam_betas = tuple(self.adam_betas)
         self.report_to = tracking.names(self.report_to)
+        if isinstance(self.trainable, str) and self.trainable != "lora":
+            raise ValueError(f"trainable: expected a list of parameter name patterns or 'lora', got {self.trainable!r}")
+        if self.lora_target_modules is not None and not self.lora_target_modules:
+            raise ValueError("lora_target_modules: name at least one module (or leave it unset)")
         configs.check_ranges(
             self,
-            positive=("beta", "learning_rate", "num_epochs", "max_grad_norm", "b1"),
+            positive=("beta", "learning_rate", "num_epochs", "max_grad_norm", "b1", "lora_alpha"),
             at_least_one=("reference_batch_size", "log_every", "keep_checkpoints", "max_steps", "max_train_examples")
-            + ("num_threads",),
+            + ("num_threads", "lora_r"),
             non_negative=("save_every", "snapshot_every"),
-            unit=("warmup_ratio", "weight_decay"),
+            unit=("warmup_ratio", "weight_decay", "lora_dropout"),
         )
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ValueError(f"label_smoothing: must lie in [0, 0.5), got {self.label_smoothing}")
