@@ -100,11 +100,12 @@ def tiny_llama(
     return LlamaForCausalLM(config)
 
 
-def save(model, tokenizer, path: str | os.PathLike, card: str | None = None) -> Path:
+def save(model, tokenizer, path: str | os.PathLike, card: str | None = None, state_dict: dict | None = None) -> Path:
     """``save_pretrained`` model and tokenizer into ``path`` atomically, with the model card ``card``
-    (:func:`bfpo.cards.model_card`) as its ``README.md``."""
+    (:func:`bfpo.cards.model_card`) as its ``README.md``; ``state_dict``: the weights to write
+    instead of the model's own (a sharded model's, gathered)."""
     with atomic_dir(path) as tmp:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         if card is not None:
             (Path(tmp) / "README.md").write_text(card, encoding="utf-8")

@@ -122,13 +122,14 @@ def free_port() -> int:
 
 
 def launch(
-    cfg, num_processes: int = 1, accelerate_config: str | None = None, port: int | None = None
+    cfg, num_processes: int = 1, accelerate_config: str | None = None, port: int | None = None, fsdp: bool = False
 ) -> dict:
     """Run ``cfg`` in ``num_processes`` processes with ``accelerate launch`` and return the summary.
 
     Without GPUs the processes run on the CPU (gloo, ``ACCELERATE_USE_CPU=1``), one torch thread
-    each. The config is written to ``<output_dir>/launch_config.yaml``. On failure the error names
-    the command and shows the end of its output.
+    each. ``fsdp``: shard the model across the processes (FSDP2, :mod:`bfpo.sharding`) instead of
+    replicating it (DDP). The config is written to ``<output_dir>/launch_config.yaml``. On failure
+    the error names the command and shows the end of its output.
     """
     import subprocess
 
@@ -150,7 +151,9 @@ def launch(
         cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
         if num_processes > 1:
             port = port or free_port()  # a fixed port can still be held by a run that was killed
-            cmd += ["--multi_gpu", "--num_processes", str(num_processes), "--main_process_port", str(port)]
+            # FSDP2 (bfpo.sharding) or DDP; accelerate takes one of the two flags
+            cmd += ["--use_fsdp", "--fsdp_version", "2"] if fsdp else ["--multi_gpu"]
+            cmd += ["--num_processes", str(num_processes), "--main_process_port", str(port)]
         else:
             cmd += ["--num_processes", "1"]
         if not torch.cuda.is_available():

@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bfpo import cards, checkpoints, compute, configs, lora, losses, models, objectives, runs, tracking
+from bfpo import cards, checkpoints, compute, configs, lora, losses, models, objectives, runs, sharding, tracking
 from bfpo.errors import BadInput, run_cli
 from bfpo.io import atomic_path, write_json
 from bfpo.objectives import PAIR_LOSSES, POINT_LOSSES, PairBatch, PointBatch  # noqa: F401
@@ -251,6 +251,7 @@ class _Run:
     scheduler: object
     params: list
     chunk: int  # examples per micro-batch: per_device, or per_device training + per_device buffer ("add")
+    sharding: str = "none"  # FSDP: "accelerate", "direct" (bfpo.sharding) or "none"
 
 
 def _prepare(cfg: TrainConfig, inputs: _Inputs, ref, accelerator) -> _Run:
@@ -258,6 +259,9 @@ def _prepare(cfg: TrainConfig, inputs: _Inputs, ref, accelerator) -> _Run:
     both prepared by accelerate (DDP across processes)."""
     from transformers import get_scheduler
 
+    how = sharding.plan(accelerator)
+    if how == "direct":  # FSDP asked for, but accelerate fell back to DDP (CPU): shard here
+        sharding.shard(inputs.model)
     params = [p for p in inputs.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=cfg.adam_betas, weight_decay=cfg.weight_decay)
     scheduler = get_scheduler(
@@ -266,11 +270,15 @@ def _prepare(cfg: TrainConfig, inputs: _Inputs, ref, accelerator) -> _Run:
         num_warmup_steps=int(cfg.warmup_ratio * inputs.total_steps),
         num_training_steps=inputs.total_steps,
     )
-    model, optimizer = accelerator.prepare(inputs.model, optimizer)
+    if how == "direct":
+        model = inputs.model
+        accelerator.register_for_checkpointing(sharding.ShardedState(model, optimizer))
+    else:
+        model, optimizer = accelerator.prepare(inputs.model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     model.train()
     chunk = cfg.per_device_batch_size * (2 if inputs.n_buffer and cfg.buffer_mode == "add" else 1)
-    return _Run(cfg, inputs, ref, accelerator, model, optimizer, scheduler, params, chunk)
+    return _Run(cfg, inputs, ref, accelerator, model, optimizer, scheduler, params, chunk, how)
 
 
 def _resume(cfg: TrainConfig, run: _Run, resume) -> tuple[int, int]:
@@ -317,9 +325,12 @@ def _steps(run: _Run, start_step: int, train_tokens: int, ref_tokens: int) -> tu
         bar.set_postfix(loss=f"{last['loss']:.4g}")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total_steps:
             runs.save_checkpoint(accelerator, out, step + 1, train_tokens, cfg.keep_checkpoints)
-        if main and cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0 and step + 1 < total_steps:
+        if cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0 and step + 1 < total_steps:
             flops = _flops(inputs.total, inputs.trainable, ref_tokens, train_tokens)
-            checkpoints.save_snapshot(out, step + 1, lambda path, m=last: _save_model(run, path, m), {"flops": flops})
+            state = _gathered(run)  # every process takes part when the model is sharded
+            if main:
+                save = lambda path, m=last, w=state: _save_model(run, path, m, w)  # noqa: E731
+                checkpoints.save_snapshot(out, step + 1, save, {"flops": flops})
     bar.close()
     return last, train_tokens
 
@@ -361,6 +372,7 @@ def _step(run: _Run, step: int) -> tuple[dict, int, torch.Tensor | None]:
         for key, value in objectives.logged(cfg, batch, n_tok).items():
             stats[key].append(value)
     grad_norm = accelerator.clip_grad_norm_(run.params, cfg.max_grad_norm) if cfg.max_grad_norm else None
+    grad_norm = sharding.full(grad_norm)  # sharded gradients give a DTensor norm
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
@@ -400,8 +412,15 @@ def _losses(run: _Run, mb, mb_ids, logps, n_tok, totals: dict, n_ids: int):
     return objectives.PAIR_LOSSES[cfg.loss](batch, cfg), batch
 
 
-def _save_model(run: _Run, path, metrics: dict) -> None:
-    """The model and tokenizer, with a model card holding the config and ``metrics`` (the last step's)."""
+def _gathered(run: _Run) -> dict | None:
+    """The whole model's weights gathered from the shards (every process must call this; they land
+    on the main process), or None when the model is not sharded."""
+    return sharding.full_state_dict(run.model) if run.sharding != "none" else None
+
+
+def _save_model(run: _Run, path, metrics: dict, state: dict | None = None) -> None:
+    """The model (with the weights ``state`` when gathered from shards) and tokenizer, with a model
+    card holding the config and ``metrics`` (the last step's). On the main process."""
     cfg = run.cfg
     card = cards.model_card(
         method=cfg.loss if cfg.mode != "sft" else "sft",
@@ -411,7 +430,7 @@ def _save_model(run: _Run, path, metrics: dict) -> None:
         datasets=[cfg.train_data, cfg.buffer_data],
         metrics=metrics,
     )
-    models.save(run.accelerator.unwrap_model(run.model), run.inputs.tokenizer, path, card)
+    models.save(run.accelerator.unwrap_model(run.model), run.inputs.tokenizer, path, card, state)
 
 
 def _finish(run: _Run, start_step: int, last: dict, ref_tokens: int, train_tokens: int, seconds: float) -> dict:
@@ -419,14 +438,16 @@ def _finish(run: _Run, start_step: int, last: dict, ref_tokens: int, train_token
     saves the final model and the summary, which marks the run complete, and drops the checkpoints."""
     cfg, accelerator, inputs = run.cfg, run.accelerator, run.inputs
     out, main, world = Path(cfg.output_dir), accelerator.is_main_process, accelerator.num_processes
+    held, _ = sharding.local_parameters(run.model)
     write_json(
         out / "ranks" / f"rank{accelerator.process_index}.json",
         {"rank": accelerator.process_index, "world_size": world, "pid": os.getpid(),
-         "steps": inputs.total_steps - start_step},
+         "steps": inputs.total_steps - start_step, "parameters_held": held},
     )
     accelerator.wait_for_everyone()
+    state = _gathered(run)
     if main:
-        _save_model(run, out / "model", last)
+        _save_model(run, out / "model", last, state)
     summary = {
         "steps": inputs.total_steps,
         "resumed_from": start_step,
@@ -442,6 +463,7 @@ def _finish(run: _Run, start_step: int, last: dict, ref_tokens: int, train_token
         "flops": _flops(inputs.total, inputs.trainable, ref_tokens, train_tokens),
         "final": last,
         "mixed_precision": _mixed_precision(cfg),
+        "sharding": run.sharding,
     }
     if main:
         write_json(out / "train_summary.json", summary)  # marks the run complete

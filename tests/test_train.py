@@ -1,6 +1,7 @@
 """The trainer: config errors, log-prob masking, schedules, BFPO margins, selective tuning, resume, 2 processes."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -303,6 +304,52 @@ def test_one_and_two_processes_give_the_same_losses(tiny_world, tmp_path):
     for a, b in zip(m1, m2, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5), (a, b)
         assert a["rewards/margins"] == pytest.approx(b["rewards/margins"], rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_fsdp_on_two_processes_shards_and_matches_one_process(tiny_world, tmp_path):
+    """FSDP2 on 2 gloo processes: accelerate falls back to DDP on CPU, the trainer says so and shards
+    with fully_shard itself. Each rank holds about half of the parameters, and the losses and final
+    weights equal the 1-process run's."""
+    one = config(tiny_world, tmp_path / "one", max_steps=6, per_device_batch_size=8)
+    train.train(one)
+    two_dir = tmp_path / "two" / "run"
+    two = train.TrainConfig.from_dict(one.to_dict() | {"output_dir": str(two_dir), "per_device_batch_size": 4})
+    train.launch(two, num_processes=2, port=29519, fsdp=True)
+    assert "sharding with torch.distributed.fsdp.fully_shard directly" in (two_dir / "launch.log").read_text()
+    summary = json.loads((two_dir / "train_summary.json").read_text())
+    assert summary["processes"] == 2 and summary["sharding"] == "direct"
+    total = summary["total_parameters"]
+    held = [json.loads((two_dir / "ranks" / f"rank{r}.json").read_text())["parameters_held"] for r in (0, 1)]
+    assert all(0.4 * total < h < 0.6 * total for h in held) and sum(held) >= total, (held, total)
+    m1, m2 = train.read_metrics(tmp_path / "one" / "run"), train.read_metrics(two_dir)
+    for a, b in zip(m1, m2, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5), (a, b)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4, abs=1e-5)
+    w0, w1, w2 = weights(tiny_world / "init"), weights(tmp_path / "one" / "run" / "model"), weights(two_dir / "model")
+    assert w1.keys() == w2.keys()
+    # Adam turns float-level gradient differences into update-sized ones on near-zero gradients:
+    # the two runs' weights differ by under 5 % of how far training moved them
+    moved = max(float((w1[k] - w0[k]).abs().max()) for k in w1)
+    apart = max(float((w1[k] - w2[k]).abs().max()) for k in w1)
+    assert apart < 0.05 * moved, (apart, moved)
+
+
+@pytest.mark.slow
+def test_fsdp_checkpoint_restores_the_shards_and_the_optimiser(tmp_path):
+    """A directly sharded model and its AdamW state saved through accelerate's save_state and loaded
+    into another model continue exactly as the saved run did."""
+    accelerate = Path(sys.executable).with_name("accelerate")
+    script = Path(__file__).parent / "scripts" / "fsdp_checkpoint.py"
+    cmd = [str(accelerate), "launch", "--use_fsdp", "--fsdp_version", "2", "--num_processes", "2"]
+    cmd += ["--main_process_port", "29521", "--mixed_precision", "no", "--dynamo_backend", "no", "--num_machines", "1"]
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run([*cmd, str(script), str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        result = json.loads((tmp_path / f"result{rank}.json").read_text())
+        assert result["resumed"] == pytest.approx(result["straight"], abs=1e-6), result
+        assert result["held"] < 0.6 * result["total"]
 
 
 @pytest.mark.parametrize("name", ["paper_bfpo", "paper_sft"])
