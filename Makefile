@@ -6,7 +6,7 @@ PROFILE ?= smoke
 EXTRAS ?= dev
 BIN := $(VENV)/bin
 
-.PHONY: reproduce test lint clean
+.PHONY: reproduce book test lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(VENV)/.installed: pyproject.toml
 ## reproduce: run every notebook with papermill (PROFILE=smoke by default)
 reproduce: $(VENV)/.installed
 	$(BIN)/python -m bfpo.notebooks --profile $(PROFILE)
+
+## book: the static HTML site of the executed notebooks of PROFILE (after make reproduce): runs/$(PROFILE)/book/html
+book: $(VENV)/.installed
+	$(BIN)/python -m bfpo.book --profile $(PROFILE)
 
 ## test: lint, then run the test suite (it also lints the Dockerfile with hadolint)
 test: $(VENV)/.installed lint

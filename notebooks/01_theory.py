@@ -40,7 +40,7 @@ figures_dir = "figures"  # where figures are written
 # %%
 import pandas as pd
 import torch
-from IPython.display import Markdown, display
+from IPython.display import Image, Markdown, display
 
 from bfpo import figures, losses, theory
 from bfpo.io import project_path, write_json
@@ -351,6 +351,7 @@ caption = (
     "helpful-unsafe answer above the refusal, BFPO reproduces the closed-form optimum. Measured here, not quoted."
 )
 paths = figures.save_figure(fig, "01_global_ranking", caption, figures_dir)
+display(Image(paths["png"]))  # the saved file, inline
 results["figure"] = str(
     paths["png"].relative_to(project_path(".")) if paths["png"].is_relative_to(project_path(".")) else paths["png"]
 )

@@ -41,7 +41,7 @@ figures_dir = "figures"  # where figures are written
 # %%
 import pandas as pd
 import torch
-from IPython.display import Markdown, display
+from IPython.display import Image, Markdown, display
 
 from bfpo import data, figures, losses
 from bfpo import toyworld as tw
@@ -288,6 +288,7 @@ caption = (
     "world labelled by its gold judge. Measured here."
 )
 paths = figures.save_figure(fig, "02_label_combinations", caption, figures_dir)
+display(Image(paths["png"]))  # the saved file, inline
 results["figure"] = paths["png"].name
 
 # %%

@@ -44,7 +44,7 @@ eval_samples = 8  # samples per evaluation prompt
 
 # %%
 import pandas as pd
-from IPython.display import Markdown, display
+from IPython.display import Image, Markdown, display
 
 from bfpo import data, figures, labels, models, train
 from bfpo import toyworld as tw
@@ -174,7 +174,9 @@ caption = (
     "targets g as dashed lines; change of the chosen and rejected log-probs from the reference. Running means "
     "over 10 logged steps. Measured here."
 )
-results["figure_training"] = figures.save_figure(fig, "03_training_curves", caption, figures_dir)["png"].name
+shown = figures.save_figure(fig, "03_training_curves", caption, figures_dir)
+results["figure_training"] = shown["png"].name
+display(Image(shown["png"]))  # the saved file, inline
 late = bfpo_metrics[-max(1, len(bfpo_metrics) // 4) :]
 margins = {
     c: sum(m[f"margin/{c}"] for m in late if f"margin/{c}" in m) / max(1, sum(f"margin/{c}" in m for m in late))
@@ -216,7 +218,9 @@ if profile != "paper":
         "training and test prompt wordings (one run, one seed: see notebook 04 for the multi-seed study). Helpfulness on benign and scary prompts, over-refusal on scary "
         "prompts (lower is better), harmlessness on harmful prompts. Measured here."
     )
-    results["figure_judged"] = figures.save_figure(fig, "03_judged_before_after", caption, figures_dir)["png"].name
+    shown = figures.save_figure(fig, "03_judged_before_after", caption, figures_dir)
+    results["figure_judged"] = shown["png"].name
+    display(Image(shown["png"]))  # the saved file, inline
     sample = (
         pd.DataFrame(rows["BFPO (test wordings)"])
         .groupby("kind")

@@ -64,7 +64,7 @@ methods = None  # None: every method except the continuous-label point-wise DPO 
 import time
 
 import pandas as pd
-from IPython.display import Markdown, display
+from IPython.display import Image, Markdown, display
 
 from bfpo import baselines, curves, data, figures, labels, safe_rlhf, selection, study, train
 from bfpo import toyworld as tw
@@ -224,7 +224,9 @@ caption = (
     "Implicit-reward margin beta*h of each method's seed-0 model (its chosen beta) on held-out SafeHelp pairs "
     "(chosen = the more helpful response), per label combination; last row: BFPO's targets g. Measured here."
 )
-results["figure_margins"] = figures.save_figure(fig, "04_method_margins", caption, figures_dir)["png"].name
+shown = figures.save_figure(fig, "04_method_margins", caption, figures_dir)
+results["figure_margins"] = shown["png"].name
+display(Image(shown["png"]))  # the saved file, inline
 if "DPO (helpfulness)" in margins and "DPO (safety)" in margins:
     assert margins["DPO (helpfulness)"]["unsafe>safe"] > 0 > margins["DPO (safety)"]["unsafe>safe"], margins
 if "BFPO" in margins:
@@ -289,7 +291,9 @@ if "safe_rlhf" in methods and profile != "paper":
         "dashed), the gold-judge unsafe rate of the rollouts and the KL to the SFT reference; running means over "
         "5 iterations. Measured here."
     )
-    results["figure_safe_rlhf"] = figures.save_figure(fig, "04_safe_rlhf_lambda", caption, figures_dir)["png"].name
+    shown = figures.save_figure(fig, "04_safe_rlhf_lambda", caption, figures_dir)
+    results["figure_safe_rlhf"] = shown["png"].name
+    display(Image(shown["png"]))  # the saved file, inline
     for ms in ppo.values():  # lambda follows the sign of (mean episode cost - d)
         for prev, cur in zip(ms, ms[1:], strict=False):
             assert (cur["lambda"] - prev["lambda"]) * (cur["episode_cost_window"] - d) >= -1e-9 or cur[
@@ -345,7 +349,9 @@ if profile != "paper":
         "Gold-judge helpfulness (benign and scary prompts) against harmlessness (harmful prompts) on test "
         f"wordings, mean +- sd over {len(seeds)} seeds per method. Measured here."
     )
-    results["figure_tradeoff"] = figures.save_figure(fig, "04_tradeoff", caption, figures_dir)["png"].name
+    shown = figures.save_figure(fig, "04_tradeoff", caption, figures_dir)
+    results["figure_tradeoff"] = shown["png"].name
+    display(Image(shown["png"]))  # the saved file, inline
     curve_table = curves.compute_curves(
         [r for r in final if r.method in ("bfpo", "safe_rlhf")],
         test[test["method"] == "sft"],
@@ -365,7 +371,9 @@ if profile != "paper":
             f"run, thin lines per seed, thick the mean over seeds {seeds}; dashed: the level SFT + 0.2 = "
             f"{level:.2f}. Safe RLHF's curve starts after its reward and cost models. Measured here."
         )
-        results["figure_compute"] = figures.save_figure(fig, "04_compute", caption, figures_dir)["png"].name
+        shown = figures.save_figure(fig, "04_compute", caption, figures_dir)
+        results["figure_compute"] = shown["png"].name
+        display(Image(shown["png"]))  # the saved file, inline
     display(pd.DataFrame(results["compute"]["levels"]))
 
 # %%

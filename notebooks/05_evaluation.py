@@ -47,7 +47,7 @@ limit_generative = 20  # prompts per generative task (smoke; paper: all)
 safehelp_samples = 4  # sampled answers per SafeHelp prompt
 
 # %%
-from IPython.display import Markdown, display
+from IPython.display import Image, Markdown, display
 
 from bfpo import evaluation, figures
 from bfpo.io import project_path, write_json
@@ -134,6 +134,8 @@ caption = (
     f"multiple-choice task, {limit_generative} prompts per generative task). Tiny SafeHelp models sit near chance "
     "on the real benchmarks; the SafeHelp columns are the informative ones at this scale. Measured here."
 )
-results["figure"] = figures.save_figure(fig, "05_benchmarks", caption, figures_dir)["png"].name
+shown = figures.save_figure(fig, "05_benchmarks", caption, figures_dir)
+results["figure"] = shown["png"].name
+display(Image(shown["png"]))  # the saved file, inline
 write_json(out_dir / "results.json", results)
 display(Markdown(f"Tidy results: `{out_dir / 'results.csv'}`; per-example outputs in `{out_dir / 'cache'}`."))

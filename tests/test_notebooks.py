@@ -230,3 +230,11 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
     assert (tmp_path / "figs" / "06_per_seed.png").stat().st_size > 0
     for name in ("06_fig1_tradeoff_test", "06_quoted_7b_comparison", "06_safe_rlhf_lambda", "06_compute"):
         assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 0
+    # the book of these runs: a page per notebook, each saved figure inline as the file holds it
+    from bfpo import book
+
+    html = book.build("smoke", tmp_path / "runs", tmp_path / "figs")
+    for notebook, figure in (("03_training", "03_training_curves"), ("04_baselines", "04_tradeoff")):
+        page = book._Page()
+        page.feed((html / f"{notebook}.html").read_text())
+        assert (tmp_path / "figs" / f"{figure}.png").read_bytes() in {(html / s).read_bytes() for s in page.images}

@@ -1,0 +1,95 @@
+"""The book: a page per executed notebook, figures inline byte for byte, no error output, no missing image."""
+
+import base64
+import io
+
+import matplotlib
+import nbformat
+import pytest
+
+from bfpo import book
+from bfpo.errors import BadInput
+
+matplotlib.use("Agg")
+
+
+def _png() -> bytes:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [1, 0])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _executed(folder, name, outputs):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(f"# {name}\n\nThe loss $\\mathcal{{L}} = (h_\\pi - g)^2$."),
+        nbformat.v4.new_code_cell("work()", outputs=outputs),
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, folder / f"{name}.ipynb")
+
+
+def _runs(tmp_path, png, error=False):
+    runs = tmp_path / "runs"
+    image = nbformat.v4.new_output(
+        "display_data", data={"image/png": base64.b64encode(png).decode(), "text/plain": "<Image>"}
+    )
+    bar = nbformat.v4.new_output("stream", name="stderr", text="training: 100%|####| 10/10 [00:01<00:00]\n")
+    _executed(runs / "notebooks", "01_theory", [bar, image])
+    outputs = [nbformat.v4.new_output("stream", name="stdout", text="done\n")]
+    if error:
+        outputs.append(
+            nbformat.v4.new_output("error", ename="ValueError", evalue="boom", traceback=["ValueError: boom"])
+        )
+    _executed(runs / "notebooks", "02_labeling", outputs)
+    figs = tmp_path / "figs"
+    figs.mkdir()
+    (figs / "02_label_combinations.png").write_bytes(png)
+    (figs / "RESULTS.md").write_text("# Results\n\n![combinations](02_label_combinations.png)\n")
+    return runs, figs
+
+
+def test_book_has_a_page_per_notebook_with_figures_inline_byte_for_byte(tmp_path):
+    png = _png()
+    runs, figs = _runs(tmp_path, png)
+    html = book.build("smoke", runs, figs)
+    assert {p.name for p in html.glob("*.html")} >= {"index.html", "results.html", "01_theory.html", "02_labeling.html"}
+    page = book._Page()
+    page.feed((html / "01_theory.html").read_text())
+    (src,) = page.images
+    assert (html / src).read_bytes() == png, "the figure is shown as the notebook holds it"
+    assert "training: 100%" not in (html / "01_theory.html").read_text(), "progress bars are left out"
+    results = book._Page()
+    results.feed((html / "results.html").read_text())
+    assert [(html / s).read_bytes() for s in results.images] == [png]
+    from bfpo.io import project_path
+
+    title = project_path("README.md").read_text().splitlines()[0].removeprefix("# ")
+    front = (html / "index.html").read_text()
+    assert title.split(":")[0] in front and 'href="01_theory.html"' in front, (
+        "the README is the front page, with the toc"
+    )
+
+
+def test_book_check_finds_error_outputs_and_missing_images(tmp_path):
+    runs, figs = _runs(tmp_path, _png(), error=True)
+    with pytest.raises(RuntimeError, match=r"02_labeling.html shows 1 error output"):
+        book.build("smoke", runs, figs)
+    html = runs / "book" / "html"
+    (html / "01_theory.html").write_text('<html><body><img src="_images/gone.png"></body></html>')
+    (html / "02_labeling.html").unlink()
+    problems = book.check(html, ["01_theory", "02_labeling"])
+    assert "no page for the notebook 02_labeling" in problems
+    assert "01_theory.html references the missing image _images/gone.png" in problems
+
+
+def test_book_without_executed_notebooks_is_one_line(tmp_path, capsys):
+    with pytest.raises(BadInput, match="no executed notebooks; run `python -m bfpo.notebooks --profile smoke` first"):
+        book.build("smoke", tmp_path / "nothing")
+    assert book.main(["--runs-dir", str(tmp_path / "nothing")]) == 2
+    assert "no executed notebooks" in capsys.readouterr().err
