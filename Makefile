@@ -6,7 +6,7 @@ PROFILE ?= smoke
 EXTRAS ?= dev
 BIN := $(VENV)/bin
 
-.PHONY: reproduce book test lint clean
+.PHONY: reproduce book test lint deepspeed-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ book: $(VENV)/.installed
 ## test: lint, then run the test suite (it also lints the Dockerfile with hadolint)
 test: $(VENV)/.installed lint
 	$(BIN)/python -m pytest
+
+## deepspeed-check: DeepSpeed's own validation of the ZeRO-3 config (deepspeed installs without a GPU,
+## built against the installed torch, without its CUDA ops)
+deepspeed-check: $(VENV)/.installed
+	DS_BUILD_OPS=0 $(BIN)/pip install --quiet --no-build-isolation deepspeed==0.19.8
+	BFPO_REQUIRE_DEEPSPEED=1 $(BIN)/python -m pytest -q tests/test_scaling.py
 
 ## lint: ruff on the package, the tests and the notebooks' text pairs; each pair in sync
 lint: $(VENV)/.installed

@@ -117,3 +117,73 @@ class ShardedState:
             optim_state_dict=state["optimizer"],
             options=StateDictOptions(full_state_dict=True),
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# DeepSpeed ZeRO-3 (GPUs): the config accelerate builds, and the trainer's loss under it
+# ---------------------------------------------------------------------------------------------
+
+
+def deepspeed_requested() -> bool:
+    """Whether the launch uses DeepSpeed (an accelerate config with ``distributed_type: DEEPSPEED``)."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() in ("true", "1")
+
+
+def loss_scale(distributed_type, processes: int, accumulation: int) -> int:
+    """What a micro-batch's share of the batch mean (sum / G) is multiplied by before ``backward``:
+    the processes, since DDP, FSDP and DeepSpeed average gradients over them, and under DeepSpeed
+    also the accumulation steps, since its engine divides every loss by them."""
+    from accelerate.utils import DistributedType
+
+    return processes * (accumulation if distributed_type == DistributedType.DEEPSPEED else 1)
+
+
+def deepspeed_config(accelerate_config: str | os.PathLike, cfg) -> dict:
+    """The DeepSpeed config accelerate builds from ``accelerate_config`` (its ``deepspeed_config``
+    section, through accelerate's ``DeepSpeedPlugin``) for the run ``cfg`` (a TrainConfig), with the
+    "auto" values filled as accelerate fills them: micro-batch, accumulation steps, global batch,
+    gradient clipping, bf16."""
+    import copy
+
+    import yaml
+    from accelerate.utils import DeepSpeedPlugin
+
+    from bfpo.errors import BadInput
+
+    launch = yaml.safe_load(open(accelerate_config, encoding="utf-8")) or {}
+    section = launch.get("deepspeed_config")
+    if launch.get("distributed_type") != "DEEPSPEED" or not isinstance(section, dict):
+        raise BadInput(f"{accelerate_config}: not a DeepSpeed config (distributed_type DEEPSPEED, deepspeed_config)")
+    keys = ("zero_stage", "gradient_accumulation_steps", "gradient_clipping", "offload_optimizer_device")
+    keys += ("offload_param_device", "zero3_init_flag", "zero3_save_16bit_model")
+    plugin = DeepSpeedPlugin(**{k: section[k] for k in keys if k in section})
+    config = copy.deepcopy(plugin.deepspeed_config)
+    accumulation = config.get("gradient_accumulation_steps", "auto")
+    if accumulation not in ("auto", cfg.gradient_accumulation_steps):
+        raise BadInput(
+            f"{accelerate_config}: deepspeed_config gradient_accumulation_steps {accumulation} differs from the run's "
+            f"{cfg.gradient_accumulation_steps}; leave it out (auto)"
+        )
+    micro, accumulation = cfg.per_device_batch_size, cfg.gradient_accumulation_steps
+    config |= {
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": accumulation,
+        "train_batch_size": micro * accumulation * int(launch.get("num_processes", 1)),
+        "gradient_clipping": cfg.max_grad_norm,
+    }
+    if launch.get("mixed_precision") == "bf16":
+        config["bf16"] = {"enabled": True}
+    return config
+
+
+def validate_deepspeed(config: dict) -> None:
+    """DeepSpeed's own validation of ``config`` (``DeepSpeedConfig``: every key, type and the ZeRO
+    section), as one process sees it (without a process group it counts one process, so the
+    global batch is checked as micro-batch x accumulation). Raises on a problem; needs deepspeed."""
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    per_process = config["train_micro_batch_size_per_gpu"] * config["gradient_accumulation_steps"]
+    one = dict(config, train_batch_size=per_process)
+    parsed = DeepSpeedConfig(one)
+    if config.get("zero_optimization", {}).get("stage") != parsed.zero_optimization_stage:
+        raise ValueError(f"DeepSpeed read ZeRO stage {parsed.zero_optimization_stage}, the config says otherwise")

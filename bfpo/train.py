@@ -100,7 +100,11 @@ def train(cfg: TrainConfig) -> dict:
         return done
     # the trackers are accelerate's (report_to); started once the output folder is claimed
     trackers = tracking.make(cfg.report_to, cfg.output_dir, Path(cfg.output_dir).name)
-    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg), log_with=trackers or None)
+    # under DeepSpeed its engine counts the accumulation steps (and divides each loss by them)
+    accumulation = cfg.gradient_accumulation_steps if sharding.deepspeed_requested() else 1
+    accelerator = Accelerator(
+        mixed_precision=_mixed_precision(cfg), log_with=trackers or None, gradient_accumulation_steps=accumulation
+    )
     inputs = _read_inputs(cfg, accelerator.num_processes)
     resume = _claim_output(cfg, accelerator)
     if trackers:
@@ -361,7 +365,8 @@ def _step(run: _Run, step: int) -> tuple[dict, int, torch.Tensor | None]:
             logps, n_tok = sequence_logps(run.model, input_ids, attn, resp)
             per_example, batch = _losses(run, mb, mb_ids, logps, n_tok, totals, len(ids))
             # the micro-batch's share of the objective: sum / G (x processes: DDP averages gradients)
-            loss = per_example.sum() / (totals["tokens"] if cfg.mode == "sft" else global_batch) * world
+            scale = sharding.loss_scale(accelerator.distributed_type, world, cfg.gradient_accumulation_steps)
+            loss = per_example.sum() / (totals["tokens"] if cfg.mode == "sft" else global_batch) * scale
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"non-finite loss at step {step} (micro-batch {m}); lower the learning rate or check the data"
