@@ -25,6 +25,7 @@ METHODS = {
     "ppo_lagrangian": "Safe RLHF's PPO-Lagrangian (Dai et al., 2023)",
     "reward": "Safe RLHF reward model (Dai et al., 2023)",
     "cost": "Safe RLHF cost model (Dai et al., 2023)",
+    "init": "no training: a model initialised from a config with random weights",
 }
 """Loss or method name -> what it is, with its paper."""
 
@@ -73,7 +74,7 @@ def invocation() -> str:
 def model_card(
     *,
     method: str,
-    base_model: str,
+    base_model: str | None,
     config: dict,
     datasets: list[str | None],
     metrics: dict | None = None,
@@ -85,7 +86,7 @@ def model_card(
 
     sets = [d for d in datasets if d]
     data = ModelCardData(
-        base_model=base_model,
+        base_model=base_model,  # None: left out
         datasets=sets,
         library_name="transformers",
         pipeline_tag=kind,
@@ -99,16 +100,33 @@ def model_card(
             "command": invocation(),
         },
     )
-    title = f"{method} from {Path(base_model).name or base_model}"
+    start = f", starting from `{base_model}`" if base_model else ""
     card = ModelCard.from_template(
         data,
         template_str=TEMPLATE,
-        title=title,
-        description=f"A model trained with {METHODS.get(method, method)}, starting from `{base_model}`.",
+        title=f"{method} from {Path(base_model).name}" if base_model else method,
+        description=f"A model made by {METHODS.get(method, method)}{start}.",
         folder="path/to/this/folder",
         command=invocation(),
     )
     return card.content
+
+
+def train_card(cfg, metrics: dict | None) -> str:
+    """The card of a model made by :func:`bfpo.train.train` with the TrainConfig ``cfg``."""
+    return model_card(
+        method=cfg.loss if cfg.mode != "sft" else "sft",
+        base_model=cfg.model,
+        base_revision=cfg.revision,
+        config=cfg.to_dict(),
+        datasets=[cfg.train_data, cfg.buffer_data],
+        metrics=metrics,
+    )
+
+
+def init_card(config: dict) -> str:
+    """The card of a model initialised from ``config`` (e.g. the model's ``config.to_dict()``)."""
+    return model_card(method="init", base_model=None, config=config, datasets=[])
 
 
 def read(folder: str | Path) -> dict:

@@ -25,7 +25,7 @@ import datasets
 import pandas as pd
 import yaml
 
-from bfpo import baselines, models, ppo, runs, safe_rlhf, train
+from bfpo import baselines, cards, models, ppo, runs, safe_rlhf, train
 from bfpo import data as bdata
 from bfpo import toyworld as tw
 from bfpo.io import write_json
@@ -414,7 +414,8 @@ def sft_starts(sft_run, out_dir, seeds: list[int], per_seed: bool, steps: int, p
         init = work / "init"
         if not (init / "config.json").is_file():
             tok = models.load_tokenizer(base.model)
-            models.save(models.tiny_llama(tok, seed=seed), tok, init)
+            model = models.tiny_llama(tok, seed=seed)
+            models.save(model, tok, init, cards.init_card(model.config.to_dict()))
         cfg = dataclasses.replace(
             base,
             model=str(init),

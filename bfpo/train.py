@@ -15,8 +15,9 @@ How a step works (global batch G = per_device_batch_size x processes x gradient_
   over response tokens only (prompt and padding masked);
 * reference log-probs are computed once before training (with the start model, sharded across
   processes) and cached on disk, keyed by the model's weights and the tokenized data;
-* the loss of each micro-batch is sum(per-example losses) / G (x processes, since DDP averages
-  gradients), so the gradient is the mean over the global batch however it is split.
+* the loss of each micro-batch is sum(per-example losses) / G (x processes, since DDP, FSDP and
+  DeepSpeed average gradients; under DeepSpeed also x accumulation steps, since its engine divides
+  by them), so the gradient is the mean over the global batch however it is split.
 
 Checkpoints (model, optimizer, scheduler, random states) are written every ``save_every`` steps
 with ``accelerator.save_state`` into ``checkpoints/step-NNNNNN`` (:mod:`bfpo.checkpoints`: atomic,
@@ -426,15 +427,7 @@ def _gathered(run: _Run) -> dict | None:
 def _save_model(run: _Run, path, metrics: dict, state: dict | None = None) -> None:
     """The model (with the weights ``state`` when gathered from shards) and tokenizer, with a model
     card holding the config and ``metrics`` (the last step's). On the main process."""
-    cfg = run.cfg
-    card = cards.model_card(
-        method=cfg.loss if cfg.mode != "sft" else "sft",
-        base_model=cfg.model,
-        base_revision=cfg.revision,
-        config=cfg.to_dict(),
-        datasets=[cfg.train_data, cfg.buffer_data],
-        metrics=metrics,
-    )
+    card = cards.train_card(run.cfg, metrics)
     models.save(run.accelerator.unwrap_model(run.model), run.inputs.tokenizer, path, card, state)
 
 

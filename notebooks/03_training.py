@@ -46,7 +46,7 @@ eval_samples = 8  # samples per evaluation prompt
 import pandas as pd
 from IPython.display import Image, Markdown, display
 
-from bfpo import data, figures, labels, models, train
+from bfpo import cards, data, figures, labels, models, train
 from bfpo import toyworld as tw
 from bfpo.io import project_path, write_json
 
@@ -72,7 +72,8 @@ if profile != "paper":
     pairs = data.load(labeled / "safehelp" / "pairs")
     texts = [models.format_prompt(p) + " " + r for p, r in zip(sft_data["prompt"], sft_data["response"], strict=True)]
     tokenizer = models.train_tokenizer(texts + list(pairs["chosen"]) + list(pairs["rejected"]), vocab_size=1024)
-    init = models.save(models.tiny_llama(tokenizer, seed=0), tokenizer, out_dir / "init")
+    tiny = models.tiny_llama(tokenizer, seed=0)
+    init = models.save(tiny, tokenizer, out_dir / "init", cards.init_card(tiny.config.to_dict()))
     n_params = models.count_parameters(models.load_model(init))[1]
     results["parameters"] = n_params
     print(f"tiny Llama: {n_params:,} parameters, vocabulary {len(tokenizer)}")

@@ -183,6 +183,12 @@ def test_saved_model_has_a_model_card(tiny_world, tmp_path):
     assert text.startswith("---\n") and "BFPO, Bi-Factorial Preference Optimization" in text
     AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model")
     AutoTokenizer.from_pretrained(tmp_path / "run" / "model")
+    init = models.load_model(tiny_world / "init")
+    tok = models.load_tokenizer(tiny_world / "init")
+    models.save(init, tok, tmp_path / "init", cards.init_card(init.config.to_dict()))
+    meta = cards.read(tmp_path / "init")
+    assert "base_model" not in meta and meta["bfpo"]["method"] == "init"
+    assert meta["bfpo"]["config"]["hidden_size"] == init.config.hidden_size
     (info_2, snap), = checkpoints.snapshots(tmp_path / "run")
     assert cards.read(snap)["bfpo"]["final_metrics"]["step"] == info_2["step"] == 2
 
