@@ -237,11 +237,14 @@ def data_fingerprint(items: list[dict]) -> str:
 
 
 @torch.inference_mode()
-def reference_logps(model, items, batch_size, accelerator, pad_id, desc="reference log-probs") -> torch.Tensor:
+def reference_logps(
+    model, items, batch_size, accelerator, pad_id, desc="reference log-probs", padding_free: bool = False
+) -> torch.Tensor:
     """Log-probs [len(items), n_responses] under ``model``; each process takes every world-th item.
 
     Items are visited longest first, so that each batch pads to similar lengths (no grad is kept,
-    so batches can be several times the training batch).
+    so batches can be several times the training batch); ``padding_free`` packs them instead
+    (:mod:`bfpo.packing`).
     """
     world, rank = accelerator.num_processes, accelerator.process_index
     n = len(items)
@@ -257,8 +260,9 @@ def reference_logps(model, items, batch_size, accelerator, pad_id, desc="referen
     for start in bar:
         ks = order[start : start + batch_size]
         chunk = [items[mine[k]] for k in ks]
-        ids, attn, resp = (t.to(accelerator.device) for t in collate(micro_batch_sequences(chunk), pad_id))
-        logps, _ = sequence_logps(model, ids, attn, resp)
+        from bfpo.packing import batch_logps  # packing builds on this module
+
+        logps, _, _ = batch_logps(model, micro_batch_sequences(chunk), pad_id, accelerator.device, padding_free)
         out[ks] = logps.view(n_resp, len(chunk)).T.float().cpu()
     gathered = accelerator.gather(out.to(accelerator.device)).cpu().view(world, per_rank, n_resp)
     full = torch.zeros(n, n_resp)

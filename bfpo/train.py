@@ -45,7 +45,20 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bfpo import cards, checkpoints, compute, configs, lora, losses, models, objectives, runs, sharding, tracking
+from bfpo import (
+    cards,
+    checkpoints,
+    compute,
+    configs,
+    lora,
+    losses,
+    models,
+    objectives,
+    packing,
+    runs,
+    sharding,
+    tracking,
+)
 from bfpo.errors import BadInput, run_cli
 from bfpo.io import atomic_path, write_json
 from bfpo.objectives import PAIR_LOSSES, POINT_LOSSES, PairBatch, PointBatch  # noqa: F401
@@ -233,7 +246,8 @@ def _reference(cfg: TrainConfig, inputs: _Inputs, accelerator) -> tuple[torch.Te
         # with LoRA, the adapter-disabled model is the start model
         with lora.disabled(inputs.model) if cfg.trainable == "lora" else nullcontext():
             ref = reference_logps(
-                inputs.model, items, cfg.reference_batch_size, accelerator, inputs.tokenizer.pad_token_id
+                inputs.model, items, cfg.reference_batch_size, accelerator, inputs.tokenizer.pad_token_id,
+                padding_free=cfg.padding_free,
             )
         if accelerator.is_main_process:
             with atomic_path(cache) as tmp:
@@ -358,12 +372,12 @@ def _step(run: _Run, step: int) -> tuple[dict, int, torch.Tensor | None]:
         lo = (m * world + accelerator.process_index) * run.chunk
         mb_ids = ids[lo : lo + run.chunk]
         mb = [items[i] for i in mb_ids]
-        seqs = collate(micro_batch_sequences(mb), run.inputs.tokenizer.pad_token_id)
-        input_ids, attn, resp = (t.to(accelerator.device) for t in seqs)
-        tokens += int(attn.sum())
+        seqs = micro_batch_sequences(mb)
         sync = m == cfg.gradient_accumulation_steps - 1
         with nullcontext() if sync else accelerator.no_sync(run.model), accelerator.autocast():
-            logps, n_tok = sequence_logps(run.model, input_ids, attn, resp)
+            pad, device = run.inputs.tokenizer.pad_token_id, accelerator.device
+            logps, n_tok, n_real = packing.batch_logps(run.model, seqs, pad, device, cfg.padding_free)
+            tokens += n_real
             per_example, batch = _losses(run, mb, mb_ids, logps, n_tok, totals, len(ids))
             # the micro-batch's share of the objective: sum / G (x processes: DDP averages gradients)
             scale = sharding.loss_scale(accelerator.distributed_type, world, cfg.gradient_accumulation_steps)

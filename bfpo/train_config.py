@@ -64,6 +64,7 @@ class TrainConfig:
     system_prompt: str | None = None  # with a chat template: a system turn first ("" = empty, as the official data)
     sft_loss: str = "response"  # SFT: the loss on the "response" tokens, or on "all" tokens (the official SFT)
     packing: bool = False  # SFT with sft_loss "all": pack examples into max_length sequences (the official SFT)
+    padding_free: bool = False  # forward passes without padding: sequences share rows (bfpo.packing); same logps
     keep_checkpoints: int = 2  # checkpoints kept (newest first); a damaged one falls back to the one before
     start_over: bool = False  # when no intact checkpoint is left: train from step 0 (else stop and say so)
     report_to: list[str] | str = "none"  # trackers: "none", or some of tensorboard, wandb, trackio, mlflow

@@ -1,0 +1,358 @@
+"""Preference-training throughput, side by side in one run: bfpo.train, TRL's DPOTrainer (default and
+with precomputed reference log-probs) and a plain PyTorch loop, with each one's MFU.
+
+    python benchmarks/bench_training.py                      # 1.3M and 5.8M parameters, 30 steps
+    python benchmarks/bench_training.py --sizes 5.8M --steps 40 --bf16
+
+Every trainer gets the same tiny Llama, tokenizer, SafeHelp pairs, sigmoid-DPO loss (beta 0.1),
+learning rate, clipping (1.0), batches (the same pairs in the same order: TRL reads them
+sequentially), max length,
+one process and thread count; each runs in its own subprocess. The first ``--warmup`` steps are not
+timed. tokens/s counts the real (non-padding) tokens of the chosen and rejected sequences of the
+timed steps, the same for all. Needs ``pip install trl==1.16.0`` (the ``bench`` extra).
+
+MFU = model FLOPs per second / the machine's matmul peak, measured here at the same thread count
+and dtype (the best of several large square matmuls). Model FLOPs of a training step, per
+sequence of n tokens: 6 N n (N the parameters, the LM head counted once) + 6 L d n^2 (causal
+attention: the scores and the weighted sum, forward and backward). The reference pass is not
+counted, so the trainers that recompute it each step (TRL's default) do work that MFU leaves out.
+Results go to ``benchmarks/results/training.json`` with the CPU model: absolute numbers differ
+across machines, the ratios much less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SIZES = {  # tiny Llamas: hidden, layers, heads, intermediate (vocabulary 1024, tied embeddings)
+    "1.3M": (128, 6, 4, 352),
+    "5.8M": (256, 8, 8, 560),
+}
+
+
+def machine(threads: int) -> dict:
+    """The CPU, as /proc/cpuinfo names it, and what matters for the peak."""
+    import torch
+
+    info = {"cpu": platform.processor() or platform.machine(), "threads": threads, "torch": torch.__version__}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        info["cpu"] = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
+        flags = next(line for line in text.splitlines() if line.startswith("flags")).split()
+        info["bf16_matmul"] = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+    except (OSError, StopIteration):
+        pass
+    return info
+
+
+def matmul_peak(threads: int, dtype_name: str = "float32", n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of the best of ``repeats`` n x n matmuls in ``dtype``, on ``threads`` threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b  # warm up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def prepare(root: Path, n_pairs: int, size: str) -> None:
+    from bfpo import data, models
+    from bfpo import toyworld as tw
+
+    pairs = tw.preference_pairs(n_pairs, tw.WorldConfig(seed=0))
+    data.save(pairs, root / "pairs")
+    texts = [models.format_prompt(p) + " " + c for p, c in zip(pairs["prompt"], pairs["chosen"], strict=True)]
+    tokenizer = models.train_tokenizer(texts + list(pairs["rejected"]), vocab_size=1024)
+    hidden, layers, heads, inter = SIZES[size]
+    model = models.tiny_llama(tokenizer, hidden, layers, heads, inter, max_position_embeddings=512)
+    models.save(model, tokenizer, root / "init")
+
+
+def _config(root: Path, args, **overrides):
+    from bfpo import train
+
+    values = dict(
+        model=str(root / "init"),
+        output_dir=str(root / "bfpo"),
+        train_data=str(root / "pairs"),
+        loss="dpo",
+        beta=0.1,
+        learning_rate=args.lr,
+        per_device_batch_size=args.batch_size,
+        max_steps=args.steps,
+        max_length=args.max_length,
+        max_prompt_length=args.max_length // 2,
+        warmup_ratio=0.0,
+        lr_scheduler="constant",
+        max_grad_norm=1.0,
+        mixed_precision="no",
+        progress=False,
+        num_threads=args.threads,
+    )
+    return train.TrainConfig(**(values | overrides))
+
+
+def _items(root: Path, args):
+    """The tokenized pairs and, per step, the ids of its batch (bfpo's schedule: every trainer's)."""
+    from bfpo import models, train
+
+    cfg = _config(root, args)
+    items, _ = train.tokenize(
+        train.load_examples(cfg.train_data, "preference", "pairs"), models.load_tokenizer(cfg.model), cfg, "preference"
+    )
+    schedule = train.StepSchedule(len(items), 0, args.batch_size, 0.0, cfg.seed)
+    return items, [schedule.ids(s) for s in range(args.steps)]
+
+
+def run_bfpo(root: Path, args, bf16: bool = False) -> list[float]:
+    from bfpo import train
+
+    train.train(
+        _config(
+            root,
+            args,
+            output_dir=str(root / f"bfpo{'_bf16' if bf16 else ''}"),
+            mixed_precision="bf16" if bf16 else "no",
+        )
+    )
+    return [m["seconds"] for m in train.read_metrics(root / f"bfpo{'_bf16' if bf16 else ''}")]
+
+
+def run_plain(root: Path, args) -> list[float]:
+    """The naive way, written out: precomputed reference log-probs, then per step one padded forward
+    of chosen and rejected, log-softmax, the DPO loss, backward, AdamW."""
+    import torch
+    import torch.nn.functional as F
+
+    from bfpo import models
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    items, steps = _items(root, args)
+    pad = models.load_tokenizer(root / "init").pad_token_id
+    model = models.load_model(root / "init")
+
+    def logps(batch):
+        seqs = [(it["prompt"], it["responses"][k]) for k in (0, 1) for it in batch]
+        width = max(len(p) + len(r) for p, r in seqs)
+        ids = torch.full((len(seqs), width), pad)
+        attn, resp = torch.zeros_like(ids), torch.zeros_like(ids, dtype=torch.bool)
+        for i, (p, r) in enumerate(seqs):
+            ids[i, : len(p) + len(r)] = torch.tensor(p + r)
+            attn[i, : len(p) + len(r)] = 1
+            resp[i, len(p) : len(p) + len(r)] = True
+        logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]
+        lp = torch.gather(F.log_softmax(logits, -1), 2, ids[:, 1:, None]).squeeze(-1)
+        return (lp * resp[:, 1:]).sum(-1)
+
+    with torch.no_grad():
+        ref = {}
+        for ids in steps:
+            out = logps([items[i] for i in ids])
+            ref[tuple(ids)] = out
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    times = []
+    for ids in steps:
+        t0 = time.perf_counter()
+        out, r = logps([items[i] for i in ids]), ref[tuple(ids)]
+        b = len(ids)
+        loss = -F.logsigmoid(0.1 * ((out[:b] - r[:b]) - (out[b:] - r[b:]))).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def run_trl(root: Path, args, precompute: bool) -> list[float]:
+    import torch
+    from torch.utils.data import SequentialSampler
+    from transformers import TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    from bfpo import data, models
+
+    torch.set_num_threads(args.threads)
+    tokenizer = models.load_tokenizer(root / "init")
+    model = models.load_model(root / "init")
+    pairs = data.load(root / "pairs")
+    _, steps = _items(root, args)
+    order = [i for ids in steps for i in ids]
+    eos = tokenizer.eos_token
+    trl_data = pairs.select(order).map(
+        lambda r: {
+            "prompt": tokenizer.bos_token + models.format_prompt(r["prompt"]),
+            "chosen": " " + r["chosen"] + eos,
+            "rejected": " " + r["rejected"] + eos,
+        },
+        remove_columns=pairs.column_names,
+    )
+    config = DPOConfig(
+        output_dir=str(root / "trl"),
+        beta=0.1,
+        loss_type=["sigmoid"],
+        learning_rate=args.lr,
+        per_device_train_batch_size=args.batch_size,
+        max_steps=args.steps,
+        max_length=args.max_length,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        max_grad_norm=1.0,
+        precompute_ref_log_probs=precompute,
+        report_to="none",
+        disable_tqdm=True,
+        logging_steps=args.steps,
+        save_strategy="no",
+        use_cpu=True,
+        dataloader_num_workers=0,
+        seed=0,
+    )
+
+    class Sequential(DPOTrainer):  # our schedule's batches, in order
+        def _get_train_sampler(self, *a, **k):
+            return SequentialSampler(self.train_dataset)
+
+    class Timer(TrainerCallback):
+        def __init__(self):
+            self.times, self.t0 = [], 0.0
+
+        def on_step_begin(self, *a, **k):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            self.times.append(time.perf_counter() - self.t0)
+
+    timer = Timer()
+    trainer = Sequential(
+        model=model, args=config, train_dataset=trl_data, processing_class=tokenizer, callbacks=[timer]
+    )
+    trainer.train()
+    return timer.times
+
+
+WORKERS = {
+    "bfpo": run_bfpo,
+    "bfpo_bf16": lambda root, args: run_bfpo(root, args, bf16=True),
+    "trl": lambda root, args: run_trl(root, args, precompute=False),
+    "trl_precompute": lambda root, args: run_trl(root, args, precompute=True),
+    "plain": run_plain,
+}
+LABELS = {
+    "trl": "TRL 1.16 default",
+    "trl_precompute": "TRL precompute",
+    "plain": "plain loop + precompute",
+    "bfpo": "bfpo.train",
+    "bfpo_bf16": "bfpo.train bf16",
+}
+
+
+def step_flops_and_tokens(root: Path, args) -> tuple[list[float], list[int]]:
+    """Model FLOPs (see module doc) and real tokens of each step's chosen and rejected sequences."""
+    from bfpo import models
+
+    items, steps = _items(root, args)
+    model = models.load_model(root / "init")
+    n_params = sum(p.numel() for p in model.parameters())
+    layers, d = model.config.num_hidden_layers, model.config.hidden_size
+    flops, tokens = [], []
+    for ids in steps:
+        lengths = [len(items[i]["prompt"]) + len(r) for i in ids for r in items[i]["responses"]]
+        flops.append(sum(6 * n_params * n + 6 * layers * d * n * n for n in lengths))
+        tokens.append(sum(lengths))
+    return flops, tokens
+
+
+def bench_size(size: str, args, peaks: dict) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        prepare(root, args.pairs, size)
+        flops, tokens = step_flops_and_tokens(root, args)
+        timed = slice(args.warmup, args.steps)
+        out = {"tokens": sum(tokens[timed])}
+        for worker in args.workers:
+            cmd = [sys.executable, __file__, "--worker", worker, "--root", str(root)] + _passthrough(args)
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"{worker} ({size}) failed:\n{proc.stderr[-3000:]}")
+            times = json.loads(proc.stdout.strip().splitlines()[-1])
+            seconds = sum(times[timed])
+            peak = peaks["bfloat16" if worker.endswith("bf16") else "float32"]
+            out[worker] = {
+                "seconds": seconds,
+                "tokens_per_s": sum(tokens[timed]) / seconds,
+                "mfu": sum(flops[timed]) / seconds / peak,
+            }
+    return out
+
+
+def _passthrough(args) -> list[str]:
+    keys = ("steps", "batch_size", "pairs", "lr", "threads", "max_length", "warmup")
+    return [x for k in keys for x in (f"--{k.replace('_', '-')}", str(getattr(args, k)))]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5, help="untimed first steps")
+    parser.add_argument("--batch-size", type=int, default=8, help="pairs per step")
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--pairs", type=int, default=2000)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--bf16", action="store_true", help="also bfpo.train with bf16 autocast (MFU against the bf16 peak)"
+    )
+    parser.add_argument("--out", default="benchmarks/results/training.json", help="where the results JSON goes")
+    parser.add_argument("--worker", choices=list(WORKERS), help=argparse.SUPPRESS)
+    parser.add_argument("--root", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        print(json.dumps(WORKERS[args.worker](Path(args.root), args)))
+        return 0
+    args.workers = ["trl", "trl_precompute", "plain", "bfpo"] + (["bfpo_bf16"] if args.bf16 else [])
+    peaks = {"float32": matmul_peak(args.threads, "float32")}
+    if args.bf16:
+        peaks["bfloat16"] = matmul_peak(args.threads, "bfloat16")
+    report = {
+        "machine": machine(args.threads) | {"matmul_peak_flops": peaks},
+        "setup": {k: getattr(args, k) for k in ("steps", "warmup", "batch_size", "max_length", "pairs", "threads")},
+        "sizes": {},
+    }
+    for size in args.sizes:
+        report["sizes"][size] = r = bench_size(size, args, peaks)
+        for w in args.workers:
+            if w != "bfpo":
+                r["bfpo"][f"speedup_vs_{w}"] = r[w]["seconds"] / r["bfpo"]["seconds"]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    m = report["machine"]
+    print(
+        f"{m['cpu']}, {args.threads} threads, fp32 matmul peak {peaks['float32'] / 1e9:.0f} GFLOP/s"
+        + (f", bf16 {peaks['bfloat16'] / 1e9:.0f}" if args.bf16 else "")
+    )
+    print(f"{'size':6} {'trainer':26} {'tokens/s':>9} {'MFU':>6} {'bfpo is':>9}")
+    for size, r in report["sizes"].items():
+        for w in args.workers:
+            ratio = "" if w == "bfpo" else f"{r['bfpo'].get(f'speedup_vs_{w}', 0):.2f}x"
+            print(f"{size:6} {LABELS[w]:26} {r[w]['tokens_per_s']:9.0f} {r[w]['mfu']:6.1%} {ratio:>9}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
