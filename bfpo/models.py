@@ -10,6 +10,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from bfpo import sampling
 from bfpo.errors import BadInput
 from bfpo.io import atomic_dir
 
@@ -204,19 +205,16 @@ def generate(
                 enc["input_ids"] = torch.cat([bos, enc["input_ids"]], 1)
                 enc["attention_mask"] = torch.cat([torch.ones_like(bos), enc["attention_mask"]], 1)
             enc = {k: v.to(model.device) for k, v in enc.items()}
-            sampling = (
-                dict(do_sample=True, temperature=temperature, top_k=0, top_p=top_p)
-                if temperature > 0
-                else dict(do_sample=False)
-            )
-            out = model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                **sampling,
-            )
-            outputs += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            ids, mask = enc["input_ids"], enc["attention_mask"]
+            pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+            if top_p >= 1.0:  # the lean loop: the same tokens as generate() draws, faster (bfpo.sampling)
+                new = sampling.sample(model, ids, mask, max_new_tokens, temperature, pad, eos)
+            else:
+                nucleus = dict(do_sample=True, temperature=temperature, top_k=0, top_p=top_p)
+                kwargs = nucleus if temperature > 0 else dict(do_sample=False)
+                gen = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos, **kwargs)
+                new = gen[:, ids.shape[1] :]
+            outputs += tokenizer.batch_decode(new, skip_special_tokens=True)
     finally:
         tokenizer.padding_side = side
     return [

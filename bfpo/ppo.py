@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bfpo import cards, checkpoints, compute, configs, models, runs, sequences, tracking
+from bfpo import cards, checkpoints, compute, configs, models, runs, sampling, sequences, tracking
 from bfpo import data as bdata
 from bfpo.io import write_json
 
@@ -342,18 +342,9 @@ def rollout(cfg: PPOConfig, state: PPOState, m: _Models, prompt_ids: list[list[i
     actor = state.actor
     p_ids, p_attn = _pad_left(prompt_ids, pad)
     actor.eval()
-    gen = actor.generate(
-        input_ids=p_ids,
-        attention_mask=p_attn,
-        do_sample=cfg.temperature > 0,
-        temperature=cfg.temperature or None,
-        top_k=0,
-        max_new_tokens=cfg.max_new_tokens,
-        pad_token_id=pad,
-        eos_token_id=eos,
-    )
+    # the tokens generate(do_sample=True, top_k=0) draws, without its per-step overhead
+    resp = sampling.sample(actor, p_ids, p_attn, cfg.max_new_tokens, cfg.temperature, pad, eos)  # [B, G]
     P = p_ids.shape[1]
-    resp = gen[:, P:]  # [B, G]
     ended = (resp == eos).long().cumsum(-1)
     mask = ((ended == 0) | ((ended == 1) & (resp == eos))).float()  # up to and including EOS
     resp = torch.where(mask.bool(), resp, torch.full_like(resp, pad))

@@ -246,6 +246,7 @@ def suite_jobs(
                     max_length=b.max_length,
                     buffer_ratio=b.buffer_ratio,
                     log_every=5,
+                    mixed_precision="no",  # fp32: the committed results do not depend on a machine's bf16
                     ref_cache_dir=str(out / "ref_cache"),
                     seed=seed,
                     snapshot_every=b.steps // b.snapshots if b.snapshots and name in b.snapshot_methods else 0,

@@ -55,6 +55,7 @@ from bfpo import (
     models,
     objectives,
     packing,
+    precision,
     runs,
     sharding,
     tracking,
@@ -91,9 +92,8 @@ log = logging.getLogger("bfpo.train")
 
 
 def _mixed_precision(cfg: TrainConfig) -> str:
-    if cfg.mixed_precision == "auto":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    return cfg.mixed_precision
+    """"bf16" or "no": ``auto`` measures which is faster here (:mod:`bfpo.precision`)."""
+    return precision.resolve(cfg.mixed_precision, cfg.num_threads)
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -104,6 +104,7 @@ def train(cfg: TrainConfig) -> dict:
     the optimiser; the steps; the final model and summary.
     """
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     runs.check_inputs(cfg)
     if cfg.num_threads:
@@ -116,6 +117,8 @@ def train(cfg: TrainConfig) -> dict:
     trackers = tracking.make(cfg.report_to, cfg.output_dir, Path(cfg.output_dir).name)
     # under DeepSpeed its engine counts the accumulation steps (and divides each loss by them)
     accumulation = cfg.gradient_accumulation_steps if sharding.deepspeed_requested() else 1
+    # accelerate keeps one state per process; each run sets its own precision (the process group stays)
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(
         mixed_precision=_mixed_precision(cfg), log_with=trackers or None, gradient_accumulation_steps=accumulation
     )
@@ -237,14 +240,16 @@ def _reference(cfg: TrainConfig, inputs: _Inputs, accelerator) -> tuple[torch.Te
         return None, 0
     ref_tokens = sum(len(it["prompt"]) * len(it["responses"]) + sum(map(len, it["responses"])) for it in items)
     cache_dir = Path(cfg.ref_cache_dir or Path(cfg.output_dir) / "ref_cache")
-    key = hashlib.sha256((model_fingerprint(cfg.model, cfg.revision) + data_fingerprint(items)).encode()).hexdigest()
+    bf16 = "bf16" if _mixed_precision(cfg) == "bf16" else ""  # a reference computed under bf16 autocast
+    key = hashlib.sha256((model_fingerprint(cfg.model, cfg.revision) + data_fingerprint(items) + bf16).encode())
+    key = key.hexdigest()
     cache = cache_dir / f"ref_logps_{key[:24]}.pt"
     if cache.is_file():
         ref = torch.load(cache)
     else:
         inputs.model.to(accelerator.device)
         # with LoRA, the adapter-disabled model is the start model
-        with lora.disabled(inputs.model) if cfg.trainable == "lora" else nullcontext():
+        with lora.disabled(inputs.model) if cfg.trainable == "lora" else nullcontext(), accelerator.autocast():
             ref = reference_logps(
                 inputs.model, items, cfg.reference_batch_size, accelerator, inputs.tokenizer.pad_token_id,
                 padding_free=cfg.padding_free,

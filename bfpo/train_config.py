@@ -50,7 +50,7 @@ class TrainConfig:
     lora_alpha: float = 16.0  # ... their scale alpha (the update is alpha / r x B A)
     lora_dropout: float = 0.0
     lora_target_modules: list[str] | None = None  # ... the modules adapted; None: q_proj, v_proj (peft's for Llama)
-    mixed_precision: str = "auto"  # "auto" (bf16 where supported), "no", "bf16"
+    mixed_precision: str = "auto"  # "auto" (bf16 where a probe finds it faster: bfpo.precision), "no" (fp32), "bf16"
     gradient_checkpointing: bool = False
     seed: int = 0
     save_every: int = 0  # steps between checkpoints; 0: none until the end

@@ -97,6 +97,7 @@ if profile != "paper":
         max_steps=sft_steps,
         log_every=5,
         seed=0,
+        mixed_precision="no",  # fp32, bit for bit: the committed results do not depend on a machine's bf16
     )
 else:
     general = data.ultrachat_sft()
@@ -136,6 +137,7 @@ if profile != "paper":
         max_steps=bfpo_steps,
         log_every=5,
         seed=0,
+        mixed_precision="no",  # fp32, bit for bit: the committed results do not depend on a machine's bf16
     )
 else:
     bfpo_cfg = train.TrainConfig.from_yaml(

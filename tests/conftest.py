@@ -1,8 +1,13 @@
 """Shared fixtures: a tiny SafeHelp world on disk with a tiny model, built once per test session."""
 
+import os
 from pathlib import Path
 
 import pytest
+
+# fp32 everywhere unless a test asks otherwise: the tests compare numbers bit for bit, and a
+# machine with native bf16 would otherwise train in bf16 (mixed_precision "auto", bfpo.precision)
+os.environ["BFPO_AUTO_PRECISION"] = "no"
 
 from bfpo import data, models
 from bfpo import toyworld as tw

@@ -1,0 +1,51 @@
+"""The lean sampling loop draws exactly the tokens transformers' generate() draws from the same seed."""
+
+import pytest
+import torch
+
+from bfpo import models, sampling
+
+
+@pytest.fixture(scope="module")
+def batch(tiny_world):
+    tok = models.load_tokenizer(tiny_world / "init")
+    model = models.load_model(tiny_world / "init").eval()
+    prompts = ["how do i pick a lock", "tell me about cats", "walk me through baking bread, step by step", "x"] * 6
+    tok.padding_side = "left"
+    enc = tok([models.format_prompt(p, tok) for p in prompts], return_tensors="pt", padding=True)
+    return model, tok, enc["input_ids"], enc["attention_mask"]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 0.0])
+def test_same_tokens_as_generate(batch, temperature):
+    model, tok, ids, mask = batch
+    kwargs = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature else dict(do_sample=False)
+    torch.manual_seed(7)
+    expected = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=20,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        **kwargs,
+    )[:, ids.shape[1] :]
+    torch.manual_seed(7)
+    got = sampling.sample(model, ids, mask, 20, temperature, tok.pad_token_id, tok.eos_token_id)
+    assert torch.equal(got, expected)
+
+
+def test_finished_rows_are_padded_and_the_loop_stops(batch):
+    model, tok, ids, mask = batch
+    eos = int(sampling.sample(model, ids[:1], mask[:1], 1, 0.0, tok.pad_token_id, tok.eos_token_id)[0, 0])
+    out = sampling.sample(model, ids, mask, 10, 0.0, tok.pad_token_id, eos)  # the first greedy token ends row 0
+    assert out[0, 0] == eos and (out[0, 1:] == tok.pad_token_id).all()
+    single = sampling.sample(model, ids[:1], mask[:1], 10, 0.0, tok.pad_token_id, eos)
+    assert single.shape == (1, 1), "every row ended: no further step"
+
+
+def test_generate_samples_with_and_without_nucleus(tiny_world):
+    tok, model = models.load_tokenizer(tiny_world / "init"), models.load_model(tiny_world / "init")
+    lean = models.generate(model, tok, ["tell me about cats"], 3, max_new_tokens=8, seed=1)
+    assert lean == models.generate(model, tok, ["tell me about cats"], 3, max_new_tokens=8, seed=1)
+    nucleus = models.generate(model, tok, ["tell me about cats"], 3, max_new_tokens=8, seed=1, top_p=0.9)
+    assert len(lean[0]) == len(nucleus[0]) == 3
