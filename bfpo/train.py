@@ -287,7 +287,15 @@ def _prepare(cfg: TrainConfig, inputs: _Inputs, ref, accelerator) -> _Run:
     if how == "direct":  # FSDP asked for, but accelerate fell back to DDP (CPU): shard here
         sharding.shard(inputs.model)
     params = [p for p in inputs.model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=cfg.adam_betas, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(
+        params, lr=cfg.learning_rate, betas=cfg.adam_betas, weight_decay=cfg.weight_decay,
+        **({"fused": True} if cfg.fused_optimizer else {}),
+    )
+    if cfg.compile:  # dynamo falls back to eager (and warns) where a graph fails to compile
+        from torch._dynamo import config as dynamo_config
+
+        dynamo_config.suppress_errors = True
+        inputs.model.compile(dynamic=True)
     scheduler = get_scheduler(
         cfg.lr_scheduler,
         optimizer,

@@ -65,6 +65,8 @@ class TrainConfig:
     sft_loss: str = "response"  # SFT: the loss on the "response" tokens, or on "all" tokens (the official SFT)
     packing: bool = False  # SFT with sft_loss "all": pack examples into max_length sequences (the official SFT)
     padding_free: bool = False  # forward passes without padding: sequences share rows (bfpo.packing); same logps
+    compile: bool = False  # torch.compile the model (inductor); where compiling fails, eager, with a warning
+    fused_optimizer: bool = False  # AdamW's fused kernel (one pass over all parameters) instead of a loop per tensor
     keep_checkpoints: int = 2  # checkpoints kept (newest first); a damaged one falls back to the one before
     start_over: bool = False  # when no intact checkpoint is left: train from step 0 (else stop and say so)
     report_to: list[str] | str = "none"  # trackers: "none", or some of tensorboard, wandb, trackio, mlflow
