@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -288,13 +289,15 @@ def bench_size(size: str, args, peaks: dict) -> dict:
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise SystemExit(f"{worker} ({size}) failed:\n{proc.stderr[-3000:]}")
-            times = json.loads(proc.stdout.strip().splitlines()[-1])
-            seconds = sum(times[timed])
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            seconds = sum(result["steps"][timed])
             peak = peaks["bfloat16" if worker.endswith("bf16") else "float32"]
             out[worker] = {
                 "seconds": seconds,
                 "tokens_per_s": sum(tokens[timed]) / seconds,
                 "mfu": sum(flops[timed]) / seconds / peak,
+                "end_to_end_seconds": result["total_seconds"],  # loading, tokenizing, reference pass, all steps
+                "peak_rss_mb": result["peak_rss_mb"],
             }
     return out
 
@@ -322,8 +325,12 @@ def main(argv=None) -> int:
     parser.add_argument("--root", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    if args.worker:
-        print(json.dumps(WORKERS[args.worker](Path(args.root), args)))
+    if args.worker:  # in its own process: its step times, its whole time and its peak memory
+        t0 = time.perf_counter()
+        steps = WORKERS[args.worker](Path(args.root), args)
+        total = time.perf_counter() - t0
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps({"steps": steps, "total_seconds": total, "peak_rss_mb": peak}))
         return 0
     args.workers = ["trl", "trl_precompute", "plain", "bfpo"] + (["bfpo_bf16"] if args.bf16 else [])
     peaks = {"float32": matmul_peak(args.threads, "float32")}
@@ -346,11 +353,12 @@ def main(argv=None) -> int:
         f"{m['cpu']}, {args.threads} threads, fp32 matmul peak {peaks['float32'] / 1e9:.0f} GFLOP/s"
         + (f", bf16 {peaks['bfloat16'] / 1e9:.0f}" if args.bf16 else "")
     )
-    print(f"{'size':6} {'trainer':26} {'tokens/s':>9} {'MFU':>6} {'bfpo is':>9}")
+    print(f"{'size':6} {'trainer':26} {'tokens/s':>9} {'MFU':>6} {'bfpo is':>9} {'end-to-end s':>12} {'peak MB':>8}")
     for size, r in report["sizes"].items():
         for w in args.workers:
             ratio = "" if w == "bfpo" else f"{r['bfpo'].get(f'speedup_vs_{w}', 0):.2f}x"
-            print(f"{size:6} {LABELS[w]:26} {r[w]['tokens_per_s']:9.0f} {r[w]['mfu']:6.1%} {ratio:>9}")
+            line = f"{size:6} {LABELS[w]:26} {r[w]['tokens_per_s']:9.0f} {r[w]['mfu']:6.1%} {ratio:>9}"
+            print(line + f" {r[w]['end_to_end_seconds']:12.1f} {r[w]['peak_rss_mb']:8.0f}")
     return 0
 
 
