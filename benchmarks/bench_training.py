@@ -118,18 +118,12 @@ def _items(root: Path, args):
     return items, [schedule.ids(s) for s in range(args.steps)]
 
 
-def run_bfpo(root: Path, args, bf16: bool = False) -> list[float]:
+def run_bfpo(root: Path, args, name: str = "bfpo", **keys) -> list[float]:
+    """bfpo.train with the TrainConfig ``keys`` of a variant (bf16, padding-free, fused AdamW)."""
     from bfpo import train
 
-    train.train(
-        _config(
-            root,
-            args,
-            output_dir=str(root / f"bfpo{'_bf16' if bf16 else ''}"),
-            mixed_precision="bf16" if bf16 else "no",
-        )
-    )
-    return [m["seconds"] for m in train.read_metrics(root / f"bfpo{'_bf16' if bf16 else ''}")]
+    train.train(_config(root, args, output_dir=str(root / name), **keys))
+    return [m["seconds"] for m in train.read_metrics(root / name)]
 
 
 def run_plain(root: Path, args) -> list[float]:
@@ -245,19 +239,25 @@ def run_trl(root: Path, args, precompute: bool) -> list[float]:
     return timer.times
 
 
+VARIANTS = {  # bfpo.train's options, each a worker of its own
+    "bfpo_bf16": {"mixed_precision": "bf16"},
+    "bfpo_padding_free": {"padding_free": True},
+    "bfpo_fast": {"padding_free": True, "fused_optimizer": True},
+}
 WORKERS = {
     "bfpo": run_bfpo,
-    "bfpo_bf16": lambda root, args: run_bfpo(root, args, bf16=True),
     "trl": lambda root, args: run_trl(root, args, precompute=False),
     "trl_precompute": lambda root, args: run_trl(root, args, precompute=True),
     "plain": run_plain,
-}
+} | {name: (lambda root, args, n=name: run_bfpo(root, args, n, **VARIANTS[n])) for name in VARIANTS}
 LABELS = {
     "trl": "TRL 1.16 default",
     "trl_precompute": "TRL precompute",
     "plain": "plain loop + precompute",
     "bfpo": "bfpo.train",
     "bfpo_bf16": "bfpo.train bf16",
+    "bfpo_padding_free": "bfpo.train padding-free",
+    "bfpo_fast": "bfpo.train padding-free+fused",
 }
 
 
@@ -332,7 +332,8 @@ def main(argv=None) -> int:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps({"steps": steps, "total_seconds": total, "peak_rss_mb": peak}))
         return 0
-    args.workers = ["trl", "trl_precompute", "plain", "bfpo"] + (["bfpo_bf16"] if args.bf16 else [])
+    args.workers = ["trl", "trl_precompute", "plain", "bfpo", "bfpo_padding_free", "bfpo_fast"]
+    args.workers += ["bfpo_bf16"] if args.bf16 else []
     peaks = {"float32": matmul_peak(args.threads, "float32")}
     if args.bf16:
         peaks["bfloat16"] = matmul_peak(args.threads, "bfloat16")
@@ -353,11 +354,11 @@ def main(argv=None) -> int:
         f"{m['cpu']}, {args.threads} threads, fp32 matmul peak {peaks['float32'] / 1e9:.0f} GFLOP/s"
         + (f", bf16 {peaks['bfloat16'] / 1e9:.0f}" if args.bf16 else "")
     )
-    print(f"{'size':6} {'trainer':26} {'tokens/s':>9} {'MFU':>6} {'bfpo is':>9} {'end-to-end s':>12} {'peak MB':>8}")
+    print(f"{'size':6} {'trainer':30} {'tokens/s':>9} {'MFU':>6} {'bfpo is':>9} {'end-to-end s':>12} {'peak MB':>8}")
     for size, r in report["sizes"].items():
         for w in args.workers:
             ratio = "" if w == "bfpo" else f"{r['bfpo'].get(f'speedup_vs_{w}', 0):.2f}x"
-            line = f"{size:6} {LABELS[w]:26} {r[w]['tokens_per_s']:9.0f} {r[w]['mfu']:6.1%} {ratio:>9}"
+            line = f"{size:6} {LABELS[w]:30} {r[w]['tokens_per_s']:9.0f} {r[w]['mfu']:6.1%} {ratio:>9}"
             print(line + f" {r[w]['end_to_end_seconds']:12.1f} {r[w]['peak_rss_mb']:8.0f}")
     return 0
 
