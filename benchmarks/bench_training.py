@@ -53,20 +53,12 @@ def machine(threads: int) -> dict:
     return info
 
 
-def matmul_peak(threads: int, dtype_name: str = "float32", n: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of the best of ``repeats`` n x n matmuls in ``dtype``, on ``threads`` threads."""
-    import torch
+def matmul_peaks(threads: int) -> dict[str, float]:
+    """FLOP/s of the best of several 2048 x 2048 matmuls, in fp32 and in bf16 (bfpo.precision's probe)."""
+    from bfpo import precision
 
-    torch.set_num_threads(threads)
-    dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    a @ b  # warm up
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
+    found = precision.probe(threads, n=2048)
+    return {"float32": found["float32"], "bfloat16": found["bfloat16"]}
 
 
 def prepare(root: Path, n_pairs: int, size: str) -> None:
@@ -334,9 +326,7 @@ def main(argv=None) -> int:
         return 0
     args.workers = ["trl", "trl_precompute", "plain", "bfpo", "bfpo_padding_free", "bfpo_fast"]
     args.workers += ["bfpo_bf16"] if args.bf16 else []
-    peaks = {"float32": matmul_peak(args.threads, "float32")}
-    if args.bf16:
-        peaks["bfloat16"] = matmul_peak(args.threads, "bfloat16")
+    peaks = matmul_peaks(args.threads)
     report = {
         "machine": machine(args.threads) | {"matmul_peak_flops": peaks},
         "setup": {k: getattr(args, k) for k in ("steps", "warmup", "batch_size", "max_length", "pairs", "threads")},

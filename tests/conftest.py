@@ -45,3 +45,34 @@ def _assert_tensorboard_matches(run, metrics, step_key):
 def assert_tensorboard_matches():
     """``f(run folder, metrics records, step key)``: TensorBoard's events equal ``metrics.jsonl``."""
     return _assert_tensorboard_matches
+
+
+@pytest.fixture
+def train_variants(tiny_world, tmp_path):
+    """``f({name: TrainConfig keys}, **shared keys) -> {name: (losses per step, summary)}``: short
+    BFPO runs on the tiny world that differ only by each variant's keys."""
+    from bfpo import train
+
+    def run(variants: dict, **shared):
+        base = (
+            dict(
+                model=str(tiny_world / "init"),
+                train_data=str(tiny_world / "pairs"),
+                buffer_data=str(tiny_world / "buffer"),
+                buffer_ratio=0.25,
+                beta=0.5,
+                learning_rate=3e-3,
+                max_steps=4,
+                max_length=64,
+                progress=False,
+                num_threads=1,
+            )
+            | shared
+        )
+        out = {}
+        for name, keys in variants.items():
+            summary = train.train(train.TrainConfig(**base, **keys, output_dir=str(tmp_path / name)))
+            out[name] = ([m["loss"] for m in train.read_metrics(tmp_path / name)], summary)
+        return out
+
+    return run

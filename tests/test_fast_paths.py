@@ -4,7 +4,7 @@ torch.compile and the fused AdamW (losses)."""
 import pytest
 import torch
 
-from bfpo import models, packing, sequences, train
+from bfpo import models, packing, sequences
 
 
 def _sequences(tiny_world, n=12):
@@ -48,45 +48,16 @@ def test_packed_logps_and_gradients_equal_the_padded_ones(tiny_world):
     assert all(torch.allclose(x, y, atol=1e-4, rtol=1e-3) for x, y in zip(ga, gb, strict=True))
 
 
-def test_padding_free_training_gives_the_padded_losses(tiny_world, tmp_path):
-    base = dict(
-        model=str(tiny_world / "init"),
-        train_data=str(tiny_world / "pairs"),
-        buffer_data=str(tiny_world / "buffer"),
-        buffer_ratio=0.25,
-        beta=0.5,
-        learning_rate=3e-3,
-        max_steps=4,
-        max_length=64,
-        progress=False,
-        num_threads=1,
-    )
-    runs = {}
-    for padding_free in (False, True):
-        out = tmp_path / str(padding_free)
-        summary = train.train(train.TrainConfig(**base, output_dir=str(out), padding_free=padding_free))
-        runs[padding_free] = (train.read_metrics(out), summary)
-    (m1, s1), (m2, s2) = runs[False], runs[True]
+def test_padding_free_training_gives_the_padded_losses(train_variants):
+    runs = train_variants({"padded": {}, "packed": {"padding_free": True}})
+    (l1, s1), (l2, s2) = runs["padded"], runs["packed"]
     assert s1["tokens"] == s2["tokens"]
-    assert [m["loss"] for m in m1] == pytest.approx([m["loss"] for m in m2], rel=1e-4, abs=1e-4)
+    assert l1 == pytest.approx(l2, rel=1e-4, abs=1e-4)
 
 
 @pytest.mark.slow
-def test_compiled_model_and_fused_optimizer_track_the_eager_run(tiny_world, tmp_path):
+def test_compiled_model_and_fused_optimizer_track_the_eager_run(train_variants):
     """torch.compile (about a minute of compiling on 2 cores) and the fused AdamW change the numbers
     at float level only: the losses agree to 1e-2 (relative) over 4 steps."""
-    base = dict(
-        model=str(tiny_world / "init"),
-        train_data=str(tiny_world / "pairs"),
-        beta=0.5,
-        learning_rate=3e-3,
-        max_steps=4,
-        max_length=64,
-        progress=False,
-        num_threads=1,
-    )
-    losses = {}
-    for name, keys in (("eager", {}), ("fast", {"compile": True, "fused_optimizer": True})):
-        train.train(train.TrainConfig(**base, **keys, output_dir=str(tmp_path / name)))
-        losses[name] = [m["loss"] for m in train.read_metrics(tmp_path / name)]
-    assert losses["fast"] == pytest.approx(losses["eager"], rel=1e-2, abs=1e-2)
+    runs = train_variants({"eager": {}, "fast": {"compile": True, "fused_optimizer": True}}, buffer_data=None)
+    assert runs["fast"][0] == pytest.approx(runs["eager"][0], rel=1e-2, abs=1e-2)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bfpo import precision, train
+from bfpo import precision
 
 BF16_TOLERANCE = 0.05
 """bf16 autocast losses stay within 5 % (relative; measured: under 2 %) of fp32's over 8 steps: the stated tolerance."""
@@ -25,24 +25,10 @@ def test_probe_measures_both_precisions():
     assert found["bf16_speedup"] == pytest.approx(found["bfloat16"] / found["float32"])
 
 
-def test_bf16_losses_track_fp32(tiny_world, tmp_path):
-    base = dict(
-        model=str(tiny_world / "init"),
-        train_data=str(tiny_world / "pairs"),
-        buffer_data=str(tiny_world / "buffer"),
-        buffer_ratio=0.25,
-        beta=0.5,
-        learning_rate=3e-3,
-        max_steps=8,
-        max_length=64,
-        progress=False,
-        num_threads=1,
-    )
-    losses = {}
-    for mp in ("no", "bf16"):
-        out = tmp_path / mp
-        summary = train.train(train.TrainConfig(**base, output_dir=str(out), mixed_precision=mp))
+def test_bf16_losses_track_fp32(train_variants):
+    runs = train_variants({"no": {"mixed_precision": "no"}, "bf16": {"mixed_precision": "bf16"}}, max_steps=8)
+    for mp, (_, summary) in runs.items():
         assert summary["mixed_precision"] == mp
-        losses[mp] = [m["loss"] for m in train.read_metrics(out)]
-    assert losses["bf16"] != losses["no"], "bf16 computes differently"
-    assert losses["bf16"] == pytest.approx(losses["no"], rel=BF16_TOLERANCE, abs=BF16_TOLERANCE)
+    fp32, bf16 = runs["no"][0], runs["bf16"][0]
+    assert bf16 != fp32, "bf16 computes differently"
+    assert bf16 == pytest.approx(fp32, rel=BF16_TOLERANCE, abs=BF16_TOLERANCE)
