@@ -61,7 +61,9 @@ def test_slurm_script_launches_every_node_with_its_rank(tmp_path):
 
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "scontrol").write_text('#!/bin/bash\nprintf "gpu-a\\ngpu-b\\n"\n')
+    # a large allocation: the list runs on after the first host (reading only that one must not
+    # break the pipe under pipefail)
+    (fake / "scontrol").write_text('#!/bin/bash\nprintf "gpu-a\\ngpu-b\\n"\nseq 1 200000 | sed "s/^/gpu-/"\n')
     (fake / "srun").write_text('#!/bin/bash\nSLURM_NODEID=1 "$@"\n')  # what the second node's task runs
     (fake / "accelerate").write_text('#!/bin/bash\necho "accelerate $*"\n')
     for f in fake.iterdir():
