@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bfpo.sequences import token_logps
+from bfpo.sequences import collate, sequence_logps, token_logps
 
 
 @dataclass
@@ -78,12 +78,14 @@ def pack(sequences: list[tuple[list[int], list[int]]], capacity: int, pad_id: in
     return Packed(ids, pos, as_long(rows), as_long(cols), as_long(targets), as_long(seq), len(sequences), sum(lengths))
 
 
-def packed_logps(model, packed: Packed) -> tuple[torch.Tensor, torch.Tensor]:
+def packed_logps(model, packed: Packed, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed response log-probs and response lengths per sequence ([N], [N]), as
-    :func:`bfpo.sequences.sequence_logps` gives them for the padded batch."""
-    device = packed.input_ids.device
+    :func:`bfpo.sequences.sequence_logps` gives them for the padded batch; computed on ``device``
+    (default: where ``packed`` is)."""
+    device = device or packed.input_ids.device
+    ids, positions = packed.input_ids.to(device), packed.position_ids.to(device)
     # no cache: with one, transformers would not read the position ids as sequence boundaries
-    logits = model(input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False).logits  # [R, C, V]
+    logits = model(input_ids=ids, position_ids=positions, use_cache=False).logits  # [R, C, V]
     picked = logits[packed.rows.to(device), packed.cols.to(device)].float()  # [M, V]
     per_token = token_logps(picked.unsqueeze(0), packed.targets.to(device).unsqueeze(0)).squeeze(0)  # [M]
     seq = packed.seq.to(device)
@@ -96,12 +98,9 @@ def batch_logps(model, sequences: list[tuple[list[int], list[int]]], pad_id: int
     """Summed response log-probs [N], response lengths [N] and the real tokens of one forward pass
     over ``sequences``: padded to the longest (:func:`bfpo.sequences.sequence_logps`), or packed into
     rows as wide as the longest (:func:`packed_logps`), which gives the same log-probs with fewer rows."""
-    from bfpo.sequences import collate, sequence_logps
-
     if padding_free:
         packed = pack(sequences, 0, pad_id)  # capacity: the longest sequence
-        packed = Packed(*(t.to(device) if torch.is_tensor(t) else t for t in vars(packed).values()))
-        logps, n_tok = packed_logps(model, packed)
+        logps, n_tok = packed_logps(model, packed, device)
         return logps, n_tok, packed.tokens
     input_ids, attn, resp = (t.to(device) for t in collate(sequences, pad_id))
     logps, n_tok = sequence_logps(model, input_ids, attn, resp)

@@ -246,6 +246,8 @@ def reference_logps(
     so batches can be several times the training batch); ``padding_free`` packs them instead
     (:mod:`bfpo.packing`).
     """
+    from bfpo.packing import batch_logps  # packing builds on this module
+
     world, rank = accelerator.num_processes, accelerator.process_index
     n = len(items)
     per_rank = math.ceil(n / world)
@@ -260,8 +262,6 @@ def reference_logps(
     for start in bar:
         ks = order[start : start + batch_size]
         chunk = [items[mine[k]] for k in ks]
-        from bfpo.packing import batch_logps  # packing builds on this module
-
         logps, _, _ = batch_logps(model, micro_batch_sequences(chunk), pad_id, accelerator.device, padding_free)
         out[ks] = logps.view(n_resp, len(chunk)).T.float().cpu()
     gathered = accelerator.gather(out.to(accelerator.device)).cpu().view(world, per_rank, n_resp)

@@ -91,11 +91,6 @@ log = logging.getLogger("bfpo.train")
 # ---------------------------------------------------------------------------------------------
 
 
-def _mixed_precision(cfg: TrainConfig) -> str:
-    """"bf16" or "no": ``auto`` measures which is faster here (:mod:`bfpo.precision`)."""
-    return precision.resolve(cfg.mixed_precision, cfg.num_threads)
-
-
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) training as configured; returns the summary also written to ``train_summary.json``.
 
@@ -120,7 +115,9 @@ def train(cfg: TrainConfig) -> dict:
     # accelerate keeps one state per process; each run sets its own precision (the process group stays)
     AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(
-        mixed_precision=_mixed_precision(cfg), log_with=trackers or None, gradient_accumulation_steps=accumulation
+        mixed_precision=precision.resolve(cfg.mixed_precision, cfg.num_threads),  # auto: measured here
+        log_with=trackers or None,
+        gradient_accumulation_steps=accumulation,
     )
     inputs = _read_inputs(cfg, accelerator.num_processes)
     resume = _claim_output(cfg, accelerator)
@@ -240,7 +237,7 @@ def _reference(cfg: TrainConfig, inputs: _Inputs, accelerator) -> tuple[torch.Te
         return None, 0
     ref_tokens = sum(len(it["prompt"]) * len(it["responses"]) + sum(map(len, it["responses"])) for it in items)
     cache_dir = Path(cfg.ref_cache_dir or Path(cfg.output_dir) / "ref_cache")
-    bf16 = "bf16" if _mixed_precision(cfg) == "bf16" else ""  # a reference computed under bf16 autocast
+    bf16 = "bf16" if accelerator.mixed_precision == "bf16" else ""  # a reference computed under bf16 autocast
     key = hashlib.sha256((model_fingerprint(cfg.model, cfg.revision) + data_fingerprint(items) + bf16).encode())
     key = key.hexdigest()
     cache = cache_dir / f"ref_logps_{key[:24]}.pt"
@@ -381,6 +378,7 @@ def _step(run: _Run, step: int) -> tuple[dict, int, torch.Tensor | None]:
     if cfg.loss == "ulma" and cfg.mode == "pointwise":  # the class sizes of this global batch
         totals["positives"] = sum(items[i]["label"] >= 0.5 for i in ids)
     stats, tokens = defaultdict(list), 0
+    pad, device = run.inputs.tokenizer.pad_token_id, accelerator.device
     for m in range(cfg.gradient_accumulation_steps):
         lo = (m * world + accelerator.process_index) * run.chunk
         mb_ids = ids[lo : lo + run.chunk]
@@ -388,7 +386,6 @@ def _step(run: _Run, step: int) -> tuple[dict, int, torch.Tensor | None]:
         seqs = micro_batch_sequences(mb)
         sync = m == cfg.gradient_accumulation_steps - 1
         with nullcontext() if sync else accelerator.no_sync(run.model), accelerator.autocast():
-            pad, device = run.inputs.tokenizer.pad_token_id, accelerator.device
             logps, n_tok, n_real = packing.batch_logps(run.model, seqs, pad, device, cfg.padding_free)
             tokens += n_real
             per_example, batch = _losses(run, mb, mb_ids, logps, n_tok, totals, len(ids))
@@ -487,7 +484,7 @@ def _finish(run: _Run, start_step: int, last: dict, ref_tokens: int, train_token
         "tokens": {"reference": ref_tokens, "train": train_tokens},
         "flops": _flops(inputs.total, inputs.trainable, ref_tokens, train_tokens),
         "final": last,
-        "mixed_precision": _mixed_precision(cfg),
+        "mixed_precision": accelerator.mixed_precision,
         "sharding": run.sharding,
     }
     if main:
