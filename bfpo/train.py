@@ -543,7 +543,13 @@ def main(argv=None) -> int:
 
     def work():
         cfg = TrainConfig.from_yaml(args.config, dict(args.overrides))
-        summary = train(cfg)
+        try:
+            summary = train(cfg)
+        except BadInput as e:  # a key found wrong only against the model ("trainable: ..."): name its file
+            key, _, problem = str(e).partition(": ")
+            if problem and key in {f.name for f in dataclasses.fields(TrainConfig)}:
+                raise configs.ConfigError(args.config, key, problem) from None
+            raise
         if summary and int(os.environ.get("RANK", "0")) == 0:
             print(json.dumps({k: v for k, v in summary.items() if k != "final"}))
 

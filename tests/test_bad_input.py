@@ -123,7 +123,17 @@ TRAIN_ROWS = [
         lambda t: {"buffer_data": None, "buffer_ratio": 0.3} | {"buffer_data": _pairs_dir(t)},
         ["'buffer_ratio'", "not a whole number of buffer pairs"],
     ),
-    ("trainable pattern matching nothing", lambda t: {"trainable": ["down_prj"]}, ["'down_prj' matches no parameter"]),
+    (
+        "trainable pattern matching nothing",
+        lambda t: {"trainable": ["down_prj"]},
+        ["cfg.yaml", "key 'trainable'", "'down_prj' matches no parameter"],
+    ),
+    (
+        "LoRA target matching no module",
+        lambda t: {"trainable": "lora", "lora_target_modules": ["qkv_proj"]},
+        ["cfg.yaml", "key 'lora_target_modules'", "'qkv_proj' matches no module"],
+    ),
+    ("unknown tracker", lambda t: {"report_to": "tensorbord"}, ["cfg.yaml", "key 'report_to'", "'tensorbord'"]),
 ]
 
 
