@@ -7,7 +7,8 @@ The same tiny Llama, SafeHelp prompts (chat-formatted, left-padded), batch size,
 thread count for all three: ``generate`` with its sampling defaults (``do_sample=True``: top-k 50),
 ``generate`` as bfpo samples (top-k 0, top-p 1), and ``bfpo.sampling.sample``, which draws the same
 tokens as the second from the same seed. tokens/s counts the generated tokens up to each row's end
-(EOS included). Results go to ``benchmarks/results/generation.json`` with the CPU model.
+(EOS included). Every sampler runs ``--repeats`` times in rounds; the median and the range are
+reported. Results go to ``benchmarks/results/generation.json`` with the CPU model.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_training import SIZES, machine  # noqa: E402
+from bench_training import SIZES, _spread, machine  # noqa: E402
 
 
 def _setup(size: str, n_prompts: int):
@@ -81,18 +82,22 @@ def bench(size: str, args) -> dict:
         "bfpo_sampling": lambda ids, m: sampling.sample(model, ids, m, args.new_tokens, 1.0, pad, eos),
     }
     batches = list(_batches(tok, prompts, args.batch_size))
-    out = {}
+    out = {name: {"tokens_per_s": []} for name in ways}
     with torch.inference_mode():
-        for name, fn in ways.items():
+        for fn in ways.values():
             fn(*batches[0])  # warm up (the first generate() call imports and sets up what it needs)
-            torch.manual_seed(0)
-            tokens, t0 = 0, time.perf_counter()
-            for ids, m in batches:
-                tokens += _counted(fn(ids, m), eos, pad)
-            seconds = time.perf_counter() - t0
-            out[name] = {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds}
-    for name in ("generate_defaults", "generate_as_bfpo"):
-        out["bfpo_sampling"][f"speedup_vs_{name}"] = out["bfpo_sampling"]["tokens_per_s"] / out[name]["tokens_per_s"]
+        for _ in range(args.repeats):  # in rounds: every sampler once per round
+            for name, fn in ways.items():
+                torch.manual_seed(0)
+                tokens, t0 = 0, time.perf_counter()
+                for ids, m in batches:
+                    tokens += _counted(fn(ids, m), eos, pad)
+                out[name]["tokens_per_s"].append(tokens / (time.perf_counter() - t0))
+    ours = out["bfpo_sampling"]["tokens_per_s"]
+    out["speedups"] = {
+        f"bfpo_sampling_vs_{name}": _spread([a / b for a, b in zip(ours, out[name]["tokens_per_s"], strict=True)])
+        for name in ("generate_defaults", "generate_as_bfpo")
+    }
     return out
 
 
@@ -103,21 +108,24 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of every sampler, in rounds")
     parser.add_argument("--out", default="benchmarks/results/generation.json", help="where the results JSON goes")
     args = parser.parse_args(argv)
     report = {
         "machine": machine(args.threads),
-        "setup": {k: getattr(args, k) for k in ("prompts", "batch_size", "new_tokens", "threads")},
+        "setup": {k: getattr(args, k) for k in ("prompts", "batch_size", "new_tokens", "threads", "repeats")},
         "sizes": {size: bench(size, args) for size in args.sizes},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"{report['machine']['cpu']}, {args.threads} threads, batch {args.batch_size}, {args.new_tokens} new tokens")
-    print(f"{'size':6} {'sampler':20} {'tokens/s':>9} {'bfpo is':>9}")
+    print(f"median [lowest-highest] of {args.repeats} repeats")
     for size, r in report["sizes"].items():
         for name in ("generate_defaults", "generate_as_bfpo", "bfpo_sampling"):
-            ratio = r["bfpo_sampling"].get(f"speedup_vs_{name}")
-            print(f"{size:6} {name:20} {r[name]['tokens_per_s']:9.0f} {f'{ratio:.2f}x' if ratio else '':>9}")
+            t = _spread(r[name]["tokens_per_s"])
+            print(f"{size:6} {name:20} {t['median']:6.0f} tokens/s [{t['min']:.0f}-{t['max']:.0f}]")
+        for pair, sp in r["speedups"].items():
+            print(f"{size:6} {pair:36} {sp['median']:.2f}x [{sp['min']:.2f}-{sp['max']:.2f}]")
     return 0
 
 

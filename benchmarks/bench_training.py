@@ -6,8 +6,8 @@ with precomputed reference log-probs) and a plain PyTorch loop, with each one's 
 
 Every trainer gets the same tiny Llama, tokenizer, SafeHelp pairs, sigmoid-DPO loss (beta 0.1),
 learning rate, clipping (1.0), batches (the same pairs in the same order: TRL reads them
-sequentially), max length,
-one process and thread count; each runs in its own subprocess. The first ``--warmup`` steps are not
+sequentially), max length, one process and thread count. Each runs in its own subprocess,
+``--repeats`` times in rounds (median and range reported). The first ``--warmup`` steps are not
 timed. tokens/s counts the real (non-padding) tokens of the chosen and rejected sequences of the
 timed steps, the same for all. Needs ``pip install trl==1.16.0`` (the ``bench`` extra).
 
@@ -112,9 +112,12 @@ def _items(root: Path, args):
 
 def run_bfpo(root: Path, args, name: str = "bfpo", **keys) -> list[float]:
     """bfpo.train with the TrainConfig ``keys`` of a variant (bf16, padding-free, fused AdamW)."""
+    import shutil
+
     from bfpo import train
 
-    train.train(_config(root, args, output_dir=str(root / name), **keys))
+    shutil.rmtree(root / name, ignore_errors=True)  # a repeat trains again (a finished run would be reused)
+    train.train(_config(root, args, output_dir=str(root / name), **keys))  # its reference cache goes with it
     return [m["seconds"] for m in train.read_metrics(root / name)]
 
 
@@ -270,32 +273,43 @@ def step_flops_and_tokens(root: Path, args) -> tuple[list[float], list[int]]:
 
 
 def bench_size(size: str, args, peaks: dict) -> dict:
+    """Each worker ``args.repeats`` times, in rounds (every worker once per round, so drifts of the
+    machine touch all alike); each measure is kept per repeat."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         prepare(root, args.pairs, size)
         flops, tokens = step_flops_and_tokens(root, args)
         timed = slice(args.warmup, args.steps)
-        out = {"tokens": sum(tokens[timed])}
-        for worker in args.workers:
-            cmd = [sys.executable, __file__, "--worker", worker, "--root", str(root)] + _passthrough(args)
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise SystemExit(f"{worker} ({size}) failed:\n{proc.stderr[-3000:]}")
-            result = json.loads(proc.stdout.strip().splitlines()[-1])
-            seconds = sum(result["steps"][timed])
-            peak = peaks["bfloat16" if worker.endswith("bf16") else "float32"]
-            out[worker] = {
-                "seconds": seconds,
-                "tokens_per_s": sum(tokens[timed]) / seconds,
-                "mfu": sum(flops[timed]) / seconds / peak,
-                "end_to_end_seconds": result["total_seconds"],  # loading, tokenizing, reference pass, all steps
-                "peak_rss_mb": result["peak_rss_mb"],
-            }
+        out = {"tokens": sum(tokens[timed])} | {w: {} for w in args.workers}
+        for _ in range(args.repeats):
+            for worker in args.workers:
+                cmd = [sys.executable, __file__, "--worker", worker, "--root", str(root)] + _passthrough(args)
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise SystemExit(f"{worker} ({size}) failed:\n{proc.stderr[-3000:]}")
+                result = json.loads(proc.stdout.strip().splitlines()[-1])
+                seconds = sum(result["steps"][timed])
+                peak = peaks["bfloat16" if worker.endswith("bf16") else "float32"]
+                measured = {
+                    "seconds": seconds,
+                    "tokens_per_s": sum(tokens[timed]) / seconds,
+                    "mfu": sum(flops[timed]) / seconds / peak,
+                    "end_to_end_seconds": result["total_seconds"],  # loading, tokenizing, reference pass, steps
+                    "peak_rss_mb": result["peak_rss_mb"],
+                }
+                for key, value in measured.items():
+                    out[worker].setdefault(key, []).append(value)
     return out
 
 
+def _spread(values: list[float]) -> dict:
+    """Median, lowest and highest of the repeats."""
+    ordered = sorted(values)
+    return {"median": ordered[len(ordered) // 2], "min": ordered[0], "max": ordered[-1]}
+
+
 def _passthrough(args) -> list[str]:
-    keys = ("steps", "batch_size", "pairs", "lr", "threads", "max_length", "warmup")
+    keys = ("steps", "batch_size", "pairs", "lr", "threads", "max_length", "warmup")  # not repeats
     return [x for k in keys for x in (f"--{k.replace('_', '-')}", str(getattr(args, k)))]
 
 
@@ -309,6 +323,7 @@ def main(argv=None) -> int:
     parser.add_argument("--pairs", type=int, default=2000)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of every trainer, in rounds")
     parser.add_argument(
         "--bf16", action="store_true", help="also bfpo.train with bf16 autocast (MFU against the bf16 peak)"
     )
@@ -329,14 +344,21 @@ def main(argv=None) -> int:
     peaks = matmul_peaks(args.threads)
     report = {
         "machine": machine(args.threads) | {"matmul_peak_flops": peaks},
-        "setup": {k: getattr(args, k) for k in ("steps", "warmup", "batch_size", "max_length", "pairs", "threads")},
+        "setup": {
+            k: getattr(args, k) for k in ("steps", "warmup", "batch_size", "max_length", "pairs", "threads", "repeats")
+        },
         "sizes": {},
     }
     for size in args.sizes:
         report["sizes"][size] = r = bench_size(size, args, peaks)
-        for w in args.workers:
-            if w != "bfpo":
-                r["bfpo"][f"speedup_vs_{w}"] = r[w]["seconds"] / r["bfpo"]["seconds"]
+        # each bfpo variant's speed-up over each other trainer, per repeat (same round)
+        r["speedups"] = {
+            f"{a}_vs_{b}": _spread([x / y for x, y in zip(r[a]["tokens_per_s"], r[b]["tokens_per_s"], strict=True)])
+            for a in args.workers
+            if a.startswith("bfpo")
+            for b in args.workers
+            if b != a
+        }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     m = report["machine"]
@@ -344,12 +366,17 @@ def main(argv=None) -> int:
         f"{m['cpu']}, {args.threads} threads, fp32 matmul peak {peaks['float32'] / 1e9:.0f} GFLOP/s"
         + (f", bf16 {peaks['bfloat16'] / 1e9:.0f}" if args.bf16 else "")
     )
-    print(f"{'size':6} {'trainer':30} {'tokens/s':>9} {'MFU':>6} {'bfpo is':>9} {'end-to-end s':>12} {'peak MB':>8}")
+    print(f"median [lowest-highest] of {args.repeats} repeats")
+    print(f"{'size':6} {'trainer':30} {'tokens/s':>20} {'MFU':>18} {'end-to-end s':>12} {'peak MB':>8}")
     for size, r in report["sizes"].items():
         for w in args.workers:
-            ratio = "" if w == "bfpo" else f"{r['bfpo'].get(f'speedup_vs_{w}', 0):.2f}x"
-            line = f"{size:6} {LABELS[w]:30} {r[w]['tokens_per_s']:9.0f} {r[w]['mfu']:6.1%} {ratio:>9}"
-            print(line + f" {r[w]['end_to_end_seconds']:12.1f} {r[w]['peak_rss_mb']:8.0f}")
+            t, m = _spread(r[w]["tokens_per_s"]), _spread(r[w]["mfu"])
+            line = f"{size:6} {LABELS[w]:30} {t['median']:6.0f} [{t['min']:.0f}-{t['max']:.0f}]"
+            line += f"  {m['median']:5.1%} [{m['min']:.1%}-{m['max']:.1%}]"
+            print(line + f" {_spread(r[w]['end_to_end_seconds'])['median']:12.1f} {max(r[w]['peak_rss_mb']):8.0f}")
+        for pair in ("bfpo_fast_vs_trl", "bfpo_fast_vs_trl_precompute", "bfpo_fast_vs_plain", "bfpo_vs_plain"):
+            sp = r["speedups"][pair]
+            print(f"{size:6} {pair:30} {sp['median']:.2f}x [{sp['min']:.2f}-{sp['max']:.2f}]")
     return 0
 
 
