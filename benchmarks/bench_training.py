@@ -121,9 +121,12 @@ def run_bfpo(root: Path, args, name: str = "bfpo", **keys) -> list[float]:
     return [m["seconds"] for m in train.read_metrics(root / name)]
 
 
-def run_plain(root: Path, args) -> list[float]:
+def run_plain(root: Path, args, bf16: bool = False) -> list[float]:
     """The naive way, written out: precomputed reference log-probs, then per step one padded forward
-    of chosen and rejected, log-softmax, the DPO loss, backward, AdamW."""
+    of chosen and rejected, log-softmax, the DPO loss, backward, AdamW (``bf16``: the forward passes
+    under bf16 autocast, as a user would add it)."""
+    import contextlib
+
     import torch
     import torch.nn.functional as F
 
@@ -144,7 +147,8 @@ def run_plain(root: Path, args) -> list[float]:
             ids[i, : len(p) + len(r)] = torch.tensor(p + r)
             attn[i, : len(p) + len(r)] = 1
             resp[i, len(p) : len(p) + len(r)] = True
-        logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]
+        with torch.autocast("cpu", torch.bfloat16) if bf16 else contextlib.nullcontext():
+            logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
         lp = torch.gather(F.log_softmax(logits, -1), 2, ids[:, 1:, None]).squeeze(-1)
         return (lp * resp[:, 1:]).sum(-1)
 
@@ -168,7 +172,7 @@ def run_plain(root: Path, args) -> list[float]:
     return times
 
 
-def run_trl(root: Path, args, precompute: bool) -> list[float]:
+def run_trl(root: Path, args, precompute: bool, bf16: bool = False) -> list[float]:
     import torch
     from torch.utils.data import SequentialSampler
     from transformers import TrainerCallback
@@ -208,6 +212,7 @@ def run_trl(root: Path, args, precompute: bool) -> list[float]:
         logging_steps=args.steps,
         save_strategy="no",
         use_cpu=True,
+        bf16=bf16,
         dataloader_num_workers=0,
         seed=0,
     )
@@ -234,6 +239,15 @@ def run_trl(root: Path, args, precompute: bool) -> list[float]:
     return timer.times
 
 
+def run_bfpo_sdpa(root: Path, args) -> list[float]:
+    """bfpo.train in bf16 with PyTorch's fused attention kept (bfpo.precision switches a CPU bf16
+    run to eager attention): what that switch is worth."""
+    from bfpo import precision
+
+    precision.fit_attention = lambda model, mixed_precision, device: "sdpa"
+    return run_bfpo(root, args, "bfpo_bf16_sdpa", mixed_precision="bf16")
+
+
 VARIANTS = {  # bfpo.train's options, each a worker of its own
     "bfpo_bf16": {"mixed_precision": "bf16"},
     "bfpo_padding_free": {"padding_free": True},
@@ -244,6 +258,9 @@ WORKERS = {
     "trl": lambda root, args: run_trl(root, args, precompute=False),
     "trl_precompute": lambda root, args: run_trl(root, args, precompute=True),
     "plain": run_plain,
+    "trl_bf16": lambda root, args: run_trl(root, args, precompute=True, bf16=True),
+    "plain_bf16": lambda root, args: run_plain(root, args, bf16=True),
+    "bfpo_bf16_sdpa": run_bfpo_sdpa,
 } | {name: (lambda root, args, n=name: run_bfpo(root, args, n, **VARIANTS[n])) for name in VARIANTS}
 LABELS = {
     "trl": "TRL 1.16 default",
@@ -251,6 +268,9 @@ LABELS = {
     "plain": "plain loop + precompute",
     "bfpo": "bfpo.train",
     "bfpo_bf16": "bfpo.train bf16",
+    "trl_bf16": "TRL precompute bf16",
+    "plain_bf16": "plain loop bf16",
+    "bfpo_bf16_sdpa": "bfpo.train bf16, fused attn",
     "bfpo_padding_free": "bfpo.train padding-free",
     "bfpo_fast": "bfpo.train padding-free+fused",
 }
@@ -289,7 +309,7 @@ def bench_size(size: str, args, peaks: dict) -> dict:
                     raise SystemExit(f"{worker} ({size}) failed:\n{proc.stderr[-3000:]}")
                 result = json.loads(proc.stdout.strip().splitlines()[-1])
                 seconds = sum(result["steps"][timed])
-                peak = peaks["bfloat16" if worker.endswith("bf16") else "float32"]
+                peak = peaks["bfloat16" if "bf16" in worker else "float32"]
                 measured = {
                     "seconds": seconds,
                     "tokens_per_s": sum(tokens[timed]) / seconds,
@@ -325,7 +345,10 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="runs of every trainer, in rounds")
     parser.add_argument(
-        "--bf16", action="store_true", help="also bfpo.train with bf16 autocast (MFU against the bf16 peak)"
+        "--bf16",
+        action="store_true",
+        help="also every trainer with bf16 autocast (TRL with precompute, the plain loop, bfpo.train with its "
+        "eager attention and with fused attention), MFU against the bf16 peak",
     )
     parser.add_argument("--out", default="benchmarks/results/training.json", help="where the results JSON goes")
     parser.add_argument("--worker", choices=list(WORKERS), help=argparse.SUPPRESS)
@@ -340,7 +363,7 @@ def main(argv=None) -> int:
         print(json.dumps({"steps": steps, "total_seconds": total, "peak_rss_mb": peak}))
         return 0
     args.workers = ["trl", "trl_precompute", "plain", "bfpo", "bfpo_padding_free", "bfpo_fast"]
-    args.workers += ["bfpo_bf16"] if args.bf16 else []
+    args.workers += ["trl_bf16", "plain_bf16", "bfpo_bf16_sdpa", "bfpo_bf16"] if args.bf16 else []
     peaks = matmul_peaks(args.threads)
     report = {
         "machine": machine(args.threads) | {"matmul_peak_flops": peaks},
@@ -374,7 +397,11 @@ def main(argv=None) -> int:
             line = f"{size:6} {LABELS[w]:30} {t['median']:6.0f} [{t['min']:.0f}-{t['max']:.0f}]"
             line += f"  {m['median']:5.1%} [{m['min']:.1%}-{m['max']:.1%}]"
             print(line + f" {_spread(r[w]['end_to_end_seconds'])['median']:12.1f} {max(r[w]['peak_rss_mb']):8.0f}")
-        for pair in ("bfpo_fast_vs_trl", "bfpo_fast_vs_trl_precompute", "bfpo_fast_vs_plain", "bfpo_vs_plain"):
+        pairs = ["bfpo_fast_vs_trl", "bfpo_fast_vs_trl_precompute", "bfpo_fast_vs_plain", "bfpo_vs_plain"]
+        if args.bf16:
+            pairs += ["bfpo_bf16_vs_trl", "bfpo_bf16_vs_plain", "bfpo_bf16_vs_trl_bf16", "bfpo_bf16_vs_plain_bf16"]
+            pairs += ["bfpo_bf16_vs_bfpo_bf16_sdpa"]
+        for pair in pairs:
             sp = r["speedups"][pair]
             print(f"{size:6} {pair:30} {sp['median']:.2f}x [{sp['min']:.2f}-{sp['max']:.2f}]")
     return 0

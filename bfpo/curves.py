@@ -58,13 +58,24 @@ def flops_to_reach(curves: dict[int, list[tuple[float, float]]], level: float) -
 
 
 def compute_curves(
-    runs: list[Run], starts_judged: pd.DataFrame, samples_per_prompt: int, cache_path, methods=("bfpo", "safe_rlhf")
+    runs: list[Run],
+    starts_judged: pd.DataFrame,
+    samples_per_prompt: int,
+    cache_path,
+    methods=("bfpo", "safe_rlhf"),
+    parallel: int = 2,
 ) -> pd.DataFrame:
     """Test-wording gold-judge numbers along the runs of ``methods``: one row per (method, seed,
     point) with ``step``, cumulative ``flops`` and the judged rates. Each curve starts at its seed's
     SFT start (0 FLOPs; ``starts_judged``: the tidy test rows of the ``sft`` method)."""
     rows = []
-    for run in [r for r in runs if r.method in methods]:
+    chosen = [r for r in runs if r.method in methods]
+    points = {id(run): curve_points(run.run_dir) for run in chosen}
+    to_judge = [
+        (run.method, f"{run.config}@{p['step']}", run.seed, p["model"]) for run in chosen for p in points[id(run)]
+    ]
+    judged = iter(judge_runs(to_judge, samples_per_prompt, cache_path, splits=("test",), parallel=parallel)[0])
+    for run in chosen:
         start = starts_judged[starts_judged["seed"] == run.seed].iloc[0]
         rows.append(
             {
@@ -75,14 +86,8 @@ def compute_curves(
                 **{k: float(start[k]) for k in ("helpfulness", "harmlessness", "over_refusal")},
             }
         )
-        points = curve_points(run.run_dir)
-        judged, _ = judge_runs(
-            [(run.method, f"{run.config}@{p['step']}", run.seed, p["model"]) for p in points],
-            samples_per_prompt,
-            cache_path,
-            splits=("test",),
-        )
-        for p, j in zip(points, judged, strict=True):
+        for p in points[id(run)]:
+            j = next(judged)
             rows.append(
                 {
                     "method": run.method,

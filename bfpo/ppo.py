@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bfpo import cards, checkpoints, compute, configs, models, runs, sampling, sequences, tracking
+from bfpo import cards, checkpoints, compute, configs, models, precision, runs, sampling, sequences, tracking
 from bfpo import data as bdata
 from bfpo.io import write_json
 
@@ -152,6 +152,7 @@ class PPOConfig:
     episode_cost_window: int = 128
     max_grad_norm: float = 1.0
     seed: int = 0
+    mixed_precision: str = "auto"  # "auto" (bf16 where a probe finds it faster: bfpo.precision), "no", "bf16"
     save_every: int = 0  # iterations between checkpoints; 0: none
     snapshot_every: int = 0  # iterations between kept actor snapshots with the FLOPs so far (curves); 0: none
     keep_checkpoints: int = 2  # checkpoints kept; a damaged one falls back to the one before
@@ -161,6 +162,7 @@ class PPOConfig:
     report_to: list[str] | str = "none"  # trackers: "none", or some of tensorboard, wandb, trackio, mlflow
 
     def __post_init__(self):
+        precision.check(self.mixed_precision)
         self.report_to = tracking.names(self.report_to)
         configs.check_ranges(
             self,
@@ -237,6 +239,7 @@ class _Models:
     n_actor: int
     n_score: int
     n_critic: int
+    precision: str  # "bf16" or "no" (mixed_precision resolved): the forward passes' autocast
 
 
 @dataclass
@@ -327,7 +330,10 @@ def _load(cfg: PPOConfig) -> tuple[_Models, PPOState]:
         models.count_parameters(scorers["reward"])[0],
         models.count_parameters(critics["reward"])[0],
     )
-    return _Models(tokenizer, ref, scorers, *sizes), state
+    mixed_precision = precision.resolve(cfg.mixed_precision, cfg.num_threads)
+    for model in (actor, ref, *scorers.values(), *critics.values()):
+        precision.fit_attention(model, mixed_precision, model.device)
+    return _Models(tokenizer, ref, scorers, *sizes, mixed_precision), state
 
 
 @torch.no_grad()
@@ -380,7 +386,8 @@ def update(cfg: PPOConfig, state: PPOState, m: _Models, ro: Rollout, lam: float,
     advantages = (ro.advantages["reward"] - lam * ro.advantages["cost"]) / (1 + lam)
     actor.train()
     for _ in range(cfg.ppo_epochs):
-        new_logps = _token_logps(actor, seq, attn, P)
+        with precision.autocast(m.precision):
+            new_logps = _token_logps(actor, seq, attn, P)
         actor_loss = ppo_actor_loss(new_logps, ro.logps, advantages, mask, cfg.clip_range)
         state.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
@@ -389,7 +396,8 @@ def update(cfg: PPOConfig, state: PPOState, m: _Models, ro: Rollout, lam: float,
         state.flops.train("actor_train", n_actor, tokens_all)
         critic_losses = {}
         for k, critic in state.critics.items():
-            v = critic(input_ids=seq, attention_mask=attn, position_ids=_positions(attn)).logits
+            with precision.autocast(m.precision):
+                v = critic(input_ids=seq, attention_mask=attn, position_ids=_positions(attn)).logits
             loss = ppo_critic_loss(v[:, P - 1 : -1, 0].float(), ro.values[k], ro.returns[k], mask, cfg.clip_range_value)
             state.critic_opts[k].zero_grad(set_to_none=True)
             loss.backward()
@@ -400,7 +408,8 @@ def update(cfg: PPOConfig, state: PPOState, m: _Models, ro: Rollout, lam: float,
         if ptx_items:  # the pre-training term: coefficient * NLL on SFT data, its own step
             mb = [ptx_items[rng.randrange(len(ptx_items))] for _ in range(cfg.rollout_batch_size)]
             ids, am, rm = sequences.collate(sequences.micro_batch_sequences(mb), m.tokenizer.pad_token_id)
-            lp, nt = sequences.sequence_logps(actor, ids, am, rm)
+            with precision.autocast(m.precision):
+                lp, nt = sequences.sequence_logps(actor, ids, am, rm)
             ptx_loss = cfg.ptx_coef * (-lp.sum() / nt.sum())  # gamma_ptx * NLL per token on SFT data
             state.actor_opt.zero_grad(set_to_none=True)
             ptx_loss.backward()
@@ -471,6 +480,7 @@ def ppo_lagrangian(cfg: PPOConfig, judge=None) -> dict:
         "final_lambda": state.multiplier.value,
         "flops": state.flops.as_dict(),
         "parameters": {"actor": m.n_actor, "score_model": m.n_score, "critic": m.n_critic},
+        "mixed_precision": m.precision,
     }
     write_json(out / "ppo_summary.json", summary)
     checkpoints.clear(out)
@@ -495,7 +505,8 @@ def _iteration(cfg, state: PPOState, m: _Models, it: int, prompts, prompt_ids, p
     t0 = time.perf_counter()
     rng = random.Random(f"ppo-{cfg.seed}-{it}")
     batch_prompts = [rng.randrange(len(prompts)) for _ in range(cfg.rollout_batch_size)]
-    ro = rollout(cfg, state, m, [prompt_ids[i] for i in batch_prompts])
+    with precision.autocast(m.precision):
+        ro = rollout(cfg, state, m, [prompt_ids[i] for i in batch_prompts])
     tokens_prompt, tokens_new, tokens_all = ro.tokens
     state.flops.generate("rollout_generation", m.n_actor, tokens_prompt, tokens_new)
     state.flops.forward("rollout_scoring", m.n_actor, 2 * tokens_all)  # actor + reference log-probs

@@ -42,6 +42,31 @@ def probe(threads: int, n: int = 512, repeats: int = 5) -> dict[str, float]:
     return flops | {"bf16_speedup": flops["bfloat16"] / flops["float32"]}
 
 
+def fit_attention(model, mixed_precision: str, device) -> str:
+    """The attention kernel for a model trained in ``mixed_precision`` on ``device``; returns its name.
+
+    Under bf16 autocast on a CPU, eager attention (bf16 ``bmm`` + softmax): PyTorch's fused CPU
+    attention (SDPA) has a slow bf16 backward, measured 8x its fp32 time on the smoke model, which
+    ate the whole gain of bf16 matmuls (`benchmarks/bench_training.py` runs both). Elsewhere the
+    model keeps what it was loaded with, so fp32 runs stay bit for bit as they were.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a LoRA-wrapped model
+    if mixed_precision == "bf16" and torch.device(device).type == "cpu":
+        base.set_attn_implementation("eager")
+    return base.config._attn_implementation
+
+
+def check(mixed_precision: str) -> None:
+    """A config's ``mixed_precision``: one of ``auto``, ``no``, ``bf16``."""
+    if mixed_precision not in ("auto", "no", "bf16"):
+        raise ValueError(f"mixed_precision: expected 'auto', 'no' or 'bf16', got {mixed_precision!r}")
+
+
+def autocast(mixed_precision: str, device="cpu"):
+    """The forward passes' context: bf16 autocast for ``"bf16"`` (resolved), none for ``"no"``."""
+    return torch.autocast(torch.device(device).type, torch.bfloat16, enabled=mixed_precision == "bf16")
+
+
 AUTO_ENV = "BFPO_AUTO_PRECISION"
 """Set to ``no`` or ``bf16``, it decides ``auto`` instead of the probe (the tests set ``no``)."""
 

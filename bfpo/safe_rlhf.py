@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bfpo import cards, compute, configs, losses, models, runs, sequences
+from bfpo import cards, compute, configs, losses, models, precision, runs, sequences
 from bfpo.errors import run_cli
 from bfpo.io import atomic_path, write_json
 from bfpo.ppo import PPOConfig, ppo_lagrangian
@@ -60,10 +60,15 @@ class ScoreConfig:
     max_length: int = 128
     max_prompt_length: int = 64
     seed: int = 0
+    # "no" (fp32), "bf16" or "auto" (bf16 where a probe finds it faster: bfpo.precision). fp32 by default:
+    # on the smoke world a cost model trained under bf16 autocast ranked and signed held-out pairs worse
+    # (0.84 / 0.73 against 0.97 / 0.95 in fp32, one run each)
+    mixed_precision: str = "no"
     num_threads: int | None = None
     progress: bool = True
 
     def __post_init__(self):
+        precision.check(self.mixed_precision)
         if self.kind not in ("reward", "cost"):
             raise ValueError(f"kind: expected 'reward' or 'cost', got {self.kind!r}")
         if self.harm_order not in ("labels", "given"):
@@ -178,6 +183,8 @@ def train_score_model(cfg: ScoreConfig) -> dict:
     except OSError as e:
         raise FileNotFoundError(f"model: cannot load {cfg.model!r} as a score model ({e})") from e
     model.config.pad_token_id = tokenizer.pad_token_id
+    mixed_precision = precision.resolve(cfg.mixed_precision, cfg.num_threads)
+    precision.fit_attention(model, mixed_precision, model.device)
     n_params, _ = models.count_parameters(model)
     items = _tokenized_pairs(cfg.train_data, cfg.kind, tokenizer, cfg, "train_data")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
@@ -188,7 +195,8 @@ def train_score_model(cfg: ScoreConfig) -> dict:
     model.train()
     for step in tqdm(range(cfg.max_steps), desc=f"{cfg.kind} model", disable=not cfg.progress):
         batch = [items[i] for i in schedule.ids(step)]
-        scores = _score(model, batch, tokenizer.pad_token_id)
+        with precision.autocast(mixed_precision, model.device):
+            scores = _score(model, batch, tokenizer.pad_token_id)
         loss = _score_loss(scores, batch, cfg).mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{cfg.kind} model: non-finite loss at step {step}; lower the learning rate")
@@ -218,6 +226,7 @@ def train_score_model(cfg: ScoreConfig) -> dict:
     )
     models.save(model, tokenizer, out / "model", card)
     summary = {"config": dataclasses.asdict(cfg), "kind": cfg.kind, "train_pairs": len(items), "flops": flops.as_dict()}
+    summary["mixed_precision"] = mixed_precision
     summary["train_accuracy"] = score_accuracy(model, items, cfg.kind, tokenizer.pad_token_id)
     if cfg.eval_data:
         eval_items = _tokenized_pairs(cfg.eval_data, cfg.kind, tokenizer, cfg, "eval_data")

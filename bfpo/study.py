@@ -12,12 +12,10 @@ the start. The hyper-parameter choice itself is :mod:`bfpo.selection`.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import json
-import os
-import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import yaml
 
 from bfpo import baselines, cards, models, ppo, runs, safe_rlhf, train
 from bfpo import data as bdata
+from bfpo import jobs as bjobs
 from bfpo import toyworld as tw
 from bfpo.io import write_json
 
@@ -42,19 +41,9 @@ def _command(module: str, args: list[str], config: dict, path: Path) -> list[str
 
 
 def run_jobs(jobs: list[tuple[str, list[str]]], parallel: int = 2) -> list[str]:
-    """Run ``(name, command)`` jobs ``parallel`` at a time; a failure raises with the job's log tail."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-
-    def one(job):
-        name, cmd = job
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
-            raise RuntimeError(f"{name} failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
-        return name
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        return list(pool.map(one, jobs))
+    """Run ``(name, command)`` jobs ``parallel`` at a time (:mod:`bfpo.jobs`: long-lived worker
+    processes, one thread each); a failure raises with the job's log tail."""
+    return list(bjobs.run(jobs, parallel))
 
 
 def train_job(name: str, cfg: train.TrainConfig) -> tuple[str, list[str]] | None:
@@ -104,6 +93,10 @@ class Budget:
     # model snapshots along the runs of these methods, for the compute curves (0: none)
     snapshots: int = 0
     snapshot_methods: tuple[str, ...] = ("bfpo", "safe_rlhf")
+    # precision of the trainings and PPO (notebook 03's SFT and BFPO too; the reward and cost models stay
+    # fp32, see ScoreConfig): "auto" (bf16 where this machine's probe finds native bf16 matmuls,
+    # bfpo.precision) or "no" (fp32, bit for bit on one machine)
+    mixed_precision: str = "no"
 
     def with_overrides(self, overrides: dict, where: str) -> Budget:
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(self)})
@@ -185,6 +178,7 @@ def _ppo_run(start: str, tag: str, config: str, seed: int, pairs, out: Path, bud
         critic_lr=budget.ppo_critic_lr,
         cost_threshold=budget.ppo_cost_threshold,
         seed=seed,
+        mixed_precision=budget.mixed_precision,
         save_every=25,
         snapshot_every=every,
     )
@@ -246,7 +240,7 @@ def suite_jobs(
                     max_length=b.max_length,
                     buffer_ratio=b.buffer_ratio,
                     log_every=5,
-                    mixed_precision="no",  # fp32: the committed results do not depend on a machine's bf16
+                    mixed_precision=b.mixed_precision,
                     ref_cache_dir=str(out / "ref_cache"),
                     seed=seed,
                     snapshot_every=b.steps // b.snapshots if b.snapshots and name in b.snapshot_methods else 0,
@@ -259,17 +253,17 @@ def suite_jobs(
 
 
 def run_suite(runs: list[Run], parallel: int = 2, progress: bool = True) -> None:
-    """Run the unfinished runs stage by stage (reward and cost models before PPO), ``parallel`` at a time."""
+    """Run the unfinished runs, ``parallel`` at a time: the trainings and the reward and cost models,
+    then PPO-Lagrangian."""
     from tqdm.auto import tqdm
 
-    for stage in ("train", "score", "ppo"):
-        jobs = [r.job for r in runs if r.stage == stage and r.job is not None]
+    for stages in (("train", "score"), ("ppo",)):  # PPO needs the reward and cost models
+        jobs = [r.job for r in runs if r.stage in stages and r.job is not None]
         if not jobs:
             continue
-        bar = tqdm(total=len(jobs), desc=f"{stage} runs", disable=not progress)
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-            for _ in pool.map(lambda j: run_jobs([j], parallel=1), jobs):
-                bar.update(1)
+        bar = tqdm(total=len(jobs), desc=f"{' + '.join(stages)} runs", disable=not progress)
+        for _ in bjobs.run(jobs, parallel):
+            bar.update(1)
         bar.close()
 
 
@@ -315,11 +309,13 @@ def judge_runs(
     cache_path,
     splits: tuple[str, ...],
     training_wordings: int | None = None,
+    parallel: int = 2,
 ) -> tuple[list[dict], list[dict]]:
     """Tidy rows (method, config, seed, wording, gold-judge numbers) for ``(method, config, seed,
     model_dir)`` runs on the wording sets ``splits``, and the per-prompt rows behind them.
 
-    Judged models are cached in ``cache_path`` by (method, config, seed, weights, samples, splits),
+    Models are judged ``parallel`` at a time in the study's worker processes (:mod:`bfpo.jobs`, one
+    thread each) and cached in ``cache_path`` by (method, config, seed, weights, samples, splits),
     so a re-run judges only what changed.
     """
     from tqdm.auto import tqdm
@@ -328,14 +324,24 @@ def judge_runs(
         tw.check_split(split)
     cache_path = Path(cache_path)
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-    rows, prompt_rows = [], []
-    for method, config, seed, model_dir in tqdm(runs, desc=f"judging ({', '.join(splits)})"):
-        fingerprint = train.model_fingerprint(str(model_dir), None)[:16]
-        what = f"{samples_per_prompt}|{'+'.join(splits)}|{training_wordings}"
-        key = f"v{JUDGE_VERSION}|{method}|{config}|{seed}|{what}|{fingerprint}"
-        if key not in cache:
-            cache[key] = judge_run(model_dir, samples_per_prompt, seed, splits, training_wordings)
+    what = f"{samples_per_prompt}|{'+'.join(splits)}|{training_wordings}"
+    keys = [
+        f"v{JUDGE_VERSION}|{method}|{config}|{seed}|{what}|{train.model_fingerprint(str(model_dir), None)[:16]}"
+        for method, config, seed, model_dir in runs
+    ]
+    todo = [(key, run) for key, run in zip(keys, runs, strict=True) if key not in cache]
+    calls = [(model_dir, samples_per_prompt, seed, splits, training_wordings) for _, (_, _, seed, model_dir) in todo]
+    judged = bjobs.starmap(judge_run, calls, parallel)
+    written = time.monotonic()
+    for i, ((key, _), result) in enumerate(
+        tqdm(zip(todo, judged, strict=False), total=len(todo), desc=f"judging ({', '.join(splits)})")
+    ):
+        cache[key] = result
+        if i == len(todo) - 1 or time.monotonic() - written > 10:  # a killed run keeps what it judged
             write_json(cache_path, cache)
+            written = time.monotonic()
+    rows, prompt_rows = [], []
+    for key, (method, config, seed, _) in zip(keys, runs, strict=True):
         ids = {"method": method, "config": config, "seed": seed}
         rows += [{**ids, **r} for r in cache[key]["summary"]]
         prompt_rows += [{**ids, **r} for r in cache[key]["prompts"]]
@@ -367,14 +373,16 @@ PROFILES = {
         seeds=[0, 1, 2],
         tuning_seeds=[0],
         sft_per_seed=False,
-        budget=Budget(steps=200, ppo_iterations=100, snapshots=4),
+        # CI's check of the machinery: as fast as the machine allows
+        budget=Budget(steps=200, ppo_iterations=100, snapshots=4, mixed_precision="auto"),
         grids={"*": {"learning_rate": (5e-4, 1e-3)}, "safe_rlhf": {"ppo_cost_threshold": (0.0, -1.0)}},
     ),
     "cpu": StudyProfile(
         seeds=[0, 1, 2, 3, 4],
         tuning_seeds=[0, 1],
         sft_per_seed=True,
-        budget=Budget(steps=200, ppo_iterations=100, snapshots=4),
+        # fp32, as the committed definitive results were made
+        budget=Budget(steps=200, ppo_iterations=100, snapshots=4, mixed_precision="no"),
         grids={
             "*": {"learning_rate": (5e-4, 1e-3), "beta": (0.05, 0.1)},
             "safe_rlhf": {"ppo_cost_threshold": (0.0, -1.0), "ppo_iterations": (100, 200)},
@@ -457,5 +465,6 @@ def tune(
         samples_per_prompt,
         Path(out_dir) / "judged_cache.json",
         splits=(selection.SPLIT,),
+        parallel=parallel,
     )
     return selection.select_all(pd.DataFrame(prompt_rows), grid)

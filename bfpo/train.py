@@ -120,6 +120,7 @@ def train(cfg: TrainConfig) -> dict:
         gradient_accumulation_steps=accumulation,
     )
     inputs = _read_inputs(cfg, accelerator.num_processes)
+    precision.fit_attention(inputs.model, accelerator.mixed_precision, accelerator.device)
     resume = _claim_output(cfg, accelerator)
     if trackers:
         if resume is not None:

@@ -7,7 +7,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from bfpo import configs, losses, tracking
+from bfpo import configs, losses, precision, tracking
 from bfpo.objectives import PAIR_LOSSES, POINT_LOSSES
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
@@ -93,8 +93,7 @@ class TrainConfig:
         for name in ("per_device_batch_size", "gradient_accumulation_steps", "max_length", "max_prompt_length"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.mixed_precision not in ("auto", "no", "bf16"):
-            raise ValueError(f"mixed_precision: expected 'auto', 'no' or 'bf16', got {self.mixed_precision!r}")
+        precision.check(self.mixed_precision)
         self.adam_betas = tuple(self.adam_betas)
         self.report_to = tracking.names(self.report_to)
         if isinstance(self.trainable, str) and self.trainable != "lora":

@@ -46,7 +46,7 @@ eval_samples = 8  # samples per evaluation prompt
 import pandas as pd
 from IPython.display import Image, Markdown, display
 
-from bfpo import cards, data, figures, labels, models, train
+from bfpo import cards, data, figures, labels, models, study, train
 from bfpo import toyworld as tw
 from bfpo.io import project_path, write_json
 
@@ -57,6 +57,9 @@ labeled = runs / "02_labeling"
 out_dir = runs / "03_training"
 # smoke: accelerate's defaults with `processes` CPU processes; paper: DeepSpeed ZeRO-3 with bf16
 accelerate_config = None if profile != "paper" else str(project_path("configs/accelerate/zero3_bf16.yaml"))
+# the study profile's precision: smoke "auto" (bf16 where this machine's probe finds native bf16
+# matmuls), cpu "no" (fp32, as its committed results were made)
+precision = study.PROFILES[profile].budget.mixed_precision if profile != "paper" else None
 results = {"profile": profile, "processes": processes, "sft_steps": sft_steps, "bfpo_steps": bfpo_steps}
 
 # %% [markdown]
@@ -97,7 +100,7 @@ if profile != "paper":
         max_steps=sft_steps,
         log_every=5,
         seed=0,
-        mixed_precision="no",  # fp32, bit for bit: the committed results do not depend on a machine's bf16
+        mixed_precision=precision,
     )
 else:
     general = data.ultrachat_sft()
@@ -110,7 +113,10 @@ else:
     sft_cfg = train.TrainConfig.from_yaml(project_path("configs/paper_sft.yaml"), {"output_dir": str(out_dir / "sft")})
 sft_summary = train.launch(sft_cfg, num_processes=processes, accelerate_config=accelerate_config)
 assert train.ranks_seen(out_dir / "sft") == list(range(processes)), "every process must have taken part"
-results["sft"] = {k: sft_summary[k] for k in ("steps", "processes", "global_batch", "seconds", "trainable_parameters")}
+results["sft"] = {
+    k: sft_summary[k]
+    for k in ("steps", "processes", "global_batch", "seconds", "trainable_parameters", "mixed_precision")
+}
 results["sft"]
 
 # %% [markdown]
@@ -137,7 +143,7 @@ if profile != "paper":
         max_steps=bfpo_steps,
         log_every=5,
         seed=0,
-        mixed_precision="no",  # fp32, bit for bit: the committed results do not depend on a machine's bf16
+        mixed_precision=precision,
     )
 else:
     bfpo_cfg = train.TrainConfig.from_yaml(
@@ -156,6 +162,7 @@ results["bfpo"] = {
         "buffer_examples",
         "skipped_truncated",
         "trainable_parameters",
+        "mixed_precision",
     )
 }
 results["bfpo"]

@@ -57,7 +57,7 @@ tuning_seeds = None  # seeds trained at every grid point; None: the profile's
 steps = None  # optimisation steps per method; None: the profile's
 ppo_iterations = None  # PPO-Lagrangian rollout batches; None: the profile's
 eval_samples = None  # sampled answers per evaluation prompt; None: the profile's
-parallel = 2  # trainings run at once (one thread each)
+parallel = 2  # trainings (and judged models) at once, in worker processes of one thread each
 methods = None  # None: every method except the continuous-label point-wise DPO (add it by name)
 
 # %%
@@ -320,6 +320,7 @@ if profile != "paper":
         out_dir / "judged_cache.json",
         splits=("training", "test"),
         training_wordings=P.training_wordings,
+        parallel=parallel,
     )
     pd.DataFrame(prompt_rows).drop(columns=["prompt"]).to_csv(out_dir / "judged_prompts.csv", index=False)
     df = pd.DataFrame([{**r, "title": TITLES[r["method"]], "flops": flops[(r["method"], r["seed"])]} for r in rows])
@@ -357,6 +358,7 @@ if profile != "paper":
         test[test["method"] == "sft"],
         P.eval_samples,
         out_dir / "judged_cache.json",
+        parallel=parallel,
     )
     curve_table.to_csv(out_dir / "curves.csv", index=False)
     start = float(test.loc[test["method"] == "sft", "harmlessness"].mean())

@@ -45,6 +45,7 @@ figures_dir = "figures"  # where figures are written
 limit_mc = 50  # examples per multiple-choice task (smoke; paper: all)
 limit_generative = 20  # prompts per generative task (smoke; paper: all)
 safehelp_samples = 4  # sampled answers per SafeHelp prompt
+parallel = None  # models evaluated at once (one thread each); None: 2, or 1 in the paper profile (7B models)
 
 # %%
 from IPython.display import Image, Markdown, display
@@ -98,7 +99,7 @@ print(f"{len(candidates)} models x {len(setup.tasks)} tasks; judge: {judge}")
 # $s_{\text{diff}} = s_{\max} - \max_{f \in F} s(\cdot, f)$ and $s_{\text{acc}} = [s_{\text{diff}} > 0]$.
 
 # %%
-df = evaluation.run_suite(setup, out_dir / "cache", safehelp_samples)
+df = evaluation.run_suite(setup, out_dir / "cache", safehelp_samples, parallel or (1 if profile == "paper" else 2))
 df.to_csv(out_dir / "results.csv", index=False)
 print(f"{len(df)} rows -> {out_dir / 'results.csv'}")
 

@@ -290,6 +290,18 @@ def test_ppo_logs_the_judge_it_is_given(tiny_world, score_models, tmp_path):
     assert len(figures.plot_safe_rlhf({"s": unjudged}).axes) == 4
 
 
+def test_ppo_lagrangian_does_not_depend_on_the_random_state_it_starts_in(tiny_world, score_models, tmp_path):
+    """The study runs jobs one after another in worker processes (bfpo.jobs): a run seeds its own
+    critics' heads and rollouts."""
+    metrics = []
+    for state in (0, 12345):
+        torch.manual_seed(state)
+        cfg = ppo_config(tiny_world, score_models, tmp_path / str(state), iterations=2)
+        ppo.ppo_lagrangian(cfg)
+        metrics.append([{k: v for k, v in m.items() if k != "seconds"} for m in runs.read_metrics(cfg.output_dir)])
+    assert metrics[0] == metrics[1]
+
+
 def test_ppo_lagrangian_resumes_where_it_stopped(
     tiny_world, score_models, tmp_path, monkeypatch, assert_tensorboard_matches
 ):

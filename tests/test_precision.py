@@ -32,3 +32,14 @@ def test_bf16_losses_track_fp32(train_variants):
     fp32, bf16 = runs["no"][0], runs["bf16"][0]
     assert bf16 != fp32, "bf16 computes differently"
     assert bf16 == pytest.approx(fp32, rel=BF16_TOLERANCE, abs=BF16_TOLERANCE)
+
+
+def test_bf16_on_a_cpu_trains_with_eager_attention_fp32_keeps_the_loaded_kernel(tiny_world):
+    from bfpo import models
+
+    for mixed_precision, expected in (("no", "sdpa"), ("bf16", "eager")):
+        model = models.load_model(tiny_world / "init")
+        assert precision.fit_attention(model, mixed_precision, "cpu") == expected
+        assert model.config._attn_implementation == expected
+    model = models.load_model(tiny_world / "init")
+    assert precision.fit_attention(model, "bf16", "cuda") == "sdpa", "GPUs keep the fused kernel"

@@ -97,7 +97,8 @@ def test_every_method_gets_the_same_number_of_grid_points():
 
 def test_tuning_never_reads_test_wordings(tiny_world, tmp_path, monkeypatch):
     """The whole tuning step (train every grid point, judge, select) asks the world for validation
-    prompts only: a recorder stands in for ``eval_prompts``."""
+    prompts only: a recorder stands in for ``eval_prompts`` (judging here, ``parallel`` 1, where the
+    recorder sees it; the trainings read no evaluation prompts)."""
     asked = []
     real = tw.eval_prompts
 
@@ -109,7 +110,9 @@ def test_tuning_never_reads_test_wordings(tiny_world, tmp_path, monkeypatch):
     grid = selection.grids(["dpo_helpful", "bfpo"], {"*": {"learning_rate": (1e-3, 2e-3)}})
     budget = study.Budget(steps=2, batch_size=4, max_length=64)
     starts = {0: str(tiny_world / "init")}
-    chosen, table = study.tune(starts, tiny_world / "pairs", tiny_world / "buffer", tmp_path, grid, [0], budget, 1)
+    chosen, table = study.tune(
+        starts, tiny_world / "pairs", tiny_world / "buffer", tmp_path, grid, [0], budget, 1, parallel=1
+    )
     assert asked and set(asked) == {"validation"}
     assert set(chosen) == {"dpo_helpful", "bfpo"} and len(table) == 4 and table["selected"].sum() == 2
     cache = json.loads((tmp_path / "judged_cache.json").read_text())

@@ -89,27 +89,37 @@ def suite(profile: str, runs: Path, limit_mc: int | None = 50, limit_generative:
     )
 
 
-def run_suite(s: Suite, cache_dir, safehelp_samples: int = 4) -> pd.DataFrame:
-    """Every model on every task (multiple choice, then the rest), cached: the tidy rows."""
-    rows = []
+def _evaluate(path, tasks: list[str], options: dict) -> list[dict]:
+    return evaluate(path, tasks, **options)
+
+
+def run_suite(s: Suite, cache_dir, safehelp_samples: int = 4, parallel: int = 1) -> pd.DataFrame:
+    """Every model on every task (multiple choice, then the rest), cached: the tidy rows. With
+    ``parallel`` > 1 the models are evaluated that many at a time in worker processes
+    (:mod:`bfpo.jobs`, one thread each); 1 evaluates here, one after another."""
+    from bfpo import jobs
+
+    options = dict(
+        judge=s.judge,
+        cache_dir=cache_dir,
+        win_rate_judge=s.win_rate_judge,
+        safehelp_samples=safehelp_samples,
+        hub_dir=s.hub_dir,
+        decoding=s.decoding,
+        bos_rule=s.bos_rule,
+    )
+    calls, names = [], []
     for name, path in s.models.items():
         for kind, group in (
             ("mc", [t for t in s.tasks if t in MC_TASKS]),
             ("generative", [t for t in s.tasks if t not in MC_TASKS]),
         ):
-            results = evaluate(
-                path,
-                group,
-                judge=s.judge,
-                limit=s.limits[kind],
-                cache_dir=cache_dir,
-                win_rate_judge=s.win_rate_judge,
-                safehelp_samples=safehelp_samples,
-                hub_dir=s.hub_dir,
-                decoding=s.decoding,
-                bos_rule=s.bos_rule,
-            )
-            rows += tidy(results, name)
+            calls.append((path, group, options | {"limit": s.limits[kind]}))
+            names.append(name)
+    results = jobs.starmap(_evaluate, calls, parallel)
+    rows = []
+    for name, result in zip(names, results, strict=True):
+        rows += tidy(result, name)
     return pd.DataFrame(rows)
 
 
