@@ -302,6 +302,16 @@ def test_ppo_lagrangian_does_not_depend_on_the_random_state_it_starts_in(tiny_wo
     assert metrics[0] == metrics[1]
 
 
+def test_ppo_lagrangian_in_bf16_records_its_precision_and_stays_finite(tiny_world, score_models, tmp_path):
+    fp32_cfg = ppo_config(tiny_world, score_models, tmp_path / "fp32", iterations=2, mixed_precision="no")
+    fp32 = ppo.ppo_lagrangian(fp32_cfg)
+    cfg = ppo_config(tiny_world, score_models, tmp_path / "bf16", iterations=2, mixed_precision="bf16")
+    bf16 = ppo.ppo_lagrangian(cfg)
+    assert (fp32["mixed_precision"], bf16["mixed_precision"]) == ("no", "bf16")
+    for m in runs.read_metrics(cfg.output_dir):
+        assert all(math.isfinite(m[k]) for k in ("reward", "cost", "kl", "actor_loss", "reward_critic_loss")), m
+
+
 def test_ppo_lagrangian_resumes_where_it_stopped(
     tiny_world, score_models, tmp_path, monkeypatch, assert_tensorboard_matches
 ):
