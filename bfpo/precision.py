@@ -4,8 +4,9 @@ On a GPU that supports bf16, bf16 autocast. On a CPU, a probe times the same mat
 bf16 (at the run's thread count, on shapes like a small model's) and picks bf16 only when it is at
 least :data:`MIN_SPEEDUP` times faster: true where the CPU has native bf16 matmuls (AMX or
 AVX512-BF16), false where bf16 is emulated. ``mixed_precision: no`` keeps fp32, bit for bit
-reproducible on one machine; the study's profiles use it, so their committed results do not depend
-on what a machine's probe finds.
+reproducible on one machine; the cpu profile of the study uses it, so its committed results do not
+depend on what a machine's probe finds (the smoke profile uses ``auto``). Under bf16 on a CPU a
+trained model runs eager attention (:func:`fit_attention`).
 """
 
 from __future__ import annotations
