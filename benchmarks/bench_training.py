@@ -111,7 +111,7 @@ def _items(root: Path, args):
 
 
 def run_bfpo(root: Path, args, name: str = "bfpo", **keys) -> list[float]:
-    """bfpo.train with the TrainConfig ``keys`` of a variant (bf16, padding-free, fused AdamW)."""
+    """bfpo.train with the TrainConfig ``keys`` of a variant (bf16, padded, fused AdamW)."""
     import shutil
 
     from bfpo import train
@@ -240,18 +240,20 @@ def run_trl(root: Path, args, precompute: bool, bf16: bool = False) -> list[floa
 
 
 def run_bfpo_sdpa(root: Path, args) -> list[float]:
-    """bfpo.train in bf16 with PyTorch's fused attention kept (bfpo.precision switches a CPU bf16
-    run to eager attention): what that switch is worth."""
-    from bfpo import precision
+    """bfpo.train in bf16 with PyTorch's fused attention (SDPA) kept, in the model and in the packed
+    rows (bfpo.precision and bfpo.packing use eager attention under bf16 on a CPU): what that
+    choice is worth."""
+    from bfpo import packing, precision
 
     precision.fit_attention = lambda model, mixed_precision, device: "sdpa"
+    packing.inner_kernel = lambda own, device: "sdpa"
     return run_bfpo(root, args, "bfpo_bf16_sdpa", mixed_precision="bf16")
 
 
-VARIANTS = {  # bfpo.train's options, each a worker of its own
+VARIANTS = {  # bfpo.train's options, each a worker of its own ("bfpo": its defaults in fp32, padding-free)
     "bfpo_bf16": {"mixed_precision": "bf16"},
-    "bfpo_padding_free": {"padding_free": True},
-    "bfpo_fast": {"padding_free": True, "fused_optimizer": True},
+    "bfpo_padded": {"padding_free": False},
+    "bfpo_fused": {"fused_optimizer": True},
 }
 WORKERS = {
     "bfpo": run_bfpo,
@@ -266,13 +268,13 @@ LABELS = {
     "trl": "TRL 1.16 default",
     "trl_precompute": "TRL precompute",
     "plain": "plain loop + precompute",
-    "bfpo": "bfpo.train",
+    "bfpo": "bfpo.train (padding-free)",
     "bfpo_bf16": "bfpo.train bf16",
     "trl_bf16": "TRL precompute bf16",
     "plain_bf16": "plain loop bf16",
     "bfpo_bf16_sdpa": "bfpo.train bf16, fused attn",
-    "bfpo_padding_free": "bfpo.train padding-free",
-    "bfpo_fast": "bfpo.train padding-free+fused",
+    "bfpo_padded": "bfpo.train padded",
+    "bfpo_fused": "bfpo.train + fused AdamW",
 }
 
 
@@ -362,7 +364,7 @@ def main(argv=None) -> int:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps({"steps": steps, "total_seconds": total, "peak_rss_mb": peak}))
         return 0
-    args.workers = ["trl", "trl_precompute", "plain", "bfpo", "bfpo_padding_free", "bfpo_fast"]
+    args.workers = ["trl", "trl_precompute", "plain", "bfpo", "bfpo_padded", "bfpo_fused"]
     args.workers += ["trl_bf16", "plain_bf16", "bfpo_bf16_sdpa", "bfpo_bf16"] if args.bf16 else []
     peaks = matmul_peaks(args.threads)
     report = {
@@ -397,7 +399,8 @@ def main(argv=None) -> int:
             line = f"{size:6} {LABELS[w]:30} {t['median']:6.0f} [{t['min']:.0f}-{t['max']:.0f}]"
             line += f"  {m['median']:5.1%} [{m['min']:.1%}-{m['max']:.1%}]"
             print(line + f" {_spread(r[w]['end_to_end_seconds'])['median']:12.1f} {max(r[w]['peak_rss_mb']):8.0f}")
-        pairs = ["bfpo_fast_vs_trl", "bfpo_fast_vs_trl_precompute", "bfpo_fast_vs_plain", "bfpo_vs_plain"]
+        pairs = ["bfpo_vs_trl", "bfpo_vs_trl_precompute", "bfpo_vs_plain", "bfpo_vs_bfpo_padded"]
+        pairs += ["bfpo_padded_vs_plain"]
         if args.bf16:
             pairs += ["bfpo_bf16_vs_trl", "bfpo_bf16_vs_plain", "bfpo_bf16_vs_trl_bf16", "bfpo_bf16_vs_plain_bf16"]
             pairs += ["bfpo_bf16_vs_bfpo_bf16_sdpa"]

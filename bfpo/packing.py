@@ -1,81 +1,163 @@
-"""Padding-free forward passes: several sequences share a row, each attending only to itself.
+"""Padding-free forward passes: every sequence of a micro-batch in one row, each attending only to itself.
 
 A micro-batch of N (prompt, response) sequences padded to the longest spends the padding's share of
-every matmul on nothing (about a quarter on SafeHelp pairs). Here the sequences are placed into
-rows of ``capacity`` tokens, longest first, each into the first row with room (first-fit
-decreasing). Position ids restart at 0 for every sequence; given position ids and no attention
-mask, ``transformers`` reads the restarts as sequence boundaries and builds a block-diagonal causal
-mask, so a token attends only to the earlier tokens of its own sequence: the same log-probs as the
-padded pass, with fewer rows. Within a row, attention still costs capacity^2, as in a padded row.
+every matmul on nothing (about a quarter on SafeHelp pairs). Here the N sequences are laid end to
+end in a single row of T = sum of their lengths, so the projections, the MLPs and the norms run on
+the real tokens only. Position ids restart at 0 for every sequence (rotary embeddings as in the
+padded pass). Attention is the one place where sequences must stay apart: :func:`varlen_attention`
+(a ``transformers`` attention function, active only inside :func:`packed_logps`) copies each
+sequence's queries, keys and values into a row of its own, runs a causal kernel (eager attention on
+a CPU, the model's own elsewhere: :func:`inner_kernel`) on those [N, H, S, D] rows and copies the
+real positions back, so attention costs what it costs padded and nothing more. The LM head runs only on
+the positions that predict a response token. The result: the padded pass's log-probs and gradients
+within float tolerance, on fewer FLOPs (the same idea as FlashAttention's ``varlen`` kernels, which
+GPUs run without the copies).
 
-    input_ids, position_ids [R, C]; for each response token: its row, the column that predicts it
-    (the one before it) and its sequence -> log p summed per sequence [N]
+    input_ids, position_ids [1, T]; for each response token: the column that predicts it (the
+    one before it), the token and its sequence -> log p summed per sequence [N]
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
+from accelerate.utils import extract_model_from_parallel
+from transformers import AttentionInterface
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from bfpo.sequences import collate, sequence_logps, token_logps
+
+VARLEN = "bfpo_varlen"  # the attention implementation's name while a packed row goes through the model
 
 
 @dataclass
 class Packed:
-    input_ids: torch.Tensor  # [R, C]
-    position_ids: torch.Tensor  # [R, C]: 0, 1, ... within each sequence (and within the padding at a row's end)
-    rows: torch.Tensor  # [M] row of each scored (response) token
-    cols: torch.Tensor  # [M] column of the position that predicts it
+    input_ids: torch.Tensor  # [1, T]: the sequences end to end
+    position_ids: torch.Tensor  # [1, T]: 0, 1, ... within each sequence
+    cols: torch.Tensor  # [M] for each scored (response) token: the column that predicts it
     targets: torch.Tensor  # [M] the token
     seq: torch.Tensor  # [M] which sequence it belongs to
+    lengths: list[int]  # [N] tokens of each sequence
     n: int  # sequences
-    tokens: int  # real (non-padding) tokens
+    tokens: int  # real tokens (= T: a packed row has no padding)
 
 
-def rows_for(lengths: list[int], capacity: int) -> list[list[int]]:
-    """First-fit decreasing: sequence indices per row, each row's lengths summing to <= capacity
-    (a sequence longer than ``capacity`` gets a row of its own)."""
-    rows: list[list[int]] = []
-    room: list[int] = []
-    for i in sorted(range(len(lengths)), key=lambda k: -lengths[k]):
-        for r, left in enumerate(room):
-            if lengths[i] <= left:
-                rows[r].append(i)
-                room[r] -= lengths[i]
-                break
-        else:
-            rows.append([i])
-            room.append(capacity - lengths[i])
-    return rows
+@dataclass
+class Layout:
+    """Where the packed row's tokens go when each sequence gets a row of its own: token t of the
+    row is slot ``slot[t]`` of the flattened [N, S] grid (S the longest sequence)."""
+
+    slot: torch.Tensor  # [T]
+    n: int
+    width: int
+    inner: str  # the model's attention kernel, run on the [N, H, S, D] rows ("sdpa", "eager", ...)
+    masks: dict = field(default_factory=dict)  # eager attention's additive causal mask, per dtype
+
+    @classmethod
+    def of(cls, lengths: list[int], inner: str, device) -> Layout:
+        width = max(lengths)
+        slot = torch.cat([torch.arange(n) + i * width for i, n in enumerate(lengths)])
+        return cls(slot.to(device), len(lengths), width, inner)
+
+    def causal_mask(self, dtype, device) -> torch.Tensor:
+        """[1, 1, S, S]: 0 on and below the diagonal, the dtype's lowest value above it."""
+        if dtype not in self.masks:
+            full = torch.full((self.width, self.width), torch.finfo(dtype).min, dtype=dtype, device=device)
+            self.masks[dtype] = full.triu(1)[None, None]
+        return self.masks[dtype]
 
 
-def pack(sequences: list[tuple[list[int], list[int]]], capacity: int, pad_id: int) -> Packed:
-    """``[(prompt_ids, response_ids)]`` into rows of ``capacity`` tokens (widened to the longest
-    sequence if needed), with what :func:`packed_logps` scores."""
+_LAYOUT: Layout | None = None  # set by :func:`varlen` for the duration of one forward pass
+
+
+def varlen_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Causal attention within each sequence of a packed row: query [1, H, T, D], key and value
+    [1, Hkv, T, D] -> ([1, T, H, D], None), the shape ``transformers``' kernels return.
+
+    Each sequence's positions are copied into a zero-padded row of its own ([N, H, S, D]); padding
+    sits after the real tokens, so causal attention keeps it out of every real position; the
+    padding's outputs are dropped. ``index_copy`` and ``index_select`` are each other's backward:
+    no scatter-add on the way back."""
+    lay = _LAYOUT
+    if lay is None:
+        raise RuntimeError(f"the {VARLEN!r} attention runs only inside bfpo.packing.packed_logps")
+
+    def to_rows(x):  # [1, h, T, D] -> [N, h, S, D]
+        _, h, _, d = x.shape
+        flat = x[0].transpose(0, 1)  # [T, h, D]
+        grid = flat.new_zeros(lay.n * lay.width, h, d).index_copy(0, lay.slot, flat)
+        return grid.view(lay.n, lay.width, h, d).transpose(1, 2)
+
+    q, k, v = to_rows(query), to_rows(key), to_rows(value)
+    kernel = ALL_ATTENTION_FUNCTIONS[lay.inner] if lay.inner != "eager" else _eager(module)
+    if lay.inner == "eager":
+        mask = lay.causal_mask(q.dtype, q.device)
+        out, _ = kernel(module, q, k, v, mask, scaling=scaling, dropout=dropout)
+    else:
+        out, _ = kernel(module, q, k, v, None, scaling=scaling, dropout=dropout, is_causal=True)
+    # out: [N, S, H, D] -> the real positions, in the row's order: [1, T, H, D]
+    return out.reshape(lay.n * lay.width, *out.shape[2:]).index_select(0, lay.slot).unsqueeze(0), None
+
+
+def _eager(module):
+    """The eager attention of the module's model family (it takes an additive mask)."""
+    import importlib
+
+    return importlib.import_module(type(module).__module__).eager_attention_forward
+
+
+AttentionInterface.register(VARLEN, varlen_attention)
+
+
+def inner_kernel(model_kernel: str, device) -> str | None:
+    """The kernel :func:`varlen_attention` runs on the re-padded rows: on a CPU eager attention (``bmm``
+    + softmax: on SafeHelp's short rows 5 % faster than SDPA's flash kernel in fp32 and far faster in
+    bf16, whose SDPA backward is slow; see :mod:`bfpo.precision`), elsewhere the model's own kernel.
+    None for FlashAttention kernels, which take a packed row as it is (``transformers`` reads the
+    sequence boundaries from the position ids)."""
+    if model_kernel.startswith("flash"):
+        return None
+    return "eager" if torch.device(device).type == "cpu" else model_kernel
+
+
+@contextmanager
+def varlen(model, lengths: list[int], device):
+    """Inside: ``model``'s attention is :func:`varlen_attention` over a row of sequences of
+    ``lengths``; outside, the model's own kernel, untouched (so its saved config never names ours)."""
+    global _LAYOUT
+    config = extract_model_from_parallel(model).config
+    own = config._attn_implementation
+    if own == VARLEN:
+        raise RuntimeError("packed forward passes cannot be nested")
+    inner = inner_kernel(own, device)
+    if inner is None:
+        yield
+        return
+    _LAYOUT, config._attn_implementation = Layout.of(lengths, inner, device), VARLEN
+    try:
+        yield
+    finally:
+        _LAYOUT, config._attn_implementation = None, own
+
+
+def pack(sequences: list[tuple[list[int], list[int]]]) -> Packed:
+    """``[(prompt_ids, response_ids)]`` end to end in one row, with what :func:`packed_logps` scores."""
     lengths = [len(p) + len(r) for p, r in sequences]
-    width = max(capacity, max(lengths))
-    layout = rows_for(lengths, width)
-    ids = torch.full((len(layout), width), pad_id, dtype=torch.long)
-    pos = torch.zeros((len(layout), width), dtype=torch.long)
-    rows, cols, targets, seq = [], [], [], []
-    for r, members in enumerate(layout):
-        at = 0
-        for i in members:
-            p, resp = sequences[i]
-            n = len(p) + len(resp)
-            ids[r, at : at + n] = torch.tensor(p + resp)
-            pos[r, at : at + n] = torch.arange(n)
-            start = at + len(p)  # first response token; predicted from the column before it
-            rows += [r] * len(resp)
-            cols += range(start - 1, at + n - 1)
-            targets += resp
-            seq += [i] * len(resp)
-            at += n
-        if at < width:  # the padding is a sequence of its own: nothing real attends to it
-            pos[r, at:] = torch.arange(width - at)
+    ids, pos, cols, targets, seq = [], [], [], [], []
+    at = 0
+    for i, (p, resp) in enumerate(sequences):
+        n = len(p) + len(resp)
+        ids += p + resp
+        pos += range(n)
+        cols += range(at + len(p) - 1, at + n - 1)  # each response token is predicted by the column before it
+        targets += resp
+        seq += [i] * len(resp)
+        at += n
     as_long = lambda v: torch.tensor(v, dtype=torch.long)  # noqa: E731
-    return Packed(ids, pos, as_long(rows), as_long(cols), as_long(targets), as_long(seq), len(sequences), sum(lengths))
+    row = lambda v: as_long(v).unsqueeze(0)  # noqa: E731
+    return Packed(row(ids), row(pos), as_long(cols), as_long(targets), as_long(seq), lengths, len(lengths), at)
 
 
 def packed_logps(model, packed: Packed, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,11 +165,11 @@ def packed_logps(model, packed: Packed, device=None) -> tuple[torch.Tensor, torc
     :func:`bfpo.sequences.sequence_logps` gives them for the padded batch; computed on ``device``
     (default: where ``packed`` is)."""
     device = device or packed.input_ids.device
-    ids, positions = packed.input_ids.to(device), packed.position_ids.to(device)
-    # no cache: with one, transformers would not read the position ids as sequence boundaries
-    logits = model(input_ids=ids, position_ids=positions, use_cache=False).logits  # [R, C, V]
-    picked = logits[packed.rows.to(device), packed.cols.to(device)].float()  # [M, V]
-    per_token = token_logps(picked.unsqueeze(0), packed.targets.to(device).unsqueeze(0)).squeeze(0)  # [M]
+    ids, positions, cols = packed.input_ids.to(device), packed.position_ids.to(device), packed.cols.to(device)
+    with varlen(model, packed.lengths, device):
+        # the LM head only where a response token is predicted: [1, M, V]
+        logits = model(input_ids=ids, position_ids=positions, use_cache=False, logits_to_keep=cols).logits
+    per_token = token_logps(logits.float(), packed.targets.to(device).unsqueeze(0)).squeeze(0)  # [M]
     seq = packed.seq.to(device)
     sums = torch.zeros(packed.n, dtype=per_token.dtype, device=device).index_add(0, seq, per_token)
     counts = torch.bincount(seq, minlength=packed.n)
@@ -97,9 +179,9 @@ def packed_logps(model, packed: Packed, device=None) -> tuple[torch.Tensor, torc
 def batch_logps(model, sequences: list[tuple[list[int], list[int]]], pad_id: int, device, padding_free: bool):
     """Summed response log-probs [N], response lengths [N] and the real tokens of one forward pass
     over ``sequences``: padded to the longest (:func:`bfpo.sequences.sequence_logps`), or packed into
-    rows as wide as the longest (:func:`packed_logps`), which gives the same log-probs with fewer rows."""
+    one row (:func:`packed_logps`), which gives the same log-probs on fewer FLOPs."""
     if padding_free:
-        packed = pack(sequences, 0, pad_id)  # capacity: the longest sequence
+        packed = pack(sequences)
         logps, n_tok = packed_logps(model, packed, device)
         return logps, n_tok, packed.tokens
     input_ids, attn, resp = (t.to(device) for t in collate(sequences, pad_id))

@@ -239,8 +239,9 @@ def _reference(cfg: TrainConfig, inputs: _Inputs, accelerator) -> tuple[torch.Te
     ref_tokens = sum(len(it["prompt"]) * len(it["responses"]) + sum(map(len, it["responses"])) for it in items)
     cache_dir = Path(cfg.ref_cache_dir or Path(cfg.output_dir) / "ref_cache")
     bf16 = "bf16" if accelerator.mixed_precision == "bf16" else ""  # a reference computed under bf16 autocast
-    key = hashlib.sha256((model_fingerprint(cfg.model, cfg.revision) + data_fingerprint(items) + bf16).encode())
-    key = key.hexdigest()
+    packed = "packed" if cfg.padding_free else ""  # the same log-probs within float tolerance, not bit for bit
+    key = model_fingerprint(cfg.model, cfg.revision) + data_fingerprint(items) + bf16 + packed
+    key = hashlib.sha256(key.encode()).hexdigest()
     cache = cache_dir / f"ref_logps_{key[:24]}.pt"
     if cache.is_file():
         ref = torch.load(cache)

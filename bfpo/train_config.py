@@ -64,7 +64,9 @@ class TrainConfig:
     system_prompt: str | None = None  # with a chat template: a system turn first ("" = empty, as the official data)
     sft_loss: str = "response"  # SFT: the loss on the "response" tokens, or on "all" tokens (the official SFT)
     packing: bool = False  # SFT with sft_loss "all": pack examples into max_length sequences (the official SFT)
-    padding_free: bool = False  # forward passes without padding: sequences share rows (bfpo.packing); same logps
+    # forward passes without padding: a micro-batch's sequences end to end in one row, attention kept within
+    # each (bfpo.packing); the padded pass's log-probs within float tolerance, not bit for bit
+    padding_free: bool = True
     compile: bool = False  # torch.compile the model (inductor); where compiling fails, eager, with a warning
     fused_optimizer: bool = False  # AdamW's fused kernel (one pass over all parameters) instead of a loop per tensor
     keep_checkpoints: int = 2  # checkpoints kept (newest first); a damaged one falls back to the one before

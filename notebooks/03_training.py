@@ -60,6 +60,8 @@ accelerate_config = None if profile != "paper" else str(project_path("configs/ac
 # the study profile's precision: smoke "auto" (bf16 where this machine's probe finds native bf16
 # matmuls), cpu "no" (fp32, as its committed results were made)
 precision = study.PROFILES[profile].budget.mixed_precision if profile != "paper" else None
+# smoke: padding-free forward passes (bfpo.packing); cpu: padded, as its committed results were made
+padding_free = study.PROFILES[profile].budget.padding_free if profile != "paper" else None
 results = {"profile": profile, "processes": processes, "sft_steps": sft_steps, "bfpo_steps": bfpo_steps}
 
 # %% [markdown]
@@ -101,6 +103,7 @@ if profile != "paper":
         log_every=5,
         seed=0,
         mixed_precision=precision,
+        padding_free=padding_free,
     )
 else:
     general = data.ultrachat_sft()
@@ -144,6 +147,7 @@ if profile != "paper":
         log_every=5,
         seed=0,
         mixed_precision=precision,
+        padding_free=padding_free,
     )
 else:
     bfpo_cfg = train.TrainConfig.from_yaml(

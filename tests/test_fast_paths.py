@@ -15,28 +15,33 @@ def _sequences(tiny_world, n=12):
     return sequences.micro_batch_sequences(items), tok.pad_token_id
 
 
-def test_rows_are_filled_first_fit_decreasing():
-    assert packing.rows_for([5, 3, 4, 2, 6], 8) == [[4, 3], [0, 1], [2]]
-    assert packing.rows_for([10, 3], 8) == [[0], [1]], "a sequence longer than a row gets its own"
-
-
-def test_packed_rows_restart_positions_and_hold_every_token(tiny_world):
-    seqs, pad = _sequences(tiny_world)
-    packed = packing.pack(seqs, 0, pad)
-    width = max(len(p) + len(r) for p, r in seqs)
-    assert packed.input_ids.shape[1] == width and packed.input_ids.shape[0] < len(seqs)
-    assert packed.tokens == sum(len(p) + len(r) for p, r in seqs)
+def test_packed_row_restarts_positions_and_holds_every_token(tiny_world):
+    seqs, _ = _sequences(tiny_world)
+    packed = packing.pack(seqs)
+    assert packed.input_ids.shape == (1, sum(len(p) + len(r) for p, r in seqs)), "one row, no padding"
+    assert packed.tokens == packed.input_ids.shape[1] and packed.lengths == [len(p) + len(r) for p, r in seqs]
     assert len(packed.targets) == sum(len(r) for _, r in seqs)
     # a scored token sits right after the column that predicts it, in the same sequence
-    assert torch.equal(packed.input_ids[packed.rows, packed.cols + 1], packed.targets)
-    assert (
-        packed.position_ids[packed.rows, packed.cols + 1] == packed.position_ids[packed.rows, packed.cols] + 1
-    ).all()
+    assert torch.equal(packed.input_ids[0, packed.cols + 1], packed.targets)
+    assert (packed.position_ids[0, packed.cols + 1] == packed.position_ids[0, packed.cols] + 1).all()
 
 
-def test_packed_logps_and_gradients_equal_the_padded_ones(tiny_world):
+def test_layout_puts_each_sequence_in_a_row_of_its_own():
+    lay = packing.Layout.of([3, 1, 2], "sdpa", "cpu")
+    assert lay.width == 3 and lay.slot.tolist() == [0, 1, 2, 3, 6, 7]
+    assert lay.causal_mask(torch.float32, "cpu")[0, 0].ne(0).tolist() == [
+        [False, True, True],
+        [False, False, True],
+        [False, False, False],
+    ]
+
+
+@pytest.mark.parametrize("inner", ["sdpa", "eager"])
+def test_packed_logps_and_gradients_equal_the_padded_ones(tiny_world, inner, monkeypatch):
+    """Whichever kernel attends within the re-padded rows (eager on a CPU, SDPA on a GPU)."""
     seqs, pad = _sequences(tiny_world)
     model = models.load_model(tiny_world / "init")
+    monkeypatch.setattr(packing, "inner_kernel", lambda own, device: inner)
     grads = {}
     for padding_free in (False, True):
         model.zero_grad()
@@ -44,8 +49,16 @@ def test_packed_logps_and_gradients_equal_the_padded_ones(tiny_world):
         logps.sum().backward()
         grads[padding_free] = (logps.detach(), n_tok, real, [p.grad.clone() for p in model.parameters()])
     (a, na, ra, ga), (b, nb, rb, gb) = grads[False], grads[True]
-    assert torch.allclose(a, b, atol=1e-4) and torch.equal(na, nb) and ra == rb
+    assert torch.allclose(a, b, atol=1e-4) and torch.equal(na, nb)
+    assert rb == ra, "a packed row holds the padded batch's real tokens, no more"
     assert all(torch.allclose(x, y, atol=1e-4, rtol=1e-3) for x, y in zip(ga, gb, strict=True))
+    assert model.config._attn_implementation == "sdpa", "the model's own kernel is back after the pass"
+
+
+def test_inner_kernel_per_device():
+    assert packing.inner_kernel("sdpa", "cpu") == "eager"
+    assert packing.inner_kernel("sdpa", "cuda") == "sdpa"
+    assert packing.inner_kernel("flash_attention_2", "cuda") is None, "FlashAttention reads packed rows itself"
 
 
 def test_padding_free_training_gives_the_padded_losses(train_variants):
