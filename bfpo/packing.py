@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
-from accelerate.utils import extract_model_from_parallel
 from transformers import AttentionInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
@@ -50,6 +49,7 @@ class Layout:
     row is slot ``slot[t]`` of the flattened [N, S] grid (S the longest sequence)."""
 
     slot: torch.Tensor  # [T]
+    lengths: list[int]
     n: int
     width: int
     inner: str  # the model's attention kernel, run on the [N, H, S, D] rows ("sdpa", "eager", ...)
@@ -59,7 +59,7 @@ class Layout:
     def of(cls, lengths: list[int], inner: str, device) -> Layout:
         width = max(lengths)
         slot = torch.cat([torch.arange(n) + i * width for i, n in enumerate(lengths)])
-        return cls(slot.to(device), len(lengths), width, inner)
+        return cls(slot.to(device), list(lengths), len(lengths), width, inner)
 
     def causal_mask(self, dtype, device) -> torch.Tensor:
         """[1, 1, S, S]: 0 on and below the diagonal, the dtype's lowest value above it."""
@@ -125,12 +125,19 @@ def inner_kernel(model_kernel: str, device) -> str | None:
 @contextmanager
 def varlen(model, lengths: list[int], device):
     """Inside: ``model``'s attention is :func:`varlen_attention` over a row of sequences of
-    ``lengths``; outside, the model's own kernel, untouched (so its saved config never names ours)."""
+    ``lengths``; outside, the model's own kernel, untouched (so its saved config never names ours).
+
+    With activation checkpointing the backward pass runs the forward again, so forward and backward
+    must both sit inside (``bfpo.train`` does that for every micro-batch); :func:`packed_logps`
+    inside an outer ``varlen`` over the same lengths reuses it."""
     global _LAYOUT
-    config = extract_model_from_parallel(model).config
+    config = _unwrapped(model).config
     own = config._attn_implementation
-    if own == VARLEN:
-        raise RuntimeError("packed forward passes cannot be nested")
+    if own == VARLEN:  # already inside, e.g. the trainer's forward-and-backward context
+        if _LAYOUT is None or _LAYOUT.lengths != list(lengths):
+            raise RuntimeError("a packed forward pass inside another one over different sequences")
+        yield
+        return
     inner = inner_kernel(own, device)
     if inner is None:
         yield
@@ -142,9 +149,22 @@ def varlen(model, lengths: list[int], device):
         _LAYOUT, config._attn_implementation = None, own
 
 
+def lengths(sequences: list[tuple[list[int], list[int]]]) -> list[int]:
+    """Tokens of each ``(prompt_ids, response_ids)`` sequence: what :func:`varlen` lays out."""
+    return [len(p) + len(r) for p, r in sequences]
+
+
+def _unwrapped(model):
+    """The model inside DDP's or DeepSpeed's wrapper (``.module``); accelerate's
+    ``extract_model_from_parallel`` does the same at about 1.5 ms a call."""
+    while hasattr(model, "module"):
+        model = model.module
+    return model
+
+
 def pack(sequences: list[tuple[list[int], list[int]]]) -> Packed:
     """``[(prompt_ids, response_ids)]`` end to end in one row, with what :func:`packed_logps` scores."""
-    lengths = [len(p) + len(r) for p, r in sequences]
+    sizes = lengths(sequences)
     ids, pos, cols, targets, seq = [], [], [], [], []
     at = 0
     for i, (p, resp) in enumerate(sequences):
@@ -157,7 +177,7 @@ def pack(sequences: list[tuple[list[int], list[int]]]) -> Packed:
         at += n
     as_long = lambda v: torch.tensor(v, dtype=torch.long)  # noqa: E731
     row = lambda v: as_long(v).unsqueeze(0)  # noqa: E731
-    return Packed(row(ids), row(pos), as_long(cols), as_long(targets), as_long(seq), lengths, len(lengths), at)
+    return Packed(row(ids), row(pos), as_long(cols), as_long(targets), as_long(seq), sizes, len(sizes), at)
 
 
 def packed_logps(model, packed: Packed, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,6 +185,13 @@ def packed_logps(model, packed: Packed, device=None) -> tuple[torch.Tensor, torc
     :func:`bfpo.sequences.sequence_logps` gives them for the padded batch; computed on ``device``
     (default: where ``packed`` is)."""
     device = device or packed.input_ids.device
+    base = _unwrapped(model)
+    if torch.is_grad_enabled() and getattr(base, "is_activation_checkpointing", False):
+        if base.config._attn_implementation != VARLEN and inner_kernel(base.config._attn_implementation, device):
+            raise RuntimeError(
+                "activation checkpointing runs the forward again in the backward pass: call packed_logps and "
+                "backward inside bfpo.packing.varlen(model, packed.lengths, device)"
+            )
     ids, positions, cols = packed.input_ids.to(device), packed.position_ids.to(device), packed.cols.to(device)
     with varlen(model, packed.lengths, device):
         # the LM head only where a response token is predicted: [1, M, V]

@@ -387,7 +387,10 @@ def _step(run: _Run, step: int) -> tuple[dict, int, torch.Tensor | None]:
         mb = [items[i] for i in mb_ids]
         seqs = micro_batch_sequences(mb)
         sync = m == cfg.gradient_accumulation_steps - 1
-        with nullcontext() if sync else accelerator.no_sync(run.model), accelerator.autocast():
+        # padding-free: the packed row's attention layout for the forward and the backward (activation
+        # checkpointing runs the forward again during the backward)
+        packed = packing.varlen(run.model, packing.lengths(seqs), device) if cfg.padding_free else nullcontext()
+        with nullcontext() if sync else accelerator.no_sync(run.model), accelerator.autocast(), packed:
             logps, n_tok, n_real = packing.batch_logps(run.model, seqs, pad, device, cfg.padding_free)
             tokens += n_real
             per_example, batch = _losses(run, mb, mb_ids, logps, n_tok, totals, len(ids))

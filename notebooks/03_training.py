@@ -60,7 +60,7 @@ accelerate_config = None if profile != "paper" else str(project_path("configs/ac
 # the study profile's precision: smoke "auto" (bf16 where this machine's probe finds native bf16
 # matmuls), cpu "no" (fp32, as its committed results were made)
 precision = study.PROFILES[profile].budget.mixed_precision if profile != "paper" else None
-# smoke: padding-free forward passes (bfpo.packing); cpu: padded, as its committed results were made
+# padded batches in both profiles, as in every other run of the study (study.Budget.padding_free says why)
 padding_free = study.PROFILES[profile].budget.padding_free if profile != "paper" else None
 results = {"profile": profile, "processes": processes, "sft_steps": sft_steps, "bfpo_steps": bfpo_steps}
 

@@ -61,11 +61,29 @@ def test_inner_kernel_per_device():
     assert packing.inner_kernel("flash_attention_2", "cuda") is None, "FlashAttention reads packed rows itself"
 
 
-def test_padding_free_training_gives_the_padded_losses(train_variants):
-    runs = train_variants({"padded": {}, "packed": {"padding_free": True}})
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_padding_free_training_gives_the_padded_losses(train_variants, checkpointing):
+    """Also with activation checkpointing, whose backward runs the forward again."""
+    runs = train_variants(
+        {"padded": {"padding_free": False}, "packed": {"padding_free": True}}, gradient_checkpointing=checkpointing
+    )
     (l1, s1), (l2, s2) = runs["padded"], runs["packed"]
     assert s1["tokens"] == s2["tokens"]
     assert l1 == pytest.approx(l2, rel=1e-4, abs=1e-4)
+
+
+def test_packed_backward_under_checkpointing_needs_the_layout(tiny_world):
+    """Outside :func:`packing.varlen` the recomputed forward would attend across sequences: refused."""
+    seqs, _ = _sequences(tiny_world, n=4)
+    model = models.load_model(tiny_world / "init")
+    model.gradient_checkpointing_enable()
+    model.train()
+    with pytest.raises(RuntimeError, match="activation checkpointing"):
+        packing.packed_logps(model, packing.pack(seqs))
+    with packing.varlen(model, packing.lengths(seqs), "cpu"):
+        logps, _ = packing.packed_logps(model, packing.pack(seqs))
+        logps.sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
 @pytest.mark.slow
