@@ -9,6 +9,10 @@ thread count for all three: ``generate`` with its sampling defaults (``do_sample
 tokens as the second from the same seed. tokens/s counts the generated tokens up to each row's end
 (EOS included). Every sampler runs ``--repeats`` times in rounds; the median and the range are
 reported. Results go to ``benchmarks/results/generation.json`` with the CPU model.
+
+Then ``bfpo.models.generate`` (greedy, ``--new-tokens``) on the first ``--prompts`` AlpacaEval
+instructions (``data/``; 14 to 592 tokens, median 43, with this tokenizer), in the order given and
+with ``sort_by_length`` (batches longest first, answers returned in order), timed whole, in rounds.
 """
 
 from __future__ import annotations
@@ -93,12 +97,33 @@ def bench(size: str, args) -> dict:
                 for ids, m in batches:
                     tokens += _counted(fn(ids, m), eos, pad)
                 out[name]["tokens_per_s"].append(tokens / (time.perf_counter() - t0))
+    out["sort_by_length"] = _sorted(model, tok, args)
     ours = out["bfpo_sampling"]["tokens_per_s"]
     out["speedups"] = {
         f"bfpo_sampling_vs_{name}": _spread([a / b for a, b in zip(ours, out[name]["tokens_per_s"], strict=True)])
         for name in ("generate_defaults", "generate_as_bfpo")
     }
     return out
+
+
+def _sorted(model, tok, args) -> dict:
+    """Seconds to answer AlpacaEval instructions greedily, as given and sorted by length, per repeat."""
+    from bfpo import data, models
+
+    prompts = [r["instruction"] for _, r in data.read_jsonl(data.data_file(ALPACA))][: args.prompts]
+    out = {"as_given": [], "sorted": []}
+    for _ in range(args.repeats):
+        for name, flag in (("as_given", False), ("sorted", True)):
+            t0 = time.perf_counter()
+            models.generate(
+                model, tok, prompts, 1, args.new_tokens, 0.0, batch_size=args.batch_size, sort_by_length=flag
+            )
+            out[name].append(time.perf_counter() - t0)
+    out["speedup"] = _spread([a / b for a, b in zip(out["as_given"], out["sorted"], strict=True)])
+    return out
+
+
+ALPACA = "alpaca_eval_text_davinci_003_500.jsonl"
 
 
 def main(argv=None) -> int:
@@ -126,6 +151,12 @@ def main(argv=None) -> int:
             print(f"{size:6} {name:20} {t['median']:6.0f} tokens/s [{t['min']:.0f}-{t['max']:.0f}]")
         for pair, sp in r["speedups"].items():
             print(f"{size:6} {pair:36} {sp['median']:.2f}x [{sp['min']:.2f}-{sp['max']:.2f}]")
+        srt = r["sort_by_length"]
+        given, ordered, sp = _spread(srt["as_given"]), _spread(srt["sorted"]), srt["speedup"]
+        print(
+            f"{size:6} AlpacaEval greedy: as given {given['median']:.1f} s, "
+            f"sorted by length {ordered['median']:.1f} s: {sp['median']:.2f}x [{sp['min']:.2f}-{sp['max']:.2f}]"
+        )
     return 0
 
 

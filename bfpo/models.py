@@ -181,12 +181,17 @@ def generate(
     batch_size: int = 64,
     top_p: float = 1.0,
     chat: bool = True,
+    sort_by_length: bool = False,
 ) -> list[list[str]]:
     """``samples_per_prompt`` sampled responses per prompt (greedy when ``temperature`` is 0).
 
     Each prompt is a user turn (:func:`format_prompt`), or with ``chat=False`` the text to continue
     as it is (after a BOS), as lm-eval's generation tasks give it. Prompts are left-padded so that
-    every row's generation starts at the same position.
+    every row's generation starts at the same position. ``sort_by_length`` batches the prompts
+    longest first, so that a batch pads to similar lengths (worth it when lengths vary and the
+    prompts fill several batches); the answers come back in the prompts' order. Greedy answers are
+    the same up to float-level effects of the padding; sampled ones are other draws from the same
+    seed, since rows meet the random stream in another order.
     """
     if temperature < 0:
         raise ValueError(f"temperature: must be >= 0, got {temperature}")
@@ -195,6 +200,11 @@ def generate(
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     texts = [format_prompt(p, tokenizer) if chat else p for p in prompts for _ in range(samples_per_prompt)]
+    order = list(range(len(texts)))
+    if sort_by_length:
+        lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False).input_ids] if texts else []
+        order.sort(key=lambda i: -lengths[i])
+        texts = [texts[i] for i in order]
     outputs = []
     try:
         for start in range(0, len(texts), batch_size):
@@ -217,6 +227,9 @@ def generate(
             outputs += tokenizer.batch_decode(new, skip_special_tokens=True)
     finally:
         tokenizer.padding_side = side
+    in_order = [""] * len(outputs)
+    for i, out in zip(order, outputs, strict=True):
+        in_order[i] = out
     return [
-        [o.strip() for o in outputs[i : i + samples_per_prompt]] for i in range(0, len(outputs), samples_per_prompt)
+        [o.strip() for o in in_order[i : i + samples_per_prompt]] for i in range(0, len(in_order), samples_per_prompt)
     ]

@@ -36,9 +36,11 @@ def test_layout_puts_each_sequence_in_a_row_of_its_own():
     ]
 
 
-@pytest.mark.parametrize("inner", ["sdpa", "eager"])
+@pytest.mark.parametrize("inner", ["sdpa", "eager", None])
 def test_packed_logps_and_gradients_equal_the_padded_ones(tiny_world, inner, monkeypatch):
-    """Whichever kernel attends within the re-padded rows (eager on a CPU, SDPA on a GPU)."""
+    """Whichever kernel attends within the re-padded rows (eager on a CPU, SDPA on a GPU), or none
+    (as for FlashAttention: the row goes to the model as it is, and ``transformers`` reads the
+    sequence boundaries from the position ids)."""
     seqs, pad = _sequences(tiny_world)
     model = models.load_model(tiny_world / "init")
     monkeypatch.setattr(packing, "inner_kernel", lambda own, device: inner)

@@ -49,3 +49,22 @@ def test_generate_samples_with_and_without_nucleus(tiny_world):
     assert lean == models.generate(model, tok, ["tell me about cats"], 3, max_new_tokens=8, seed=1)
     nucleus = models.generate(model, tok, ["tell me about cats"], 3, max_new_tokens=8, seed=1, top_p=0.9)
     assert len(lean[0]) == len(nucleus[0]) == 3
+
+
+def test_sorted_batches_give_each_prompt_its_own_answers(tiny_world):
+    """Prompts batched longest first come back in their order: greedy answers equal the unsorted ones,
+    and a prompt's sampled answers keep their count and place."""
+    tok, model = models.load_tokenizer(tiny_world / "init"), models.load_model(tiny_world / "init")
+    prompts = [
+        "x",
+        "walk me through baking bread, step by step, and then tell me about cats",
+        "hi",
+        "how do i pick a lock",
+    ]
+    kw = dict(max_new_tokens=8, temperature=0.0, batch_size=2)
+    plain = models.generate(model, tok, prompts, 2, **kw)
+    assert models.generate(model, tok, prompts, 2, sort_by_length=True, **kw) == plain
+    one_by_one = [models.generate(model, tok, [p], 1, max_new_tokens=8, temperature=0.0)[0][0] for p in prompts]
+    assert [answers[0] for answers in plain] == one_by_one
+    sampled = models.generate(model, tok, prompts, 3, max_new_tokens=8, seed=1, batch_size=2, sort_by_length=True)
+    assert [len(a) for a in sampled] == [3] * 4

@@ -235,6 +235,7 @@ def run_gen_task(
             top_p=dec.top_p,
             seed=seed,
             batch_size=batch_size,
+            sort_by_length=True,  # benchmark prompts vary in length: batches pad less
         )
     ]
     harmless = judge.harmless(texts, responses)

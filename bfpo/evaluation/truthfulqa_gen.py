@@ -128,6 +128,7 @@ def run(model, tokenizer, limit=None, max_new_tokens=256, data_dir=None, batch_s
         max_new_tokens=max_new_tokens,
         temperature=0.0,
         batch_size=batch_size,
+        sort_by_length=True,
         chat=False,
     )
     answers = [a[0].split(STOP)[0].strip() for a in answers]

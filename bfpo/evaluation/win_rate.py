@@ -65,7 +65,10 @@ def run_alpaca_eval(model, tokenizer, judge, limit=None, max_new_tokens=64, data
     rows = rows[:limit] if limit else rows
     prompts = [p for p, _ in rows]
     outputs = [
-        g[0] for g in models.generate(model, tokenizer, prompts, 1, max_new_tokens=max_new_tokens, temperature=0.0)
+        g[0]
+        for g in models.generate(
+            model, tokenizer, prompts, 1, max_new_tokens=max_new_tokens, temperature=0.0, sort_by_length=True
+        )
     ]
     prefs = judge.preference(prompts, outputs, [ref for _, ref in rows])
     return {
