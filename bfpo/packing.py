@@ -5,7 +5,7 @@ every matmul on nothing (about a quarter on SafeHelp pairs). Here the N sequence
 end in a single row of T = sum of their lengths, so the projections, the MLPs and the norms run on
 the real tokens only. Position ids restart at 0 for every sequence (rotary embeddings as in the
 padded pass). Attention is the one place where sequences must stay apart: :func:`varlen_attention`
-(a ``transformers`` attention function, active only inside :func:`packed_logps`) copies each
+(a ``transformers`` attention function, active only inside :func:`varlen`) copies each
 sequence's queries, keys and values into a row of its own, runs a causal kernel (eager attention on
 a CPU, the model's own elsewhere: :func:`inner_kernel`) on those [N, H, S, D] rows and copies the
 real positions back, so attention costs what it costs padded and nothing more. The LM head runs only on
@@ -52,7 +52,7 @@ class Layout:
     lengths: list[int]
     n: int
     width: int
-    inner: str  # the model's attention kernel, run on the [N, H, S, D] rows ("sdpa", "eager", ...)
+    inner: str  # the attention kernel run on the [N, H, S, D] rows ("eager", "sdpa", ...: inner_kernel)
     masks: dict = field(default_factory=dict)  # eager attention's additive causal mask, per dtype
 
     @classmethod
@@ -69,7 +69,7 @@ class Layout:
         return self.masks[dtype]
 
 
-_LAYOUT: Layout | None = None  # set by :func:`varlen` for the duration of one forward pass
+_LAYOUT: Layout | None = None  # set by :func:`varlen` for one packed forward (and, in training, its backward)
 
 
 def varlen_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -82,7 +82,7 @@ def varlen_attention(module, query, key, value, attention_mask, scaling=None, dr
     no scatter-add on the way back."""
     lay = _LAYOUT
     if lay is None:
-        raise RuntimeError(f"the {VARLEN!r} attention runs only inside bfpo.packing.packed_logps")
+        raise RuntimeError(f"the {VARLEN!r} attention runs only inside bfpo.packing.varlen")
 
     def to_rows(x):  # [1, h, T, D] -> [N, h, S, D]
         _, h, _, d = x.shape
@@ -102,10 +102,13 @@ def varlen_attention(module, query, key, value, attention_mask, scaling=None, dr
 
 
 def _eager(module):
-    """The eager attention of the module's model family (it takes an additive mask)."""
+    """The eager attention of the module's model family (it takes an additive mask), or Llama's."""
     import importlib
 
-    return importlib.import_module(type(module).__module__).eager_attention_forward
+    from transformers.models.llama.modeling_llama import eager_attention_forward
+
+    family = importlib.import_module(type(module).__module__)
+    return getattr(family, "eager_attention_forward", eager_attention_forward)
 
 
 AttentionInterface.register(VARLEN, varlen_attention)
