@@ -91,11 +91,11 @@ def varlen_attention(module, query, key, value, attention_mask, scaling=None, dr
         return grid.view(lay.n, lay.width, h, d).transpose(1, 2)
 
     q, k, v = to_rows(query), to_rows(key), to_rows(value)
-    kernel = ALL_ATTENTION_FUNCTIONS[lay.inner] if lay.inner != "eager" else _eager(module)
-    if lay.inner == "eager":
+    if lay.inner == "eager":  # an additive causal mask
         mask = lay.causal_mask(q.dtype, q.device)
-        out, _ = kernel(module, q, k, v, mask, scaling=scaling, dropout=dropout)
+        out, _ = _eager(module)(module, q, k, v, mask, scaling=scaling, dropout=dropout)
     else:
+        kernel = ALL_ATTENTION_FUNCTIONS[lay.inner]
         out, _ = kernel(module, q, k, v, None, scaling=scaling, dropout=dropout, is_causal=True)
     # out: [N, S, H, D] -> the real positions, in the row's order: [1, T, H, D]
     return out.reshape(lay.n * lay.width, *out.shape[2:]).index_select(0, lay.slot).unsqueeze(0), None
@@ -189,8 +189,10 @@ def packed_logps(model, packed: Packed, device=None) -> tuple[torch.Tensor, torc
     (default: where ``packed`` is)."""
     device = device or packed.input_ids.device
     base = _unwrapped(model)
-    if torch.is_grad_enabled() and getattr(base, "is_activation_checkpointing", False):
-        if base.config._attn_implementation != VARLEN and inner_kernel(base.config._attn_implementation, device):
+    own = base.config._attn_implementation
+    # outside a layout (the trainer's is already set): walking the modules for checkpointing only then
+    if own != VARLEN and torch.is_grad_enabled() and inner_kernel(own, device):
+        if getattr(base, "is_activation_checkpointing", False):
             raise RuntimeError(
                 "activation checkpointing runs the forward again in the backward pass: call packed_logps and "
                 "backward inside bfpo.packing.varlen(model, packed.lengths, device)"
