@@ -188,6 +188,9 @@ def method_config(method: Method, base: dict, pairs, buffer, work_dir) -> train.
 # What a trained model prefers: implicit-reward margins on the original pairs
 # ---------------------------------------------------------------------------------------------
 
+_reference_memo: dict[tuple, torch.Tensor] = {}
+
+
 @torch.no_grad()
 def implicit_margins(model_dir, ref_dir, pairs: datasets.Dataset, beta: float, max_length: int = 128) -> dict:
     """Mean beta * h_pi per label combination of ``pairs`` (helpfulness order), h_pi the log-ratio difference
@@ -198,11 +201,16 @@ def implicit_margins(model_dir, ref_dir, pairs: datasets.Dataset, beta: float, m
     tok = models.load_tokenizer(model_dir)
     items, _ = sequences.tokenize(pairs.to_list(), tok, sequences.Encoding(max_length=max_length), "preference")
     acc = Accelerator(cpu=True)
-    logps = {
-        name: sequences.reference_logps(models.load_model(path), items, 64, acc, tok.pad_token_id, desc=name)
-        for name, path in (("policy", model_dir), ("reference", ref_dir))
-    }
-    h_pi = (logps["policy"][:, 0] - logps["reference"][:, 0]) - (logps["policy"][:, 1] - logps["reference"][:, 1])
+    pad = tok.pad_token_id
+    policy = sequences.reference_logps(models.load_model(model_dir), items, 64, acc, pad, desc="policy")  # [n, 2]
+    # the reference's log-probs are the same for every method trained from it: computed once per process
+    key = (sequences.model_fingerprint(str(ref_dir), None), sequences.data_fingerprint(items), pad)
+    if key not in _reference_memo:
+        _reference_memo[key] = sequences.reference_logps(
+            models.load_model(ref_dir), items, 64, acc, pad, desc="reference"
+        )
+    ref = _reference_memo[key]
+    h_pi = (policy[:, 0] - ref[:, 0]) - (policy[:, 1] - ref[:, 1])
     combo = [f"{'safe' if s[0] else 'unsafe'}>{'safe' if s[1] else 'unsafe'}" for s in (it["safe"] for it in items)]
     out = {}
     for name in labels.COMBINATIONS:

@@ -169,6 +169,17 @@ def select_trainable(model, patterns: list[str] | None) -> tuple[int, int]:
     return count_parameters(model)
 
 
+def prompt_room(model, max_new_tokens: int) -> int:
+    """How many prompt tokens fit before ``max_new_tokens`` in the model's context
+    (``max_position_embeddings``, else lm-eval's default 2048); a clear error when none do."""
+    context = getattr(model.config, "max_position_embeddings", None) or 2048
+    if max_new_tokens >= context:
+        raise ValueError(
+            f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's context of {context} positions"
+        )
+    return context - max_new_tokens
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -192,9 +203,15 @@ def generate(
     prompts fill several batches); the answers come back in the prompts' order. Greedy answers are
     the same up to float-level effects of the padding; sampled ones are other draws from the same
     seed, since rows meet the random stream in another order.
+
+    A prompt too long for the model's context to leave room for the answer keeps its last
+    ``max_position_embeddings - max_new_tokens`` tokens, as lm-eval's ``generate_until`` truncates
+    contexts (``left_truncate_len``; log-likelihoods keep their end too, :mod:`bfpo.evaluation.loglik`):
+    positions past the context were never trained, and they cost the whole batch attention and cache.
     """
     if temperature < 0:
         raise ValueError(f"temperature: must be >= 0, got {temperature}")
+    room = prompt_room(model, max_new_tokens)
     model.eval()
     torch.manual_seed(seed)
     side = tokenizer.padding_side
@@ -214,7 +231,7 @@ def generate(
                 bos = torch.full((len(chunk), 1), tokenizer.bos_token_id)
                 enc["input_ids"] = torch.cat([bos, enc["input_ids"]], 1)
                 enc["attention_mask"] = torch.cat([torch.ones_like(bos), enc["attention_mask"]], 1)
-            enc = {k: v.to(model.device) for k, v in enc.items()}
+            enc = {k: v[:, -room:].to(model.device) for k, v in enc.items()}  # [b, <= room]
             ids, mask = enc["input_ids"], enc["attention_mask"]
             pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
             if top_p >= 1.0:  # the lean loop: the same tokens as generate() draws, faster (bfpo.sampling)

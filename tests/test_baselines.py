@@ -8,7 +8,7 @@ import datasets
 import pytest
 import torch
 
-from bfpo import baselines, cards, checkpoints, compute, curves, data, models, ppo, runs, safe_rlhf, train
+from bfpo import baselines, cards, checkpoints, compute, curves, data, models, ppo, runs, safe_rlhf, sequences, train
 from bfpo import toyworld as tw
 
 # --- label views --------------------------------------------------------------------------------
@@ -433,3 +433,20 @@ def test_cost_pairs_in_the_given_harm_order_are_all_kept(pairs):
     assert len(safe_rlhf.score_pairs(rows, "cost")) < len(rows), "from labels, safe/safe pairs say nothing"
     with pytest.raises(ValueError, match="harm_order"):
         safe_rlhf.score_pairs(rows, "cost", harm_order="vibes")
+
+
+def test_the_reference_of_the_margins_is_computed_once(trained, tiny_world, monkeypatch):
+    """Every method's margins share the start's log-probs: a second model against the same start and
+    pairs does not run the reference again, and gives the margins it gave before."""
+    pairs = data.load(tiny_world / "pairs")
+    root = trained["_root"]
+    first = baselines.implicit_margins(
+        root / "dpo_mix" / "run" / "model", tiny_world / "init", pairs, beta=0.5, max_length=64
+    )
+    calls = []
+    real = sequences.reference_logps
+    monkeypatch.setattr(sequences, "reference_logps", lambda *a, **k: calls.append(k.get("desc")) or real(*a, **k))
+    again = baselines.implicit_margins(
+        root / "dpo_mix" / "run" / "model", tiny_world / "init", pairs, beta=0.5, max_length=64
+    )
+    assert calls == ["policy"] and again == first == trained["dpo_mix"]

@@ -68,3 +68,26 @@ def test_sorted_batches_give_each_prompt_its_own_answers(tiny_world):
     assert [answers[0] for answers in plain] == one_by_one
     sampled = models.generate(model, tok, prompts, 3, max_new_tokens=8, seed=1, batch_size=2, sort_by_length=True)
     assert [len(a) for a in sampled] == [3] * 4
+
+
+def test_prompts_longer_than_the_context_keep_their_end(tiny_world, monkeypatch):
+    """As lm-eval's generate_until: a prompt keeps its last max_position_embeddings - max_new_tokens
+    tokens (the model never saw positions past its context); shorter prompts are left as they are."""
+    tok, model = models.load_tokenizer(tiny_world / "init"), models.load_model(tiny_world / "init")
+    context, new = model.config.max_position_embeddings, 8
+    long_prompt = "tell me about cats and dogs and birds " * 40
+    full = tok(models.format_prompt(long_prompt, tok), add_special_tokens=False).input_ids
+    assert len(full) + 1 > context, "the test needs a prompt longer than the context"
+    seen = []
+    real_sample = sampling.sample
+    monkeypatch.setattr(
+        sampling, "sample", lambda model, ids, mask, *a: seen.append((ids, mask)) or real_sample(model, ids, mask, *a)
+    )
+    models.generate(model, tok, [long_prompt, "hi"], 1, max_new_tokens=new, temperature=0.0)
+    ids, mask = seen[0]
+    assert ids.shape[1] == context - new
+    assert ids[0].tolist() == full[-(context - new) :], "the long prompt keeps its end"
+    short = tok(models.format_prompt("hi", tok), add_special_tokens=False).input_ids
+    assert ids[1][mask[1].bool()].tolist()[-len(short) :] == short, "a short prompt is whole"
+    with pytest.raises(ValueError, match="no room for a prompt"):
+        models.generate(model, tok, ["hi"], 1, max_new_tokens=context, temperature=0.0)
