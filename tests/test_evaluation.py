@@ -12,6 +12,7 @@ import torch
 from bfpo import data, evaluation, models
 from bfpo.errors import BadInput
 from bfpo.evaluation import Doc
+from bfpo.evaluation.run import GENERATION_VERSION
 
 # --- metrics by hand --------------------------------------------------------------------------
 
@@ -263,6 +264,8 @@ def test_evaluate_is_cached_and_tidy(tiny_world, tmp_path):
     tasks = ["ethics_cm", "xstest"]
     first = evaluation.evaluate(tiny_world / "init", tasks, limit=6, cache_dir=tmp_path, progress=False)
     assert len(list(tmp_path.glob("*.json"))) == 2
+    # generated answers carry the version of how they were made: older ones are made again
+    assert [p.name.endswith(f"-gen{GENERATION_VERSION}.json") for p in tmp_path.glob("*xstest*")] == [True]
     again = evaluation.evaluate(tiny_world / "init", tasks, limit=6, cache_dir=tmp_path, progress=False)
     assert again == json.loads(json.dumps(first))
     rows = evaluation.tidy(first, "init")

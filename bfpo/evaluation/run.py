@@ -141,6 +141,11 @@ def check_request(
     configs.require_model(str(model_path), where, "model")
 
 
+GENERATION_VERSION = 2
+"""Part of a generated answer's cache key, raised when the way answers are made changes (2: a prompt
+keeps the last tokens that fit the model's context, :func:`bfpo.models.generate`)."""
+
+
 def evaluate(
     model_path,
     tasks: list[str],
@@ -188,6 +193,8 @@ def evaluate(
             key += f"-bos_{bos_rule}"
         if task in GEN_TASKS and decoding != "greedy":  # truthfulqa_gen always decodes as lm-eval: greedy
             key += f"-dec_{decoding}"
+        if task not in MC_TASKS:  # answers made before prompts were cut to the context are not reused
+            key += f"-gen{GENERATION_VERSION}"
         cache = Path(cache_dir) / f"{key}.json" if cache_dir else None
         if cache and cache.is_file():
             results.append(json.loads(cache.read_text()))
