@@ -174,7 +174,7 @@ def prompt_room(model, max_new_tokens: int) -> int:
     (``max_position_embeddings``, else lm-eval's default 2048); a clear error when none do."""
     context = getattr(model.config, "max_position_embeddings", None) or 2048
     if max_new_tokens >= context:
-        raise ValueError(
+        raise BadInput(
             f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's context of {context} positions"
         )
     return context - max_new_tokens

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from bfpo import models, sampling
+from bfpo.errors import BadInput
 
 
 @pytest.fixture(scope="module")
@@ -89,5 +90,5 @@ def test_prompts_longer_than_the_context_keep_their_end(tiny_world, monkeypatch)
     assert ids[0].tolist() == full[-(context - new) :], "the long prompt keeps its end"
     short = tok(models.format_prompt("hi", tok), add_special_tokens=False).input_ids
     assert ids[1][mask[1].bool()].tolist()[-len(short) :] == short, "a short prompt is whole"
-    with pytest.raises(ValueError, match="no room for a prompt"):
+    with pytest.raises(BadInput, match="no room for a prompt"):
         models.generate(model, tok, ["hi"], 1, max_new_tokens=context, temperature=0.0)
