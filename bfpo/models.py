@@ -169,10 +169,15 @@ def select_trainable(model, patterns: list[str] | None) -> tuple[int, int]:
     return count_parameters(model)
 
 
+def context_length(model) -> int:
+    """The model's context in positions: ``max_position_embeddings``, else lm-eval's default 2048."""
+    return getattr(model.config, "max_position_embeddings", None) or 2048
+
+
 def prompt_room(model, max_new_tokens: int) -> int:
     """How many prompt tokens fit before ``max_new_tokens`` in the model's context
-    (``max_position_embeddings``, else lm-eval's default 2048); a clear error when none do."""
-    context = getattr(model.config, "max_position_embeddings", None) or 2048
+    (:func:`context_length`); a clear error when none do."""
+    context = context_length(model)
     if max_new_tokens >= context:
         raise BadInput(
             f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's context of {context} positions"

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from bfpo import models
+
 
 @dataclass(frozen=True)
 class Request:
@@ -85,7 +87,7 @@ def loglikelihoods(
     Requests are scored longest first so each batch pads little; a sequence longer than
     ``max_length`` (default: the model's context) keeps its end, as lm-eval does.
     """
-    max_length = max_length or getattr(model.config, "max_position_embeddings", 2048)
+    max_length = max_length or models.context_length(model)
     encoded = [encode_request(tokenizer, r, bos_rule) for r in requests]
     order = sorted(range(len(encoded)), key=lambda i: -(len(encoded[i][0]) + len(encoded[i][1])))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
