@@ -19,6 +19,7 @@ GPUs run without the copies).
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -93,7 +94,7 @@ def varlen_attention(module, query, key, value, attention_mask, scaling=None, dr
     q, k, v = to_rows(query), to_rows(key), to_rows(value)
     if lay.inner == "eager":  # an additive causal mask
         mask = lay.causal_mask(q.dtype, q.device)
-        out, _ = _eager(module)(module, q, k, v, mask, scaling=scaling, dropout=dropout)
+        out, _ = _eager(type(module))(module, q, k, v, mask, scaling=scaling, dropout=dropout)
     else:
         kernel = ALL_ATTENTION_FUNCTIONS[lay.inner]
         out, _ = kernel(module, q, k, v, None, scaling=scaling, dropout=dropout, is_causal=True)
@@ -101,13 +102,15 @@ def varlen_attention(module, query, key, value, attention_mask, scaling=None, dr
     return out.reshape(lay.n * lay.width, *out.shape[2:]).index_select(0, lay.slot).unsqueeze(0), None
 
 
-def _eager(module):
-    """The eager attention of the module's model family (it takes an additive mask), or Llama's."""
+@functools.cache
+def _eager(attention_class):
+    """The eager attention of the attention module's model family (it takes an additive mask), or
+    Llama's; looked up once per class, not on every layer's call."""
     import importlib
 
     from transformers.models.llama.modeling_llama import eager_attention_forward
 
-    family = importlib.import_module(type(module).__module__)
+    family = importlib.import_module(attention_class.__module__)
     return getattr(family, "eager_attention_forward", eager_attention_forward)
 
 
