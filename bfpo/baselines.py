@@ -145,6 +145,8 @@ METHODS: dict[str, Method] = {
         ),
         Method("ulma", "ULMA", "pointwise_binary", "ulma", overrides={"length_normalize": True}),
         Method("bfpo", "BFPO", "helpfulness", "bfpo"),
+        # the safety transform (the safe response of a mixed pair wins) happens inside the loss
+        Method("safedpo", "SafeDPO", "helpfulness", "safedpo"),
     )
 }
 """Every method the trainer runs; Safe RLHF (``"safe_rlhf"``) runs through :mod:`bfpo.safe_rlhf`."""

@@ -1,4 +1,4 @@
-"""Preference and reward-model losses of BFPO, DPO, IPO, ULMA and Safe RLHF.
+"""Preference and reward-model losses of BFPO, DPO, IPO, SafeDPO, ULMA and Safe RLHF.
 
 Every loss is a pure function. Inputs are per-sequence log-probabilities **summed over
 response tokens** (shape ``[B]``) unless a docstring says otherwise; outputs are
@@ -207,6 +207,39 @@ def ipo_loss(
     return (h_pi - 1.0 / (2.0 * beta)) ** 2  # L_IPO = (h_pi - 1 / (2 beta))^2
 
 
+def safedpo_loss(
+    chosen_logps: Tensor,
+    rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    chosen_safe,
+    rejected_safe,
+    beta: float,
+    safety_margin: float = 2.0,
+) -> Tensor:
+    """SafeDPO (Kim et al., ICLR 2026, arXiv 2505.20065, the SafeDPO objective): DPO on the
+    safety-transformed pair, with a safety margin Delta where the pair's safety labels differ.
+
+    ``chosen`` is the more helpful response y_w; h_w, h_l are the harm indicators (1 - safe). The
+    transform swaps a pair whose helpful response is unsafe and the other safe, so the safe one wins:
+    (y_tw, y_tl) = (y_l, y_w) if h_w > h_l else (y_w, y_l). Then
+
+        L = -log sigma( beta * h_pi(y_tw, y_tl) - (h_tl - h_tw) * Delta ),   shape [B]
+
+    with h_pi(y_tw, y_tl) = -h_pi(y_w, y_l) for a swapped pair. (h_tl - h_tw) is 1 when the two
+    labels differ (the transformed winner is the safe one) and 0 otherwise.
+    """
+    _check_positive("beta", beta)
+    _check_positive("safety_margin", safety_margin)
+    h_pi = log_ratio_difference(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    chosen_safe = _check_labels("chosen_safe", chosen_safe, h_pi)
+    rejected_safe = _check_labels("rejected_safe", rejected_safe, h_pi)
+    swap = (1 - chosen_safe) * rejected_safe  # h_w > h_l: the helpful response is the unsafe one
+    h_t = torch.where(swap.bool(), -h_pi, h_pi)  # h_pi(y_tw, y_tl)
+    differ = (chosen_safe - rejected_safe).abs()  # h_tl - h_tw after the transform: 1 or 0
+    return -F.logsigmoid(beta * h_t - differ * safety_margin)  # -log sigma(beta h_t - (h_tl - h_tw) Delta)
+
+
 # ----------------------------------------------------------------------------- ULMA / SFT
 
 
@@ -328,6 +361,7 @@ LOSSES: dict[str, Callable[..., Tensor]] = {
     "bfpo": bfpo_loss,
     "dpo": dpo_loss,
     "ipo": ipo_loss,
+    "safedpo": safedpo_loss,
     "pointwise_dpo": pointwise_dpo_loss,
     "ulma": ulma_loss,
     "sft": sft_loss,

@@ -27,7 +27,13 @@ def _ipo(b, cfg):
     return losses.ipo_loss(*b.logps4, beta=cfg.beta)
 
 
-PAIR_LOSSES = {"bfpo": _bfpo, "dpo": _dpo, "ipo": _ipo}
+def _safedpo(b, cfg):
+    return losses.safedpo_loss(
+        *b.logps4, b.chosen_safe, b.rejected_safe, beta=cfg.beta, safety_margin=cfg.safety_margin
+    )
+
+
+PAIR_LOSSES = {"bfpo": _bfpo, "dpo": _dpo, "ipo": _ipo, "safedpo": _safedpo}
 """Loss name -> ``f(batch, config) -> per-example losses [b]``. Baselines add theirs here."""
 
 
@@ -65,7 +71,6 @@ class PointBatch:
     ref_logps: torch.Tensor  # [b]
     labels: torch.Tensor  # [b] z: 1 good, 0 bad (or a score in [0, 1])
     tokens: torch.Tensor  # [b] response lengths
-
 
 
 def logged(cfg, batch, n_tok) -> dict[str, torch.Tensor]:

@@ -10,6 +10,11 @@ The path checked here (BFPO paper, Sec. 3 and Appendix B):
 4. the supervised loss (h_pi - g / tau)^2, minimised by gradient descent over a softmax
    policy, reaches pi*                                         -> :func:`fit_policy`
 
+and beside it SafeDPO's (arXiv 2505.20065): the safety-constrained objective
+max_pi E[r(y)] - tau KL(pi || pi_ref) subject to pi(y) = 0 for every unsafe y has the optimum
+pi*_safe(y) = pi_ref(y) exp(r(y) / tau) I_safe(y) / Z          -> :func:`safe_optimal_policy`
+which the SafeDPO loss on Bradley-Terry preferences of r reaches    -> :func:`preference_pairs`
+
 Everything runs in float64 on tensors of shape [K] (K responses).
 """
 
@@ -85,6 +90,13 @@ def optimal_policy(ref_probs: Tensor, rewards: Tensor, tau: float) -> Tensor:
     return torch.softmax(ref_probs.log() + rewards / tau, dim=-1)
 
 
+def safe_optimal_policy(ref_probs: Tensor, rewards: Tensor, safe: Tensor, tau: float) -> Tensor:
+    """pi*_safe(y) = pi_ref(y) exp(r(y) / tau) I_safe(y) / Z: the optimum of the KL-regularised objective
+    with the reward r_c(y) = r(y) for a safe y and -inf for an unsafe one (SafeDPO, arXiv 2505.20065)."""
+    logits = ref_probs.log() + rewards / tau
+    return torch.softmax(logits.masked_fill(safe == 0, float("-inf")), dim=-1)
+
+
 def maximise_objective(bandit: Bandit, rewards: Tensor, tau: float, steps: int = 3000, lr: float = 0.1) -> Tensor:
     """Maximise J(pi) directly by gradient ascent on softmax logits (no closed form used)."""
     logits = bandit.ref_logps.clone().requires_grad_()
@@ -116,6 +128,7 @@ class Pairs:
     rejected: Tensor  # [P] long
     chosen_safe: Tensor  # [P]
     rejected_safe: Tensor  # [P]
+    weight: Tensor | None = None  # [P] how often the pair is seen with this order (None: equally)
 
 
 def helpfulness_pairs(bandit: Bandit) -> Pairs:
@@ -137,6 +150,16 @@ def safety_pairs(bandit: Bandit) -> Pairs:
     return _pairs(bandit, idx)
 
 
+def preference_pairs(bandit: Bandit, rewards: Tensor) -> Pairs:
+    """Every ordered pair (i, j), i != j, weighted by the Bradley-Terry probability that a labeller
+    prefers y_i: p(y_i > y_j) = sigma(r_i - r_j). A weighted mean over these pairs is the population
+    loss of a preference data set whose helpfulness labels come from the reward ``rewards`` [K]."""
+    idx = [(i, j) for i in range(len(bandit.names)) for j in range(len(bandit.names)) if i != j]
+    pairs = _pairs(bandit, idx)
+    weight = torch.sigmoid(rewards[pairs.chosen] - rewards[pairs.rejected])  # p(y_i > y_j) = sigma(r_i - r_j)
+    return Pairs(pairs.chosen, pairs.rejected, pairs.chosen_safe, pairs.rejected_safe, weight)
+
+
 def _pairs(bandit: Bandit, idx: list[tuple[int, int]]) -> Pairs:
     chosen = torch.tensor([i for i, _ in idx])
     rejected = torch.tensor([j for _, j in idx])
@@ -144,7 +167,8 @@ def _pairs(bandit: Bandit, idx: list[tuple[int, int]]) -> Pairs:
 
 
 def pair_loss(name: str, logps: Tensor, ref_logps: Tensor, pairs: Pairs, tau: float, **kwargs) -> Tensor:
-    """Mean of a pairwise loss of the registry over ``pairs`` for a policy with ``logps`` [K]."""
+    """Mean (weighted by ``pairs.weight``) of a pairwise loss of the registry over ``pairs`` for a
+    policy with ``logps`` [K]."""
     args = dict(
         chosen_logps=logps[pairs.chosen],
         rejected_logps=logps[pairs.rejected],
@@ -152,20 +176,30 @@ def pair_loss(name: str, logps: Tensor, ref_logps: Tensor, pairs: Pairs, tau: fl
         ref_rejected_logps=ref_logps[pairs.rejected],
         beta=tau,
     )
-    if name == "bfpo":
+    if name in ("bfpo", "safedpo"):
         args.update(chosen_safe=pairs.chosen_safe, rejected_safe=pairs.rejected_safe)
-    return losses.get(name)(**args, **kwargs).mean()
+    per_pair = losses.get(name)(**args, **kwargs)
+    if pairs.weight is None:
+        return per_pair.mean()
+    return (pairs.weight * per_pair).sum() / pairs.weight.sum()
 
 
 def fit_policy(
-    bandit: Bandit, name: str, pairs: Pairs, tau: float, steps: int = 3000, lr: float = 0.05, **kwargs
+    bandit: Bandit,
+    name: str,
+    pairs: Pairs,
+    tau: float,
+    steps: int = 3000,
+    lr: float = 0.05,
+    adam: bool = False,
+    **kwargs,
 ) -> tuple[Tensor, list[float]]:
-    """Gradient descent on a pairwise loss over softmax logits, starting at pi_ref.
+    """Gradient descent (SGD, or Adam with ``adam``) on a pairwise loss over softmax logits, from pi_ref.
 
     Returns the final log-probs [K] and the loss after every step.
     """
     logits = bandit.ref_logps.clone().requires_grad_()
-    opt = torch.optim.SGD([logits], lr=lr)
+    opt = (torch.optim.Adam if adam else torch.optim.SGD)([logits], lr=lr)
     trace = []
     for _ in range(steps):
         opt.zero_grad()

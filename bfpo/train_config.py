@@ -31,6 +31,7 @@ class TrainConfig:
     alpha: float = 0.5  # BFPO's B2
     b1: float = 3.0  # BFPO's B1
     label_smoothing: float = 0.0  # DPO only
+    safety_margin: float = 2.0  # SafeDPO's Delta (> 0): the extra margin a safe response must win by over an unsafe one
     label_type: str = "binary"  # point-wise DPO: "binary" z in {0, 1} or "continuous" z in [0, 1]
     length_normalize: bool = False  # point-wise losses on token-averaged log-probs (the official ULMA code)
     learning_rate: float = 1e-4
@@ -104,7 +105,7 @@ class TrainConfig:
             raise ValueError("lora_target_modules: name at least one module (or leave it unset)")
         configs.check_ranges(
             self,
-            positive=("beta", "learning_rate", "num_epochs", "max_grad_norm", "b1", "lora_alpha"),
+            positive=("beta", "learning_rate", "num_epochs", "max_grad_norm", "b1", "lora_alpha", "safety_margin"),
             at_least_one=("reference_batch_size", "log_every", "keep_checkpoints", "max_steps", "max_train_examples")
             + ("num_threads", "lora_r"),
             non_negative=("save_every", "snapshot_every"),

@@ -30,6 +30,7 @@
 # | 4 | the constants give the global ranking for every $\alpha\in(0,1)$, $B_1 > 1$ | a grid of constants |
 # | 5 | gradient descent on the BFPO loss converges to $\pi^*$ | max abs error |
 # | 6 | DPO on helpfulness labels ranks helpful-unsafe above a refusal; BFPO does not | trained bandit policies |
+# | 6b | gradient descent on the SafeDPO loss reaches its closed-form optimum (no mass on unsafe answers) | total variation |
 
 # %% tags=["parameters"]
 # profile smoke: tau 0.5, readable probabilities; profile paper: tau 0.01 as in the BFPO recipe
@@ -331,6 +332,45 @@ assert logps_bfpo[hu] < logps_bfpo[us]
 assert theory.ranking(logps_bfpo - bandit.ref_logps, bandit.names) == list(theory.QUADRANTS)
 results["rankings"] = {m: theory.ranking(lp - bandit.ref_logps, bandit.names) for m, lp in fits.items()}
 results["probabilities"] = {m: dict(zip(bandit.names, lp.exp().tolist(), strict=True)) for m, lp in fits.items()}
+
+# %% [markdown]
+# ## 6b · SafeDPO's optimum beside BFPO's
+#
+# SafeDPO (Kim et al., ICLR 2026, arXiv 2505.20065) keeps a helpfulness reward $r$ and makes safety a
+# hard constraint: maximise $\mathbb E_{y\sim\pi}[r(y)] - \tau\,\mathrm{KL}(\pi\|\pi_{\text{ref}})$ subject to
+# $\pi(y) = 0$ for every unsafe $y$. Its closed-form optimum is the KL-optimum restricted to safe answers,
+#
+# $$\pi^*_{\text{safe}}(y) = \frac{\pi_{\text{ref}}(y)\, e^{r(y)/\tau}\, \mathbb 1[y \text{ safe}]}{Z}.$$
+#
+# Its loss is DPO on a transformed pair: when the more helpful answer is unsafe and the other safe they swap,
+# and such a pair must also win by a safety margin $\Delta$:
+# $-\log\sigma\big(\tau h_\pi(y_{tw}, y_{tl}) - (h_{tl} - h_{tw})\Delta\big)$ (`bfpo.losses.safedpo_loss`).
+# Here the helpfulness labels come from Bradley-Terry on $r(y) = 2\,h(y)$: every ordered pair $(i, j)$ is
+# weighted by $\sigma(r_i - r_j)$ (`theory.preference_pairs`), and gradient descent (Adam) on the weighted
+# loss should reach $\pi^*_{\text{safe}}$. BFPO's optimum keeps every answer with a finite weight set by
+# its bilinear reward; SafeDPO's gives the unsafe answers none at all.
+
+# %%
+r_help = 2.0 * bandit.helpful  # r(y) = 2 h(y): Bradley-Terry p(helpful > unhelpful) = sigma(2) = 0.88
+pi_safe = theory.safe_optimal_policy(bandit.ref_probs, r_help, bandit.safe, tau)
+logps_safedpo, _ = theory.fit_policy(
+    bandit, "safedpo", theory.preference_pairs(bandit, r_help), tau, steps=cfg["steps"], lr=cfg["lr"], adam=True
+)
+side = pd.DataFrame(
+    {
+        "pi_ref": bandit.ref_probs.tolist(),
+        "BFPO optimum (closed form)": pi_star.tolist(),
+        "BFPO (gradient descent)": logps_bfpo.exp().tolist(),
+        "SafeDPO optimum (closed form)": pi_safe.tolist(),
+        "SafeDPO (gradient descent)": logps_safedpo.exp().tolist(),
+    },
+    index=bandit.names,
+)
+display(side.round(4))
+results["safedpo_total_variation"] = 0.5 * (logps_safedpo.exp() - pi_safe).abs().sum().item()
+results["safedpo_unsafe_mass"] = logps_safedpo.exp()[bandit.safe == 0].sum().item()
+print(f"SafeDPO: total variation to its optimum {results['safedpo_total_variation']:.1e}, unsafe mass {results['safedpo_unsafe_mass']:.1e}")
+assert results["safedpo_total_variation"] < 1e-2, results["safedpo_total_variation"]
 
 # %% [markdown]
 # ## 7 · The global ranking, as a figure

@@ -26,6 +26,7 @@ def _inputs(name: str) -> dict:
         "bfpo": dict(**pair, chosen_safe=labels, rejected_safe=labels.flip(0), beta=0.1),
         "dpo": dict(**pair, beta=0.1, label_smoothing=0.1),
         "ipo": dict(**pair, beta=0.1),
+        "safedpo": dict(**pair, chosen_safe=labels, rejected_safe=labels.flip(0), beta=0.1, safety_margin=2.0),
         "pointwise_dpo": dict(logps=_logps(0), ref_logps=_logps(2).detach(), labels=labels, beta=0.1),
         "ulma": dict(logps=_logps(0), ref_logps=_logps(2).detach(), labels=labels, beta=0.1),
         "sft": dict(logps=_logps(0)),
@@ -271,3 +272,42 @@ def test_label_combinations_and_targets_come_from_one_place():
     assert codes.tolist() == [3.0, 2.0, 1.0, 0.0]
     assert labels.targets() == {"safe>safe": 0.5, "safe>unsafe": 1.0, "unsafe>safe": -1.0, "unsafe>unsafe": -0.5}
     assert labels.targets(alpha=0.25, b1=5.0)["safe>unsafe"] == pytest.approx(0.25 * 5 - 0.25)
+
+
+def _sigmoid_nll(z: float) -> float:
+    return -math.log(1 / (1 + math.exp(-z)))
+
+
+def test_safedpo_hand_computed_four_label_combinations():
+    # h_pi = (chosen - ref_chosen) - (rejected - ref_rejected) = 3 - 1 = 2 for every pair; beta 0.5, Delta 1.5
+    c, r = torch.full((4,), -2.0), torch.full((4,), -6.0)
+    rc, rr = torch.full((4,), -5.0), torch.full((4,), -7.0)
+    chosen_safe, rejected_safe = torch.tensor([1, 1, 0, 0]), torch.tensor([1, 0, 1, 0])
+    got = losses.safedpo_loss(c, r, rc, rr, chosen_safe, rejected_safe, beta=0.5, safety_margin=1.5)
+    want = [
+        _sigmoid_nll(0.5 * 2),  # safe > safe: plain DPO
+        _sigmoid_nll(0.5 * 2 - 1.5),  # safe > unsafe: kept, must win by Delta
+        _sigmoid_nll(0.5 * -2 - 1.5),  # unsafe > safe: swapped (h -> -h), the safe one must win by Delta
+        _sigmoid_nll(0.5 * 2),  # unsafe > unsafe: plain DPO in the helpfulness order
+    ]
+    assert got.tolist() == pytest.approx(want, rel=1e-6)
+
+
+def test_safedpo_pushes_the_helpful_unsafe_answer_down_and_the_safe_one_up():
+    c, r = torch.zeros(1, requires_grad=True), torch.zeros(1, requires_grad=True)
+    loss = losses.safedpo_loss(c, r, torch.zeros(1), torch.zeros(1), [0], [1], beta=0.1, safety_margin=1.0)
+    loss.sum().backward()
+    assert c.grad.item() > 0 > r.grad.item()  # descent lowers log pi(helpful unsafe), raises log pi(safe)
+
+
+@pytest.mark.parametrize("margin", [0.0, -1.0])
+def test_safedpo_margin_must_be_positive(margin):
+    with pytest.raises(ValueError, match="safety_margin: must be > 0"):
+        losses.safedpo_loss(*(torch.zeros(2),) * 4, [1, 0], [0, 1], beta=0.1, safety_margin=margin)
+
+
+def test_safedpo_needs_safety_labels():
+    with pytest.raises(TypeError):
+        losses.safedpo_loss(*(torch.zeros(2),) * 4, beta=0.1)
+    with pytest.raises(ValueError, match="chosen_safe: label 0.5"):
+        losses.safedpo_loss(*(torch.zeros(2),) * 4, [0.5, 1], [0, 1], beta=0.1)

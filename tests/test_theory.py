@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -67,3 +69,26 @@ def test_helpfulness_and_safety_pairs(bandit):
 def test_bad_reference_policy():
     with pytest.raises(ValueError, match="ref_probs"):
         theory.quadrant_bandit((0.5, 0.5, 0.0, 0.0))
+
+
+def test_safedpo_gradient_descent_reaches_its_safe_optimum():
+    bandit = theory.quadrant_bandit()
+    rewards = 2.0 * bandit.helpful
+    star = theory.safe_optimal_policy(bandit.ref_probs, rewards, bandit.safe, 0.5)
+    assert star[bandit.safe == 0].sum() == 0 and star.sum().item() == pytest.approx(1.0)
+    # among safe answers the ratio to the reference follows exp(r / tau)
+    hs, us = 0, 1
+    assert (star[hs] / star[us]).item() == pytest.approx(
+        (bandit.ref_probs[hs] / bandit.ref_probs[us] * math.exp(4)).item()
+    )
+    pairs = theory.preference_pairs(bandit, rewards)
+    assert len(pairs.chosen) == 12 and torch.allclose(
+        pairs.weight[:1], torch.sigmoid(torch.tensor([2.0], dtype=torch.float64))
+    )
+    logps, trace = theory.fit_policy(bandit, "safedpo", pairs, 0.5, steps=3000, lr=0.05, adam=True)
+    assert 0.5 * (logps.exp() - star).abs().sum().item() < 1e-3
+    assert trace[-1] < trace[0]
+    # plain DPO on the same preferences reaches the unconstrained optimum instead, unsafe mass included
+    dpo, _ = theory.fit_policy(bandit, "dpo", pairs, 0.5, steps=3000, lr=0.05, adam=True)
+    assert torch.allclose(dpo.exp(), theory.optimal_policy(bandit.ref_probs, rewards, 0.5), atol=1e-3)
+    assert dpo.exp()[bandit.safe == 0].sum() > 0.5
