@@ -369,7 +369,9 @@ side = pd.DataFrame(
 display(side.round(4))
 results["safedpo_total_variation"] = 0.5 * (logps_safedpo.exp() - pi_safe).abs().sum().item()
 results["safedpo_unsafe_mass"] = logps_safedpo.exp()[bandit.safe == 0].sum().item()
-print(f"SafeDPO: total variation to its optimum {results['safedpo_total_variation']:.1e}, unsafe mass {results['safedpo_unsafe_mass']:.1e}")
+print(
+    f"SafeDPO: total variation to its optimum {results['safedpo_total_variation']:.1e}, unsafe mass {results['safedpo_unsafe_mass']:.1e}"
+)
 assert results["safedpo_total_variation"] < 1e-2, results["safedpo_total_variation"]
 
 # %% [markdown]
