@@ -10,9 +10,17 @@ subject to J_C <= d through the Lagrangian min_theta max_{lambda >= 0} -J_R + la
     lambda = exp(log_lambda); log_lambda <- log_lambda - lr_lambda * d/dlog_lambda[-(J_C - d) lambda]
 
 the multiplier starting at 1, bounded above, with J_C the mean episode cost over a window of recent
-rollouts; and the optional pre-training (PTX) term. An iteration is three stages: :func:`rollout`
-(sample and score), the multiplier update, :func:`update` (the PPO steps); :class:`PPOState` is what
-they change and what a checkpoint holds. The reward and cost models come from :mod:`bfpo.safe_rlhf`.
+rollouts; and the optional pre-training (PTX) term. With ``lambda_lr = 0`` lambda stays at
+``lambda_init`` (0 allowed): a fixed-lambda run, one point of the trade-off curve.
+
+Before the first iteration the run measures **J_C of its start** (:func:`start_cost`): the cost model's
+mean score on the SFT model's own samples. Safe RLHF's premise is a start that violates the constraint
+(J_C > d); ``cost_threshold_margin`` m sets d = J_C(start) - m so that it does, and a d >= J_C(start)
+is warned about, naming both values. Both are kept in ``ppo_summary.json``.
+
+An iteration is three stages: :func:`rollout` (sample and score), the multiplier update, :func:`update`
+(the PPO steps); :class:`PPOState` is what they change and what a checkpoint holds. The reward and
+cost models come from :mod:`bfpo.safe_rlhf`.
 """
 
 from __future__ import annotations
@@ -96,10 +104,11 @@ class LagrangeMultiplier:
     """
 
     def __init__(self, init: float = 1.0, lr: float = 0.1, threshold: float = 0.0, max_value: float | None = 5.0):
-        if init <= 0:
-            raise ValueError(f"lambda_init: must be > 0, got {init}")
-        self.log_lambda = torch.tensor(math.log(init), requires_grad=True)
-        self.optimizer = torch.optim.SGD([self.log_lambda], lr=lr)
+        if init < 0 or (init == 0 and lr > 0):
+            raise ValueError(f"lambda_init: must be > 0 (or >= 0 with lambda_lr 0, a fixed lambda), got {init}")
+        self.fixed = lr == 0  # a fixed multiplier: lambda = init throughout (0 allowed)
+        self.log_lambda = torch.tensor(math.log(init) if init > 0 else -math.inf, requires_grad=not self.fixed)
+        self.optimizer = torch.optim.SGD([self.log_lambda], lr=lr) if not self.fixed else None
         self.threshold, self.max_value = threshold, max_value
 
     @property
@@ -107,6 +116,8 @@ class LagrangeMultiplier:
         return float(self.log_lambda.detach().exp())
 
     def update(self, mean_episode_cost: float) -> float:
+        if self.fixed:
+            return self.value
         loss = -(mean_episode_cost - self.threshold) * self.log_lambda.exp()  # -(J_C - d) lambda
         self.optimizer.zero_grad()
         loss.backward()
@@ -129,27 +140,38 @@ class PPOConfig:
     cost_model: str
     output_dir: str
     prompts: str  # prompts to roll out on: a dataset folder or .jsonl with a "prompt" column
+    # The defaults are the official ones (PKU-Alignment/safe-rlhf at e8cca16, scripts/ppo-lag.sh and the
+    # trainer; configs/official_ppo_lag.yaml lists each with its source, tests/test_ppo.py checks them)
     ptx_data: str | None = None  # SFT data (prompt, response) for the optional PTX term
-    ptx_coef: float = 16.0
+    ptx_coef: float = 16.0  # official --ptx_coeff 16.0
     iterations: int = 100  # rollout batches
-    rollout_batch_size: int = 16
-    ppo_epochs: int = 1
+    rollout_batch_size: int = 16  # official --per_device_prompt_batch_size / --per_device_train_batch_size 16
+    ppo_epochs: int = 1  # official --update_iters 1
     max_new_tokens: int = 32
-    temperature: float = 1.0
+    temperature: float = 1.0  # official --temperature 1.0
     max_prompt_length: int = 64
-    actor_lr: float = 1e-5
-    critic_lr: float = 5e-6
-    kl_coef: float = 0.01
-    clip_range: float = 0.2
-    clip_range_value: float = 5.0
-    score_clip: float = 50.0
-    gamma: float = 1.0
-    gae_lambda: float = 0.95
-    cost_threshold: float = 0.0  # d
-    lambda_init: float = 1.0
-    lambda_lr: float = 0.1
-    lambda_max: float | None = 5.0
-    episode_cost_window: int = 128
+    actor_lr: float = 1e-5  # official --actor_lr 1e-5
+    actor_weight_decay: float = 0.01  # official --actor_weight_decay 0.01
+    actor_lr_scheduler: str = "cosine"  # official --actor_lr_scheduler_type cosine
+    actor_warmup_ratio: float = 0.03  # official --actor_lr_warmup_ratio 0.03
+    critic_lr: float = 5e-6  # official --critic_lr 5e-6
+    critic_weight_decay: float = 0.0  # official --critic_weight_decay 0.0
+    critic_lr_scheduler: str = "constant"  # official --critic_lr_scheduler_type constant
+    critic_warmup_ratio: float = 0.03  # official --critic_lr_warmup_ratio 0.03 (no effect on "constant")
+    kl_coef: float = 0.01  # official --kl_coeff 0.01
+    clip_range: float = 0.2  # official --clip_range_ratio 0.2
+    clip_range_value: float = 5.0  # official --clip_range_value 5.0
+    score_clip: float = 50.0  # official --clip_range_score 50.0
+    gamma: float = 1.0  # official trainer: gamma 1.0
+    gae_lambda: float = 0.95  # official trainer: gae_lambda 0.95
+    cost_threshold: float = 0.0  # d; official --threshold 0.0
+    cost_threshold_margin: float | None = None  # m > 0: d = J_C(start) - m instead (the start then violates it)
+    cost_over: str = "all"  # J_C over the rollouts of "all" prompts, or of "harmful" ones only (a "harmful" column)
+    start_cost_prompts: int = 256  # prompts (a fixed sample) whose start samples measure J_C(start)
+    lambda_init: float = 1.0  # official --lambda_init 1.0
+    lambda_lr: float = 0.1  # official --lambda_lr 0.1; 0: lambda fixed at lambda_init
+    lambda_max: float | None = 5.0  # official --lambda_max 5.0
+    episode_cost_window: int = 128  # official --episode_cost_window_size 128
     max_grad_norm: float = 1.0
     seed: int = 0
     mixed_precision: str = "auto"  # "auto" (bf16 where a probe finds it faster: bfpo.precision), "no", "bf16"
@@ -167,12 +189,22 @@ class PPOConfig:
         configs.check_ranges(
             self,
             positive=("actor_lr", "critic_lr", "temperature", "clip_range", "clip_range_value", "score_clip")
-            + ("max_grad_norm", "lambda_max"),
+            + ("max_grad_norm", "lambda_max", "cost_threshold_margin"),
             at_least_one=("iterations", "rollout_batch_size", "ppo_epochs", "max_new_tokens", "max_prompt_length")
-            + ("episode_cost_window", "keep_checkpoints", "num_threads"),
-            non_negative=("ptx_coef", "kl_coef", "lambda_init", "lambda_lr", "save_every", "snapshot_every"),
-            unit=("gamma", "gae_lambda"),
+            + ("episode_cost_window", "keep_checkpoints", "num_threads", "start_cost_prompts"),
+            non_negative=("ptx_coef", "kl_coef", "lambda_init", "lambda_lr", "save_every", "snapshot_every")
+            + ("actor_weight_decay", "critic_weight_decay"),
+            unit=("gamma", "gae_lambda", "actor_warmup_ratio", "critic_warmup_ratio"),
         )
+        if self.lambda_init == 0 and self.lambda_lr > 0:
+            raise ValueError("lambda_init: must be > 0 while lambda is learned (lambda_lr > 0); 0 needs lambda_lr 0")
+        if self.cost_over not in ("all", "harmful"):
+            raise ValueError(f"cost_over: expected 'all' or 'harmful', got {self.cost_over!r}")
+        from bfpo.train_config import LR_SCHEDULERS
+
+        for key in ("actor_lr_scheduler", "critic_lr_scheduler"):
+            if getattr(self, key) not in LR_SCHEDULERS:
+                raise ValueError(f"{key}: expected one of {', '.join(LR_SCHEDULERS)}, got {getattr(self, key)!r}")
 
     def check_inputs(self, where: str = "config") -> None:
         """The actor, the two score models and the prompt (and PTX) data exist."""
@@ -201,7 +233,9 @@ def _token_logps(model, seq, attn, start: int) -> torch.Tensor:
     return sequences.token_logps(logits, seq[:, start:])
 
 
-def _load_prompts(path: str) -> list[str]:
+def _load_prompts(path: str, harmful_column: bool = False) -> tuple[list[str], list[bool]]:
+    """The distinct prompts of ``path`` (sorted), and whether each is harmful: read from a boolean
+    ``harmful`` column when ``harmful_column`` (``cost_over: harmful``), else all True."""
     p = Path(path)
     if p.is_dir():
         rows = bdata.load(p).to_list()
@@ -209,14 +243,23 @@ def _load_prompts(path: str) -> list[str]:
         rows = [r for _, r in bdata.read_jsonl(p)]
     else:
         raise FileNotFoundError(f"prompts: {path} is neither a saved dataset folder nor a file")
-    prompts = []
+    prompts = {}
     for line, r in enumerate(rows, start=1):
         if not isinstance(r.get("prompt"), str) or not r["prompt"].strip():
             raise bdata.DataError(path, line, "prompt", "empty or not text")
-        prompts.append(r["prompt"])
+        harmful = True
+        if harmful_column:
+            harmful = r.get("harmful")
+            if not isinstance(harmful, bool):
+                problem = f"cost_over 'harmful' needs true or false, got {harmful!r}"
+                raise bdata.DataError(path, line, "harmful", problem)
+        prompts[r["prompt"]] = harmful
     if not prompts:
         raise bdata.DataError(path, None, None, "no records (the file is empty)")
-    return sorted(set(prompts))
+    if not any(prompts.values()):
+        raise bdata.DataError(path, None, "harmful", "cost_over 'harmful': no prompt is marked harmful")
+    order = sorted(prompts)
+    return order, [prompts[q] for q in order]
 
 
 def _pad_left(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,6 +296,8 @@ class PPOState:
     multiplier: LagrangeMultiplier
     episode_costs: deque
     flops: compute.FlopCounter
+    schedulers: dict  # "actor", "reward", "cost" -> learning-rate schedule of that optimizer
+    start_cost: float | None = None  # J_C of the start, measured before the first iteration
 
     def state_dict(self) -> dict:
         return {
@@ -260,8 +305,11 @@ class PPOState:
             "actor_opt": self.actor_opt.state_dict(),
             "critics": {k: c.state_dict() for k, c in self.critics.items()},
             "critic_opts": {k: o.state_dict() for k, o in self.critic_opts.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "log_lambda": float(self.multiplier.log_lambda.detach()),
-            "lambda_opt": self.multiplier.optimizer.state_dict(),
+            "lambda_opt": self.multiplier.optimizer.state_dict() if self.multiplier.optimizer else None,
+            "threshold": self.multiplier.threshold,
+            "start_cost": self.start_cost,
             "episode_costs": list(self.episode_costs),
             "flops": self.flops.as_dict(),
             "torch_rng": torch.get_rng_state(),
@@ -273,8 +321,12 @@ class PPOState:
         for k in self.critics:
             self.critics[k].load_state_dict(state["critics"][k])
             self.critic_opts[k].load_state_dict(state["critic_opts"][k])
+        for k, s in self.schedulers.items():
+            s.load_state_dict(state["schedulers"][k])
         self.multiplier.log_lambda.data.fill_(state["log_lambda"])
-        self.multiplier.optimizer.load_state_dict(state["lambda_opt"])
+        if self.multiplier.optimizer is not None:
+            self.multiplier.optimizer.load_state_dict(state["lambda_opt"])
+        self.multiplier.threshold, self.start_cost = state["threshold"], state["start_cost"]
         self.episode_costs.extend(state["episode_costs"])
         self.flops.add(state["flops"])
         torch.set_rng_state(state["torch_rng"])
@@ -316,14 +368,36 @@ def _load(cfg: PPOConfig) -> tuple[_Models, PPOState]:
         k: AutoModelForTokenClassification.from_pretrained(p, num_labels=1)
         for k, p in (("reward", cfg.reward_model), ("cost", cfg.cost_model))
     }
+    from transformers import get_scheduler
+
+    actor_opt = torch.optim.AdamW(actor.parameters(), lr=cfg.actor_lr, weight_decay=cfg.actor_weight_decay)
+    critic_opts = {
+        k: torch.optim.AdamW(c.parameters(), lr=cfg.critic_lr, weight_decay=cfg.critic_weight_decay)
+        for k, c in critics.items()
+    }
+    # every optimizer step advances its schedule: the actor steps once per PPO epoch, and once more for PTX
+    actor_steps = cfg.iterations * cfg.ppo_epochs * (2 if cfg.ptx_data else 1)
+    critic_steps = cfg.iterations * cfg.ppo_epochs
+    schedulers = {
+        "actor": get_scheduler(
+            cfg.actor_lr_scheduler, actor_opt, math.ceil(cfg.actor_warmup_ratio * actor_steps), actor_steps
+        ),
+        **{
+            k: get_scheduler(
+                cfg.critic_lr_scheduler, o, math.ceil(cfg.critic_warmup_ratio * critic_steps), critic_steps
+            )
+            for k, o in critic_opts.items()
+        },
+    }
     state = PPOState(
         actor,
-        torch.optim.AdamW(actor.parameters(), lr=cfg.actor_lr),
+        actor_opt,
         critics,
-        {k: torch.optim.AdamW(c.parameters(), lr=cfg.critic_lr) for k, c in critics.items()},
+        critic_opts,
         LagrangeMultiplier(cfg.lambda_init, cfg.lambda_lr, cfg.cost_threshold, cfg.lambda_max),
         deque(maxlen=cfg.episode_cost_window),
         compute.FlopCounter(),
+        schedulers,
     )
     sizes = (
         models.count_parameters(actor)[0],
@@ -337,6 +411,49 @@ def _load(cfg: PPOConfig) -> tuple[_Models, PPOState]:
 
 
 @torch.no_grad()
+def _sample(cfg: PPOConfig, actor, m: _Models, prompt_ids: list[list[int]]):
+    """Sampled responses to ``prompt_ids``: (P, prompt attention [B, P], seq [B, P + G], attn, resp [B, G], mask [B, G])
+    with the response masked after its EOS."""
+    pad, eos = m.tokenizer.pad_token_id, m.tokenizer.eos_token_id
+    p_ids, p_attn = _pad_left(prompt_ids, pad)
+    actor.eval()
+    # the tokens generate(do_sample=True, top_k=0) draws, without its per-step overhead
+    resp = sampling.sample(actor, p_ids, p_attn, cfg.max_new_tokens, cfg.temperature, pad, eos)  # [B, G]
+    ended = (resp == eos).long().cumsum(-1)
+    mask = ((ended == 0) | ((ended == 1) & (resp == eos))).float()  # up to and including EOS
+    resp = torch.where(mask.bool(), resp, torch.full_like(resp, pad))
+    seq = torch.cat([p_ids, resp], 1)
+    attn = torch.cat([p_attn, mask.long()], 1)
+    return p_ids.shape[1], p_attn, seq, attn, resp, mask
+
+
+def _score(model, seq, attn) -> torch.Tensor:
+    """A score model's scalar at the last token: [B]."""
+    return model(input_ids=seq, attention_mask=attn, position_ids=_positions(attn)).logits[:, 0].float()
+
+
+@torch.no_grad()
+def start_cost(cfg: PPOConfig, state: PPOState, m: _Models, prompt_ids, harmful: list[bool]) -> tuple[float, int]:
+    """J_C of the start: the cost model's mean (clipped) score C(x, y) on the policy's own samples
+    y ~ pi(. | x), one per prompt, over a fixed sample of at most ``start_cost_prompts`` prompts (with
+    ``cost_over: harmful`` only harmful ones). Returns (J_C, prompts used). The draws come from the seed
+    and leave the run's random stream as it was."""
+    pool = [i for i, h in enumerate(harmful) if h or cfg.cost_over == "all"]
+    chosen = sorted(random.Random(f"start-cost-{cfg.seed}").sample(pool, min(len(pool), cfg.start_cost_prompts)))
+    costs = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        for k in range(0, len(chosen), cfg.rollout_batch_size):
+            batch = [prompt_ids[i] for i in chosen[k : k + cfg.rollout_batch_size]]
+            with precision.autocast(m.precision):
+                _, p_attn, seq, attn, _, mask = _sample(cfg, state.actor, m, batch)
+                costs += _score(m.scorers["cost"], seq, attn).clamp(-cfg.score_clip, cfg.score_clip).tolist()
+            state.flops.generate("start_cost", m.n_actor, int(p_attn.sum()), int(mask.sum()))
+            state.flops.forward("start_cost", m.n_score, int(attn.sum()))
+    return sum(costs) / len(costs), len(chosen)
+
+
+@torch.no_grad()
 def rollout(cfg: PPOConfig, state: PPOState, m: _Models, prompt_ids: list[list[int]]) -> Rollout:
     """Sample a response to each prompt, then score every token with the actor, the reference and the
     critics, and the whole response with R and C:
@@ -344,24 +461,11 @@ def rollout(cfg: PPOConfig, state: PPOState, m: _Models, prompt_ids: list[list[i
         r_t = -beta_kl KL_t (+ R(x, y) at the last token),  c_t = +beta_kl KL_t (+ C(x, y) at the last token)
         (A_R, G_R) = GAE(r, V_R),  (A_C, G_C) = GAE(c, V_C)
     """
-    pad, eos = m.tokenizer.pad_token_id, m.tokenizer.eos_token_id
     actor = state.actor
-    p_ids, p_attn = _pad_left(prompt_ids, pad)
-    actor.eval()
-    # the tokens generate(do_sample=True, top_k=0) draws, without its per-step overhead
-    resp = sampling.sample(actor, p_ids, p_attn, cfg.max_new_tokens, cfg.temperature, pad, eos)  # [B, G]
-    P = p_ids.shape[1]
-    ended = (resp == eos).long().cumsum(-1)
-    mask = ((ended == 0) | ((ended == 1) & (resp == eos))).float()  # up to and including EOS
-    resp = torch.where(mask.bool(), resp, torch.full_like(resp, pad))
-    seq = torch.cat([p_ids, resp], 1)
-    attn = torch.cat([p_attn, mask.long()], 1)
+    P, p_attn, seq, attn, resp, mask = _sample(cfg, actor, m, prompt_ids)
     logps = _token_logps(actor, seq, attn, P)
     ref_logps = _token_logps(m.ref, seq, attn, P)
-    scores = {
-        k: s(input_ids=seq, attention_mask=attn, position_ids=_positions(attn)).logits[:, 0].float()
-        for k, s in m.scorers.items()
-    }
+    scores = {k: _score(s, seq, attn) for k, s in m.scorers.items()}
     scores = {k: v.clamp(-cfg.score_clip, cfg.score_clip) for k, v in scores.items()}
     values = {
         k: c(input_ids=seq, attention_mask=attn, position_ids=_positions(attn)).logits[:, P - 1 : -1, 0].float()
@@ -393,6 +497,7 @@ def update(cfg: PPOConfig, state: PPOState, m: _Models, ro: Rollout, lam: float,
         actor_loss.backward()
         torch.nn.utils.clip_grad_norm_(actor.parameters(), cfg.max_grad_norm)
         state.actor_opt.step()
+        state.schedulers["actor"].step()
         state.flops.train("actor_train", n_actor, tokens_all)
         critic_losses = {}
         for k, critic in state.critics.items():
@@ -403,6 +508,7 @@ def update(cfg: PPOConfig, state: PPOState, m: _Models, ro: Rollout, lam: float,
             loss.backward()
             torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.max_grad_norm)
             state.critic_opts[k].step()
+            state.schedulers[k].step()
             critic_losses[k] = float(loss.detach())
             state.flops.train("critic_train", n_critic, tokens_all)
         if ptx_items:  # the pre-training term: coefficient * NLL on SFT data, its own step
@@ -415,6 +521,7 @@ def update(cfg: PPOConfig, state: PPOState, m: _Models, ro: Rollout, lam: float,
             ptx_loss.backward()
             torch.nn.utils.clip_grad_norm_(actor.parameters(), cfg.max_grad_norm)
             state.actor_opt.step()
+            state.schedulers["actor"].step()
             state.flops.train("ptx_train", n_actor, int(am.sum()))
     return {"actor_loss": float(actor_loss.detach()), "reward_critic_loss": critic_losses["reward"],
             "cost_critic_loss": critic_losses["cost"]}
@@ -428,7 +535,7 @@ def ppo_lagrangian(cfg: PPOConfig, judge=None) -> dict:
     out = Path(cfg.output_dir)
     if (done := runs.start(cfg, "ppo_summary.json")) is not None:
         return done
-    prompts = _load_prompts(cfg.prompts)  # checked before any model is loaded or anything written
+    prompts, harmful = _load_prompts(cfg.prompts, cfg.cost_over == "harmful")  # checked before any model loads
     out.mkdir(parents=True, exist_ok=True)
     # which checkpoint to resume (known before any expensive work): one of this config, intact
     if any(not _checkpoint_of(c, cfg) for _, c in checkpoints.listed(out)):
@@ -450,14 +557,33 @@ def ppo_lagrangian(cfg: PPOConfig, judge=None) -> dict:
         start = manifest["step"]
         runs.truncate_metrics(metrics_path, start, key="iteration")
         log.info("resuming PPO-Lagrangian from %s at iteration %d", ckpt, start)
-    elif metrics_path.exists():
-        metrics_path.unlink()
+    else:
+        if metrics_path.exists():
+            metrics_path.unlink()
+        # Safe RLHF's premise: the start violates the constraint, J_C(start) > d
+        state.start_cost, n_prompts = start_cost(cfg, state, m, prompt_ids, harmful)
+        if cfg.cost_threshold_margin is not None:
+            state.multiplier.threshold = state.start_cost - cfg.cost_threshold_margin  # d = J_C(start) - m
+        d = state.multiplier.threshold
+        rule = f"J_C(start) - {cfg.cost_threshold_margin:g}" if cfg.cost_threshold_margin is not None else "given"
+        print(
+            f"PPO-Lagrangian {out}: J_C(start) = {state.start_cost:.3f} (cost model, {n_prompts} {cfg.cost_over} "
+            f"prompts), d = {d:.3f} ({rule})"
+        )
+        if d >= state.start_cost:
+            log.warning(
+                "%s: d = %.3f >= J_C(start) = %.3f: the constraint does not bind at the start, so lambda will "
+                "shrink and PPO trades cost for reward until J_C reaches d (set cost_threshold_margin)",
+                out,
+                d,
+                state.start_cost,
+            )
 
     trackers = tracking.Trackers(cfg.report_to, out, out.name, configs.as_json(cfg), start)
     bar = tqdm(total=cfg.iterations, initial=start, desc="PPO-Lagrangian", disable=not cfg.progress)
     record = None  # the last iteration's metrics
     for it in range(start, cfg.iterations):
-        record = _iteration(cfg, state, m, it, prompts, prompt_ids, ptx_items, judge)
+        record = _iteration(cfg, state, m, it, prompts, prompt_ids, harmful, ptx_items, judge)
         with open(metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         trackers.log(record, step=it + 1)
@@ -478,6 +604,9 @@ def ppo_lagrangian(cfg: PPOConfig, judge=None) -> dict:
         "iterations": cfg.iterations,
         "resumed_from": start,
         "final_lambda": state.multiplier.value,
+        "start_cost": state.start_cost,  # J_C of the SFT start (the cost model on its own samples)
+        "cost_threshold": state.multiplier.threshold,  # d as used
+        "constraint_binds_at_start": state.start_cost > state.multiplier.threshold,
         "flops": state.flops.as_dict(),
         "parameters": {"actor": m.n_actor, "score_model": m.n_score, "critic": m.n_critic},
         "mixed_precision": m.precision,
@@ -499,7 +628,7 @@ def _save_actor(cfg: PPOConfig, state: PPOState, m: _Models, path, metrics: dict
     models.save(state.actor, m.tokenizer, path, card)
 
 
-def _iteration(cfg, state: PPOState, m: _Models, it: int, prompts, prompt_ids, ptx_items, judge) -> dict:
+def _iteration(cfg, state: PPOState, m: _Models, it: int, prompts, prompt_ids, harmful, ptx_items, judge) -> dict:
     """One iteration: roll out on a batch of prompts fixed by (seed, iteration), update the multiplier
     on the window of episode costs, then the PPO steps; returns the iteration's metrics."""
     t0 = time.perf_counter()
@@ -513,8 +642,10 @@ def _iteration(cfg, state: PPOState, m: _Models, it: int, prompts, prompt_ids, p
     state.flops.forward("rollout_scoring", m.n_score, 2 * tokens_all)  # reward + cost model
     state.flops.forward("rollout_scoring", m.n_critic, 2 * tokens_all)  # both critics
     # the multiplier first: log lambda <- log lambda + lr (J_C - d) lambda, J_C the window's mean cost
-    state.episode_costs.extend(ro.scores["cost"].tolist())
-    mean_cost = sum(state.episode_costs) / len(state.episode_costs)
+    # J_C over the window (with cost_over "harmful", only the rollouts of harmful prompts count)
+    costs = ro.scores["cost"].tolist()
+    state.episode_costs.extend(c for c, i in zip(costs, batch_prompts, strict=True) if harmful[i])
+    mean_cost = sum(state.episode_costs) / len(state.episode_costs) if state.episode_costs else state.start_cost
     lam = state.multiplier.update(mean_cost)
     losses_ = update(cfg, state, m, ro, lam, ptx_items, rng)
     record = {
@@ -523,6 +654,8 @@ def _iteration(cfg, state: PPOState, m: _Models, it: int, prompts, prompt_ids, p
         "reward": float(ro.scores["reward"].mean()),
         "cost": float(ro.scores["cost"].mean()),
         "episode_cost_window": mean_cost,
+        "cost_threshold": state.multiplier.threshold,
+        "actor_lr": state.schedulers["actor"].get_last_lr()[0],
         "kl": float(((ro.logps - ro.ref_logps) * ro.mask).sum(-1).mean()),
         **losses_,
         "response_length": float(ro.mask.sum(-1).mean()),

@@ -9,7 +9,7 @@ import pytest
 # machine with native bf16 would otherwise train in bf16 (mixed_precision "auto", bfpo.precision)
 os.environ["BFPO_AUTO_PRECISION"] = "no"
 
-from bfpo import data, models
+from bfpo import data, models, safe_rlhf
 from bfpo import toyworld as tw
 
 
@@ -76,3 +76,25 @@ def train_variants(tiny_world, tmp_path):
         return out
 
     return run
+
+
+@pytest.fixture(scope="session")
+def score_models(tiny_world, tmp_path_factory):
+    root = tmp_path_factory.mktemp("safe_rlhf")
+    held_out = tw.preference_pairs(200, tw.WorldConfig(seed=5), held_out=True)
+    data.save(held_out, root / "held_out")
+    out = {}
+    for kind in ("reward", "cost"):
+        cfg = safe_rlhf.ScoreConfig(
+            model=str(tiny_world / "init"),
+            output_dir=str(root / kind),
+            train_data=str(tiny_world / "pairs"),
+            eval_data=str(root / "held_out"),
+            kind=kind,
+            learning_rate=3e-3,
+            max_steps=120,
+            max_length=64,
+            progress=False,
+        )
+        out[kind] = safe_rlhf.train_score_model(cfg)
+    return root, out

@@ -284,6 +284,23 @@ def test_safe_rlhf_cli_bad_input(tiny_world, tmp_path, capsys):
     path.write_text(yaml.safe_dump(ppo | {"reward_model": ppo["cost_model"], "prompts": str(empty)}))
     code, err = run_main(safe_rlhf.main, ["ppo", "--config", str(path)], capsys)
     assert code == 2 and "prompts.jsonl: no records (the file is empty)" in one_clear_line(err, "bfpo.safe_rlhf")
+    # Safe RLHF's constraint: a threshold that is not a number, a margin <= 0, a negative fixed lambda
+    good = ppo | {"reward_model": ppo["cost_model"]}
+    for change, words in (
+        ({"cost_threshold": "low"}, "key 'cost_threshold': expected a number, got 'low'"),
+        ({"cost_threshold_margin": 0}, "key 'cost_threshold_margin': must be > 0, got 0"),
+        ({"lambda_init": -1.0, "lambda_lr": 0}, "key 'lambda_init': must be >= 0, got -1.0"),
+        ({"cost_over": "scary"}, "key 'cost_over': expected 'all' or 'harmful', got 'scary'"),
+    ):
+        path.write_text(yaml.safe_dump(good | change))
+        code, err = run_main(safe_rlhf.main, ["ppo", "--config", str(path)], capsys)
+        line = one_clear_line(err, "bfpo.safe_rlhf")
+        assert code == 2 and words in line, line
+    path.write_text(yaml.safe_dump(good | {"cost_over": "harmful"}))  # the pairs have no "harmful" column
+    code, err = run_main(safe_rlhf.main, ["ppo", "--config", str(path)], capsys)
+    line = one_clear_line(err, "bfpo.safe_rlhf")
+    assert code == 2 and "line 1" in line and "'harmful'" in line and "needs true or false" in line, line
+    assert not (tmp_path / "ppo").exists()
 
 
 def test_notebook_runner_bad_input(tmp_path, capsys):
@@ -349,8 +366,9 @@ def test_damaged_checkpoint_falls_back_to_the_previous_and_ends_as_uninterrupted
     assert "damaged" in checkpoints.damage(newest) and optimizer.name in checkpoints.damage(newest)
     summary = train.train(cfg)
     assert summary["resumed_from"] == 4
-    a, b = load_file(str(tmp_path / "a" / "model" / "model.safetensors")), load_file(
-        str(tmp_path / "b" / "model" / "model.safetensors")
+    a, b = (
+        load_file(str(tmp_path / "a" / "model" / "model.safetensors")),
+        load_file(str(tmp_path / "b" / "model" / "model.safetensors")),
     )
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert summary["flops"] == straight["flops"]
@@ -390,8 +408,13 @@ def test_a_notebook_raises_the_same_line_and_the_runner_calls_it_bad_input(tmp_p
     (tmp_path / "nbs").mkdir()
     nbformat.write(nb, tmp_path / "nbs" / "01_bad.ipynb")
     with pytest.raises(runner.NotebookBadInput) as e:
-        runner.run("smoke", output_dir=tmp_path / "o", figures_dir=tmp_path / "f", notebooks_dir=tmp_path / "nbs",
-                   progress=False)
+        runner.run(
+            "smoke",
+            output_dir=tmp_path / "o",
+            figures_dir=tmp_path / "f",
+            notebooks_dir=tmp_path / "nbs",
+            progress=False,
+        )
     message = str(e.value)
     assert "\n" not in message and "01_bad.ipynb failed in cell 2 (starts with 'from bfpo import train')" in message
     assert f"DataError: {bad}, line 2, field 'chosen_safe': expected true/false or 0/1, got 'yes'" in message

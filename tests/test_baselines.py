@@ -146,28 +146,6 @@ def test_naive_mix_sits_between_helpfulness_and_safety(trained):
 # --- Safe RLHF -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def score_models(tiny_world, tmp_path_factory):
-    root = tmp_path_factory.mktemp("safe_rlhf")
-    held_out = tw.preference_pairs(200, tw.WorldConfig(seed=5), held_out=True)
-    data.save(held_out, root / "held_out")
-    out = {}
-    for kind in ("reward", "cost"):
-        cfg = safe_rlhf.ScoreConfig(
-            model=str(tiny_world / "init"),
-            output_dir=str(root / kind),
-            train_data=str(tiny_world / "pairs"),
-            eval_data=str(root / "held_out"),
-            kind=kind,
-            learning_rate=3e-3,
-            max_steps=120,
-            max_length=64,
-            progress=False,
-        )
-        out[kind] = safe_rlhf.train_score_model(cfg)
-    return root, out
-
-
 def test_cost_model_ranks_unsafe_above_safe_on_held_out_pairs(score_models):
     _, summary = score_models
     cost = summary["cost"]["eval_accuracy"]
