@@ -244,41 +244,57 @@ def plot_method_margins(margins: dict[str, dict[str, float]], targets: dict[str,
     return fig
 
 
-def plot_safe_rlhf(metrics_by_seed: dict[str, list[dict]], window: int = 5, threshold: float = 0.0):
-    """PPO-Lagrangian trajectories, one line per seed: lambda, reward, cost (the threshold ``d``
-    dashed), the gold judge's unsafe rate of the rollouts (is the cost model's view right?) and KL."""
+def plot_safe_rlhf(metrics_by_seed: dict[str, list[dict]], window: int = 5, starts: dict | None = None):
+    """PPO-Lagrangian trajectories, one line per seed: lambda; the constrained quantity J_C (the mean
+    episode cost over the window) with each seed's threshold d dashed and its start's J_C as a dot at
+    iteration 0 (``starts``: seed name -> ``{"start_cost", "cost_threshold"}``, from ppo_summary.json),
+    so that one sees whether the constraint binds; reward; the gold judge's unsafe rate of the rollouts
+    (is the cost model's view right?) and KL."""
     set_style()
     panels = [
         ("lambda", "Lagrange multiplier lambda"),
+        ("episode_cost_window", "J_C (window mean cost): start dot, d dashed"),
         ("reward", "reward model score R"),
-        ("cost", f"cost model score C (d = {threshold:g})"),
         ("gold_unsafe_rate", "unsafe rollouts (gold judge)"),
         ("kl", "KL(pi || pi_ref) per response"),
     ]
     judged = all("gold_unsafe_rate" in m for ms in metrics_by_seed.values() for m in ms)
     panels = [p for p in panels if judged or p[0] != "gold_unsafe_rate"]  # a run without a judge has no gold panel
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
-    for name, ms in metrics_by_seed.items():
+    palette = sns.color_palette("colorblind", max(len(metrics_by_seed), 1))
+    for color, (name, ms) in zip(palette, metrics_by_seed.items(), strict=False):
         xs = [m["iteration"] for m in ms]
         for ax, (key, _) in zip(axes, panels, strict=True):
-            ax.plot(xs, _smooth([m[key] for m in ms], window if key != "lambda" else 1), label=name)
-    for ax, (key, title) in zip(axes, panels, strict=True):
+            smooth = 1 if key in ("lambda", "episode_cost_window") else window
+            ax.plot(xs, _smooth([m[key] for m in ms], smooth), label=name, color=color)
+        if starts and name in starts:
+            ax = axes[1]
+            ax.axhline(starts[name]["cost_threshold"], color=color, lw=0.9, ls="--")
+            ax.plot([0], [starts[name]["start_cost"]], marker="o", color=color, ms=6, clip_on=False)
+    for ax, (_, title) in zip(axes, panels, strict=True):
         ax.set(title=title, xlabel="PPO iteration")
-        if key == "cost":
-            ax.axhline(threshold, color="black", lw=0.8, ls="--")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 
 def plot_tradeoff(
-    df, x: str = "helpfulness", y: str = "harmlessness", quoted=None, title: str = "", intervals=None, front=None
+    df,
+    x: str = "helpfulness",
+    y: str = "harmlessness",
+    quoted=None,
+    title: str = "",
+    intervals=None,
+    front=None,
+    curve=None,
 ):
     """Helpfulness against harmlessness per method: mean over seeds (measured here, filled markers)
     with error bars: the 95 % bootstrap interval over seeds and prompts when ``intervals`` is given
     (``{title: {metric: Interval}}``, see :mod:`bfpo.stats`), else the standard deviation over
     seeds. ``front``: method titles on the Pareto front of the means, joined by a dashed line.
-    ``quoted`` rows (method, x, y, source) are drawn hollow and labelled as quoted."""
+    ``curve``: Safe RLHF's trade-off curve, rows (lambda, ``x``, ``y``) of means over seeds, drawn as
+    a line of squares labelled by lambda. ``quoted`` rows (method, x, y, source) are drawn hollow and
+    labelled as quoted."""
     set_style()
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
     stats = df.groupby("title")[[x, y]].agg(["mean", "std", "count"])
@@ -308,6 +324,20 @@ def plot_tradeoff(
         xs = [stats.loc[name, (x, "mean")] for name in front]
         ys = [stats.loc[name, (y, "mean")] for name in front]
         ax.plot(xs, ys, ls="--", color="gray", lw=1, zorder=0, label="Pareto front of the means")
+    if curve is not None and len(curve):
+        curve = curve.sort_values("lambda")
+        ax.plot(
+            curve[x],
+            curve[y],
+            ls="-",
+            marker="s",
+            ms=5,
+            color="dimgray",
+            lw=1.2,
+            label="Safe RLHF, fixed lambda (measured, mean over seeds)",
+        )
+        for _, r in curve.iterrows():
+            ax.annotate(f"lambda={r['lambda']:g}", (r[x], r[y]), fontsize=6, xytext=(4, -9), textcoords="offset points")
     if quoted is not None:
         for _, q in quoted.iterrows():
             ax.scatter(q[x], q[y], s=80, facecolors="none", edgecolors="black")

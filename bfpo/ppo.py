@@ -668,6 +668,22 @@ def _iteration(cfg, state: PPOState, m: _Models, it: int, prompts, prompt_ids, h
     return record
 
 
+def constraint_summary(run_dir) -> dict:
+    """Whether the constraint bound in a finished run: J_C of the start and d (from ``ppo_summary.json``),
+    the final and largest lambda, and the share of iterations whose window cost J_C was above d."""
+    summary = json.loads((Path(run_dir) / "ppo_summary.json").read_text())
+    metrics = runs.read_metrics(run_dir)
+    d = summary["cost_threshold"]
+    return {
+        "start_cost": summary["start_cost"],
+        "cost_threshold": d,
+        "binds_at_start": summary["constraint_binds_at_start"],
+        "final_lambda": summary["final_lambda"],
+        "max_lambda": max(m["lambda"] for m in metrics),
+        "share_above_d": sum(m["episode_cost_window"] > d for m in metrics) / len(metrics),
+    }
+
+
 def _checkpoint_of(ckpt: Path, cfg: PPOConfig) -> bool:
     """Whether ``ckpt`` was written by a run of ``cfg`` (an unreadable manifest counts as yes: the
     damage check then reports it)."""

@@ -211,20 +211,52 @@ def claims(
             }
         )
 
-    claim("harmlessness gain with public data", f"+{quoted_claim(reported, 'public datasets only')}", "bfpo",
-          "harmlessness", 0.0, +1)
-    claim("harmlessness gain with red-teaming data", f"+{quoted_claim(reported, 'minimal red-teaming')}",
-          "bfpo_red_team", "harmlessness", 0.0, +1)
+    claim(
+        "harmlessness gain with public data",
+        f"+{quoted_claim(reported, 'public datasets only')}",
+        "bfpo",
+        "harmlessness",
+        0.0,
+        +1,
+    )
+    claim(
+        "harmlessness gain with red-teaming data",
+        f"+{quoted_claim(reported, 'minimal red-teaming')}",
+        "bfpo_red_team",
+        "harmlessness",
+        0.0,
+        +1,
+    )
     claim("helpfulness kept (falls by less than 0.05)", "kept (no loss reported)", "bfpo", "helpfulness", -0.05, +1)
     row = compute_claim(compute, reported)
     if row is not None:
         out.append(row)
-    claim("DPO on helpfulness labels loses harmlessness (Figure 1)", "shown qualitatively", "dpo_helpful",
-          "harmlessness", 0.0, -1, "harmlessness ")
-    claim("DPO on safety labels over-refuses (Figure 1)", "shown qualitatively", "dpo_safety", "over_refusal", 0.0,
-          +1, "over-refusal ")
-    claim("Safe RLHF raises harmlessness over its SFT start (its own paper)", "shown (Safe RLHF paper)", "safe_rlhf",
-          "harmlessness", 0.0, +1)
+    claim(
+        "DPO on helpfulness labels loses harmlessness (Figure 1)",
+        "shown qualitatively",
+        "dpo_helpful",
+        "harmlessness",
+        0.0,
+        -1,
+        "harmlessness ",
+    )
+    claim(
+        "DPO on safety labels over-refuses (Figure 1)",
+        "shown qualitatively",
+        "dpo_safety",
+        "over_refusal",
+        0.0,
+        +1,
+        "over-refusal ",
+    )
+    claim(
+        "Safe RLHF raises harmlessness over its SFT start (its own paper)",
+        "shown (Safe RLHF paper)",
+        "safe_rlhf",
+        "harmlessness",
+        0.0,
+        +1,
+    )
     return out
 
 
@@ -323,5 +355,32 @@ def calibration_lines(calibration: dict[str, dict]) -> list[str]:
     missed = [m for c in calibration.values() for m in c.get("missed", [])]
     if missed:
         lines += ["", "Unsafe answers (gold judge) of the Safe RLHF policy that its cost model scored lowest:", ""]
-        lines += [f"- cost {m['cost']:+.2f}: *{m['prompt']}* -> \"{m['response']}\"" for m in missed]
+        lines += [f'- cost {m["cost"]:+.2f}: *{m["prompt"]}* -> "{m["response"]}"' for m in missed]
+    return lines
+
+
+def constraint_lines(constraint: dict[str, dict]) -> list[str]:
+    """A markdown table of whether Safe RLHF's constraint bound, per seed (notebook 04's ``constraint``,
+    from :func:`bfpo.ppo.constraint_summary`)."""
+    lines = [
+        "| run | J_C(start) | d | start violates J_C <= d | final lambda | largest lambda | iterations with J_C > d |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, c in constraint.items():
+        lines.append(
+            f"| {name} | {c['start_cost']:+.2f} | {c['cost_threshold']:+.2f} | "
+            f"{'yes' if c['binds_at_start'] else 'NO'} | {c['final_lambda']:.2f} | {c['max_lambda']:.2f} | "
+            f"{c['share_above_d']:.0%} |"
+        )
+    return lines
+
+
+def sweep_lines(curve: pd.DataFrame) -> list[str]:
+    """A markdown table of Safe RLHF's fixed-lambda trade-off curve (:func:`bfpo.study.sweep_curve`)."""
+    lines = ["| lambda (fixed) | helpfulness | harmlessness | over-refusal | seeds |", "|---|---|---|---|---|"]
+    for _, r in curve.sort_values("lambda").iterrows():
+        lines.append(
+            f"| {r['lambda']:g} | {r['helpfulness']:.2f} | {r['harmlessness']:.2f} | {r['over_refusal']:.2f} "
+            f"| {int(r['seeds'])} |"
+        )
     return lines

@@ -45,7 +45,14 @@ class Grid:
         return [dict(zip(names, values, strict=True)) for values in itertools.product(*self.knobs.values())]
 
 
-SHORT = {"learning_rate": "lr", "beta": "beta", "ppo_cost_threshold": "d", "ppo_iterations": "iters"}
+SHORT = {
+    "learning_rate": "lr",
+    "beta": "beta",
+    "ppo_cost_threshold": "d",
+    "ppo_cost_margin": "m",
+    "ppo_iterations": "iters",
+    "ppo_lambda": "lambda",
+}
 
 
 def point_id(point: dict) -> str:

@@ -27,6 +27,7 @@ from bfpo import baselines, cards, models, ppo, runs, safe_rlhf, train
 from bfpo import data as bdata
 from bfpo import jobs as bjobs
 from bfpo import toyworld as tw
+from bfpo.errors import BadInput
 from bfpo.io import write_json
 
 # ---------------------------------------------------------------------------------------------
@@ -82,17 +83,26 @@ class Budget:
     score_steps: int = 200
     score_learning_rate: float = 1e-3
     ppo_iterations: int = 150
+    # the official PPOConfig defaults elsewhere (configs/official_ppo_lag.yaml); the learning rates are scaled
+    # to a 0.8M-parameter model, the critic's kept below the actor's as the official pair is (1e-5 / 5e-6)
     ppo_actor_lr: float = 2e-5
-    ppo_critic_lr: float = 1e-4
+    ppo_critic_lr: float = 1e-5
     ppo_max_new_tokens: int = 32
-    ppo_cost_threshold: float = 0.0  # d: PPO-Lagrangian keeps the mean episode cost below it
+    # d = J_C(start) - m: the SFT start violates the constraint, as Safe RLHF's start does (its official d = 0
+    # lies above the SafeHelp start's mean cost, so it never binds); None: the absolute ppo_cost_threshold
+    ppo_cost_margin: float | None = 1.0
+    ppo_cost_threshold: float = 0.0  # d when ppo_cost_margin is None
+    ppo_cost_over: str = "all"  # J_C over every rollout prompt ("all", as the official code) or "harmful" ones
+    ppo_lambda: float | None = None  # a fixed multiplier (lambda_lr 0); None: learned from lambda_init 1
+    ppo_ptx: bool = True  # the PTX term (coefficient 16) on the SFT demonstrations of benign topics, the SafeHelp
+    # analogue of the official PTX set (Alpaca: instruction data without harmful prompts)
     ppo_prompts: str = "safety"  # "safety": the harmful and scary prompts (Safe RLHF's PPO prompts are safety
     # prompts, PKU-SafeRLHF's); "all": every prompt of the pairs
     # the red-teaming setting: prompts the SFT model answers twice, judged into pairs
     red_team_prompts: int = 400
     # model snapshots along the runs of these methods, for the compute curves (0: none)
     snapshots: int = 0
-    snapshot_methods: tuple[str, ...] = ("bfpo", "safe_rlhf")
+    snapshot_methods: tuple[str, ...] = ("bfpo", "safe_rlhf", "safedpo")
     # precision of the trainings and PPO (notebook 03's SFT and BFPO too; the reward and cost models stay
     # fp32, see ScoreConfig): "auto" (bf16 where this machine's probe finds native bf16 matmuls,
     # bfpo.precision) or "no" (fp32, bit for bit on one machine)
@@ -104,11 +114,26 @@ class Budget:
     # 5.8M model of benchmarks/ up, 1.29x there)
     padding_free: bool = False
 
+    def __post_init__(self):
+        if self.ppo_cost_margin is not None and not _is_number(self.ppo_cost_margin, positive=True):
+            raise BadInput(
+                f"budget ppo_cost_margin: must be a number > 0 (d = J_C(start) - m), got {self.ppo_cost_margin!r}"
+            )
+        if not _is_number(self.ppo_cost_threshold):
+            raise BadInput(f"budget ppo_cost_threshold: must be a number, got {self.ppo_cost_threshold!r}")
+        if self.ppo_lambda is not None and not (_is_number(self.ppo_lambda) and self.ppo_lambda >= 0):
+            raise BadInput(f"budget ppo_lambda: a fixed lambda must be a number >= 0, got {self.ppo_lambda!r}")
+
     def with_overrides(self, overrides: dict, where: str) -> Budget:
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(self)})
         if unknown:
             raise ValueError(f"{where}: unknown budget key(s) {unknown}")
         return dataclasses.replace(self, **overrides)
+
+
+def _is_number(value, positive: bool = False) -> bool:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value == value
+    return ok and (value > 0 if positive else True)
 
 
 @dataclass(frozen=True)
@@ -128,13 +153,23 @@ class Run:
 
 
 def ppo_prompts(pairs: datasets.Dataset, which: str) -> datasets.Dataset:
-    """The distinct prompts of ``pairs`` for PPO rollouts: all, or only SafeHelp's harmful and scary ones."""
+    """The distinct prompts of ``pairs`` for PPO rollouts: all, or only SafeHelp's harmful and scary ones;
+    each marked ``harmful`` (for ``cost_over: harmful``)."""
     if which not in ("safety", "all"):
         raise ValueError(f"ppo_prompts: expected 'safety' or 'all', got {which!r}")
     prompts = sorted(set(pairs["prompt"]))
     if which == "safety":
         prompts = [p for p in prompts if tw.topic_of(p).kind in ("harmful", "scary")]
-    return datasets.Dataset.from_dict({"prompt": prompts})
+    return datasets.Dataset.from_dict(
+        {"prompt": prompts, "harmful": [tw.topic_of(p).kind == "harmful" for p in prompts]}
+    )
+
+
+def ptx_data(sft: datasets.Dataset) -> datasets.Dataset:
+    """The PTX set of the study: the SFT demonstrations of benign topics (no harmful or scary prompt), as the
+    official PTX set (Alpaca) is instruction data without harmful prompts."""
+    keep = [i for i, p in enumerate(sft["prompt"]) if tw.topic_of(p).kind == "benign"]
+    return sft.select(keep).select_columns(["prompt", "response"])
 
 
 def start_tags(starts: dict[int, str]) -> dict[int, str]:
@@ -164,10 +199,16 @@ def _score_runs(start: str, tag: str, pairs_dir, out: Path, budget: Budget) -> l
     return runs
 
 
-def _ppo_run(start: str, tag: str, config: str, seed: int, pairs, out: Path, budget: Budget) -> Run:
+def _ppo_run(
+    start: str, tag: str, config: str, seed: int, pairs, sft_dir, out: Path, budget: Budget, method: str = "safe_rlhf"
+) -> Run:
     prompts_dir = out / "safe_rlhf" / f"prompts_{budget.ppo_prompts}"
     if not prompts_dir.is_dir():
         bdata.save(ppo_prompts(pairs, budget.ppo_prompts), prompts_dir)
+    ptx_dir = out / "safe_rlhf" / "ptx_benign_sft"
+    if budget.ppo_ptx and not ptx_dir.is_dir():
+        bdata.save(ptx_data(bdata.load(sft_dir)), ptx_dir)
+    fixed = budget.ppo_lambda is not None
     every = (
         budget.ppo_iterations // budget.snapshots if budget.snapshots and "safe_rlhf" in budget.snapshot_methods else 0
     )
@@ -175,22 +216,25 @@ def _ppo_run(start: str, tag: str, config: str, seed: int, pairs, out: Path, bud
         actor=str(start),
         reward_model=str(out / "safe_rlhf" / tag / "reward_model" / "model"),
         cost_model=str(out / "safe_rlhf" / tag / "cost_model" / "model"),
-        output_dir=str(out / "safe_rlhf" / config / f"seed{seed}"),
+        output_dir=str(out / method / config / f"seed{seed}"),
         prompts=str(prompts_dir),
+        ptx_data=str(ptx_dir) if budget.ppo_ptx else None,
         iterations=budget.ppo_iterations,
         rollout_batch_size=budget.batch_size,
         max_new_tokens=budget.ppo_max_new_tokens,
         actor_lr=budget.ppo_actor_lr,
         critic_lr=budget.ppo_critic_lr,
         cost_threshold=budget.ppo_cost_threshold,
+        cost_threshold_margin=budget.ppo_cost_margin,
+        cost_over=budget.ppo_cost_over,
+        lambda_init=budget.ppo_lambda if fixed else 1.0,
+        lambda_lr=0.0 if fixed else 0.1,
         seed=seed,
         mixed_precision=budget.mixed_precision,
         save_every=25,
         snapshot_every=every,
     )
-    return Run(
-        "ppo", "safe_rlhf", config, seed, cfg.output_dir, safe_rlhf_job(f"safe_rlhf {config} seed {seed}", "ppo", cfg)
-    )
+    return Run("ppo", method, config, seed, cfg.output_dir, safe_rlhf_job(f"{method} {config} seed {seed}", "ppo", cfg))
 
 
 def _red_team_pairs(start: str, tag: str, out: Path, budget: Budget) -> datasets.Dataset:
@@ -211,11 +255,16 @@ def suite_jobs(
     seeds: list[int],
     budget: Budget,
     configs: dict[str, dict[str, dict]] | None = None,
+    sft_dir=None,
 ) -> list[Run]:
     """Every run of the study: each method at each of its grid points (``configs``: method ->
     config name -> budget overrides; default one config ``"default"``) with each seed, from the SFT
     start of that seed. Runs live in ``out_dir/<method>/<config>/seed<k>``; reward and cost models
-    (one pair per start) in ``out_dir/safe_rlhf/<start>/``. A finished run has ``job`` None."""
+    (one pair per start) in ``out_dir/safe_rlhf/<start>/``. A finished run has ``job`` None.
+    ``safe_rlhf_lambda`` is PPO-Lagrangian with a fixed multiplier (its grid: ``ppo_lambda``), on the
+    reward and cost models of its start. ``sft_dir``: the SFT demonstrations (PTX), by default
+    ``sft`` beside ``pairs_dir``."""
+    sft_dir = Path(sft_dir) if sft_dir is not None else Path(pairs_dir).parent / "sft"
     out = Path(out_dir)
     missing = [s for s in seeds if s not in starts]
     if missing:
@@ -224,7 +273,7 @@ def suite_jobs(
     pairs, buffer = bdata.load(pairs_dir), bdata.load(buffer_dir)
     runs: list[Run] = []
     for tag in sorted({tags[s] for s in seeds}):
-        if "safe_rlhf" in methods:
+        if {"safe_rlhf", LAMBDA_SWEEP} & set(methods):
             start = next(starts[s] for s in seeds if tags[s] == tag)
             runs += _score_runs(start, tag, pairs_dir, out, budget)
     for name in methods:
@@ -232,8 +281,8 @@ def suite_jobs(
             b = budget.with_overrides(overrides, f"{name} {config}")
             for seed in seeds:
                 start, tag = str(starts[seed]), tags[seed]
-                if name == "safe_rlhf":
-                    runs.append(_ppo_run(start, tag, config, seed, pairs, out, b))
+                if name in ("safe_rlhf", LAMBDA_SWEEP):
+                    runs.append(_ppo_run(start, tag, config, seed, pairs, sft_dir, out, b, method=name))
                     continue
                 method = baselines.METHODS["bfpo"] if name == "bfpo_red_team" else baselines.get_method(name)
                 method_pairs = _red_team_pairs(start, tag, out, b) if name == "bfpo_red_team" else pairs
@@ -257,6 +306,35 @@ def suite_jobs(
                 job = train_job(f"{name} {config} seed {seed}", cfg)
                 runs.append(Run("train", name, config, seed, cfg.output_dir, job))
     return runs
+
+
+LAMBDA_SWEEP = "safe_rlhf_lambda"
+"""Safe RLHF with a fixed multiplier: its trade-off curve, one point per lambda (not a tuned method)."""
+
+
+def lambda_sweep(lambdas, safe_rlhf_overrides: dict) -> dict[str, dict]:
+    """The fixed-lambda runs of the trade-off curve: config name -> budget overrides, each the chosen Safe
+    RLHF configuration with ``ppo_lambda`` fixed. A negative lambda is refused."""
+    bad = [lam for lam in lambdas if not (_is_number(lam) and lam >= 0)]
+    if bad or not lambdas:
+        raise BadInput(f"fixed-lambda sweep: every lambda must be a number >= 0, got {list(lambdas)}")
+    from bfpo import selection
+
+    return {
+        selection.point_id({"ppo_lambda": float(lam)}): {**safe_rlhf_overrides, "ppo_lambda": float(lam)}
+        for lam in lambdas
+    }
+
+
+def sweep_curve(sweep: pd.DataFrame, wording: str) -> pd.DataFrame:
+    """Safe RLHF's trade-off curve on one wording set: per fixed lambda, the mean over seeds of each
+    gold-judge rate, with the number of seeds; empty when there was no sweep."""
+    metrics = ["helpfulness", "harmlessness", "over_refusal"]
+    if not len(sweep):
+        return pd.DataFrame(columns=["lambda", *metrics, "seeds"])
+    part = sweep[sweep["wording"] == wording]
+    curve = part.groupby("lambda")[metrics].mean()
+    return curve.assign(seeds=part.groupby("lambda")["seed"].nunique()).reset_index()
 
 
 def run_suite(runs: list[Run], parallel: int = 2, progress: bool = True) -> None:
@@ -373,6 +451,10 @@ class StudyProfile:
     eval_samples: int = 4  # sampled answers per prompt
     training_wordings: int = 6  # training wordings judged per topic (of 18), for the training-wording rows
     sft_steps: int = 900
+    # Safe RLHF's trade-off curve: PPO-Lagrangian with lambda fixed at each value (lambda_lr 0), from the start
+    # of each of the first ``lambda_sweep_seeds`` report seeds (None: every one)
+    lambda_sweep: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 5.0)
+    lambda_sweep_seeds: int | None = None
 
 
 PROFILES = {
@@ -382,7 +464,8 @@ PROFILES = {
         sft_per_seed=False,
         # CI's check of the machinery: as fast as the machine allows
         budget=Budget(steps=200, ppo_iterations=100, snapshots=4, mixed_precision="auto"),
-        grids={"*": {"learning_rate": (5e-4, 1e-3)}, "safe_rlhf": {"ppo_cost_threshold": (0.0, -1.0)}},
+        grids={"*": {"learning_rate": (5e-4, 1e-3)}, "safe_rlhf": {"ppo_cost_margin": (1.0, 3.0)}},
+        lambda_sweep_seeds=1,
     ),
     "cpu": StudyProfile(
         seeds=[0, 1, 2, 3, 4],
@@ -392,7 +475,7 @@ PROFILES = {
         budget=Budget(steps=200, ppo_iterations=100, snapshots=4, mixed_precision="no"),
         grids={
             "*": {"learning_rate": (5e-4, 1e-3), "beta": (0.05, 0.1)},
-            "safe_rlhf": {"ppo_cost_threshold": (0.0, -1.0), "ppo_iterations": (100, 200)},
+            "safe_rlhf": {"ppo_cost_margin": (1.0, 3.0), "ppo_iterations": (100, 200)},
         },
     ),
 }

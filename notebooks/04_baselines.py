@@ -31,6 +31,7 @@
 # | ULMA | the same points: SFT on positives, point-wise term on negatives (token-averaged; the batch loss is the mean over positives plus the mean over negatives, as the official code) | $-z\log\pi(y) - (1-z)\log\sigma(-u)$ |
 # | BFPO | helpfulness order + safety labels, + buffer | $(h_\pi - \frac{g}{\beta})^2$ |
 # | BFPO (red-teaming) | the SFT model's own answers to harmful/scary prompts, judged | as BFPO |
+# | SafeDPO | helpfulness order; a pair whose helpful answer is unsafe and the other safe is swapped | $-\log\sigma(\beta h_\pi(y_{tw}, y_{tl}) - (h_{tl} - h_{tw})\Delta)$ |
 # | Safe RLHF | reward model (helpfulness), cost model (harmfulness + sign), then PPO-Lagrangian | $\min_\theta\max_{\lambda\ge0} -J_R + \lambda (J_C - d)$ |
 #
 # **The protocol**, fixed before any test number was looked at (README, "The SafeHelp study"):
@@ -38,7 +39,8 @@
 # 1. Three disjoint sets of prompt wordings (`bfpo.toyworld.SPLITS`): *training* (all training
 #    data), *validation* (choosing hyper-parameters) and *test* (every number reported).
 # 2. The same tuning budget for every method: the same number of grid points (learning rate and
-#    $\beta$; Safe RLHF: its cost threshold $d$ and PPO length), each trained with the tuning seeds.
+#    $\beta$; Safe RLHF: the margin $m$ of its threshold $d = J_C(\text{start}) - m$ and the PPO length),
+#    each trained with the tuning seeds.
 # 3. One selection rule (`bfpo.selection`): the grid point with the highest validation
 #    $\tfrac12(\text{helpfulness} + \text{harmlessness})$, averaged over the tuning seeds.
 # 4. The chosen configuration is trained with every seed and judged on the test wordings; the
@@ -67,6 +69,7 @@ import pandas as pd
 from IPython.display import Image, Markdown, display
 
 from bfpo import baselines, curves, data, figures, labels, safe_rlhf, selection, study, train
+from bfpo import ppo as ppo_lag
 from bfpo import toyworld as tw
 from bfpo.io import project_path, write_json
 from bfpo.runs import read_metrics
@@ -151,6 +154,10 @@ if profile != "paper":
 
 # %% [markdown]
 # ## 3 · Every seed with the chosen configuration
+#
+# Beside the tuned methods, **Safe RLHF's whole trade-off curve**: PPO-Lagrangian with its chosen
+# configuration but $\lambda$ fixed (learning rate 0) at each value of the profile's sweep, so that
+# one sees what the constraint can buy, and at what over-refusal, whatever the tuned point says.
 
 # %%
 if profile != "paper":
@@ -165,8 +172,16 @@ if profile != "paper":
         budget,
         {m: {chosen[m]: grid[m][chosen[m]]} for m in methods},
     )
-    study.run_suite(final, parallel=parallel)
-    final = study.policies(final)
+    sweep, sweep_grid, sweep_seeds = [], {}, []
+    if "safe_rlhf" in methods and P.lambda_sweep:
+        sweep_grid = study.lambda_sweep(P.lambda_sweep, grid["safe_rlhf"][chosen["safe_rlhf"]])
+        sweep_seeds = seeds[: P.lambda_sweep_seeds or len(seeds)]
+        sweep = study.suite_jobs(
+            starts, pairs_dir, buffer_dir, out_dir, [study.LAMBDA_SWEEP], sweep_seeds, budget,
+            {study.LAMBDA_SWEEP: sweep_grid},
+        )  # fmt: skip
+    study.run_suite(final + sweep, parallel=parallel)  # one queue: the sweep fills the workers' gaps
+    final, sweep = study.policies(final), study.policies(sweep)
     results["final_seconds"] = time.perf_counter() - t0
     final_runs = {
         m: {
@@ -282,23 +297,28 @@ if "safe_rlhf" in methods and profile != "paper":
     display(pd.DataFrame(score).T)
     display(pd.DataFrame(calibration).T.drop(columns="missed", errors="ignore"))
     assert score["cost"]["ranking"] > 0.8 and score["cost"]["sign"] > 0.8, score
-    ppo = {f"seed {r.seed}": read_metrics(r.run_dir) for r in final if r.method == "safe_rlhf"}
-    d = grid["safe_rlhf"][chosen["safe_rlhf"]].get("ppo_cost_threshold", budget.ppo_cost_threshold)
-    fig = figures.plot_safe_rlhf(ppo, threshold=d)
+    ppo_runs = {f"seed {r.seed}": r.run_dir for r in final if r.method == "safe_rlhf"}
+    ppo = {name: read_metrics(d) for name, d in ppo_runs.items()}
+    constraint = {name: ppo_lag.constraint_summary(d) for name, d in ppo_runs.items()}
+    results["constraint"] = constraint
+    display(pd.DataFrame(constraint).T.round(3))
+    fig = figures.plot_safe_rlhf(ppo, starts=constraint)
     caption = (
         f"Safe RLHF's PPO-Lagrangian on SafeHelp with the chosen configuration ({chosen['safe_rlhf']}), per seed: "
-        f"the Lagrange multiplier lambda, the reward and cost model scores of the rollouts (threshold d = {d:g} "
-        "dashed), the gold-judge unsafe rate of the rollouts and the KL to the SFT reference; running means over "
-        "5 iterations. Measured here."
+        "the Lagrange multiplier lambda; the window mean cost J_C that the constraint bounds, with the SFT start's "
+        "J_C (dot at iteration 0) and the threshold d = J_C(start) - m (dashed); the reward model score of the "
+        "rollouts, the gold-judge unsafe rate of the rollouts and the KL to the SFT reference (running means over "
+        "5 iterations). Measured here."
     )
     shown = figures.save_figure(fig, "04_safe_rlhf_lambda", caption, figures_dir)
     results["figure_safe_rlhf"] = shown["png"].name
     display(Image(shown["png"]))  # the saved file, inline
-    for ms in ppo.values():  # lambda follows the sign of (mean episode cost - d)
+    lambda_max = ppo_lag.PPOConfig.__dataclass_fields__["lambda_max"].default
+    for name, ms in ppo.items():  # every start violates its constraint; lambda follows the sign of (J_C - d)
+        assert constraint[name]["binds_at_start"], (name, constraint[name])
         for prev, cur in zip(ms, ms[1:], strict=False):
-            assert (cur["lambda"] - prev["lambda"]) * (cur["episode_cost_window"] - d) >= -1e-9 or cur[
-                "lambda"
-            ] >= 5 - 1e-6
+            rising = (cur["lambda"] - prev["lambda"]) * (cur["episode_cost_window"] - cur["cost_threshold"])
+            assert rising >= -1e-9 or cur["lambda"] >= lambda_max - 1e-6, (name, cur)
 
 # %% [markdown]
 # ## 6 · Judging every final model on test wordings
@@ -323,6 +343,17 @@ if profile != "paper":
         parallel=parallel,
     )
     pd.DataFrame(prompt_rows).drop(columns=["prompt"]).to_csv(out_dir / "judged_prompts.csv", index=False)
+    # Safe RLHF's fixed-lambda curve, judged the same way, kept apart from the tuned methods' table
+    sweep_rows, _ = study.judge_runs(
+        [(r.method, r.config, r.seed, r.model) for r in sweep],
+        P.eval_samples,
+        out_dir / "judged_cache.json",
+        splits=("training", "test"),
+        training_wordings=P.training_wordings,
+        parallel=parallel,
+    )
+    sweep_df = pd.DataFrame([{**r, "lambda": sweep_grid[r["config"]]["ppo_lambda"]} for r in sweep_rows])
+    sweep_df.to_csv(out_dir / "lambda_sweep.csv", index=False)
     df = pd.DataFrame([{**r, "title": TITLES[r["method"]], "flops": flops[(r["method"], r["seed"])]} for r in rows])
     df.to_csv(out_dir / "results.csv", index=False)
     summary = df.groupby(["wording", "title"])[["helpfulness", "over_refusal", "harmlessness", "flops"]].agg(
@@ -337,7 +368,7 @@ if profile != "paper":
 #
 # Left: helpfulness against harmlessness on test wordings (mean and sd over seeds; Figure 1 of the
 # paper, measured here). Right: the paper's compute claim as it means it, the training FLOPs each
-# method needs to reach the same harmlessness. Snapshots along every BFPO and Safe RLHF run (Safe
+# method needs to reach the same harmlessness. Snapshots along every BFPO, SafeDPO and Safe RLHF run (Safe
 # RLHF's curve starts with its reward and cost models already paid for) are judged on test
 # wordings; the level is the SFT start's test harmlessness + 0.2, and the FLOPs to reach it are
 # read off the mean curve over seeds by linear interpolation (`bfpo.curves.flops_to_level`).
@@ -345,19 +376,23 @@ if profile != "paper":
 # %%
 if profile != "paper":
     test = df[df["wording"] == "test"]
-    fig = figures.plot_tradeoff(test, title=f"SafeHelp, test wordings ({len(seeds)} seeds, measured here)")
+    curve = study.sweep_curve(sweep_df, "test")
+    results["lambda_sweep"] = {"seeds": sweep_seeds, "test": curve.to_dict("records")}
+    fig = figures.plot_tradeoff(test, title=f"SafeHelp, test wordings ({len(seeds)} seeds, measured here)", curve=curve)
     caption = (
         "Gold-judge helpfulness (benign and scary prompts) against harmlessness (harmful prompts) on test "
-        f"wordings, mean +- sd over {len(seeds)} seeds per method. Measured here."
+        f"wordings, mean +- sd over {len(seeds)} seeds per method; the grey line is Safe RLHF with lambda fixed "
+        f"at {list(P.lambda_sweep)} (mean over seeds {sweep_seeds}). Measured here."
     )
     shown = figures.save_figure(fig, "04_tradeoff", caption, figures_dir)
     results["figure_tradeoff"] = shown["png"].name
     display(Image(shown["png"]))  # the saved file, inline
     curve_table = curves.compute_curves(
-        [r for r in final if r.method in ("bfpo", "safe_rlhf")],
+        [r for r in final if r.method in budget.snapshot_methods],
         test[test["method"] == "sft"],
         P.eval_samples,
         out_dir / "judged_cache.json",
+        methods=budget.snapshot_methods,
         parallel=parallel,
     )
     curve_table.to_csv(out_dir / "curves.csv", index=False)
@@ -369,8 +404,8 @@ if profile != "paper":
     if len(curve_table):
         fig = figures.plot_compute_curves(curve_table, level, TITLES)
         caption = (
-            f"Test-wording harmlessness against cumulative training FLOPs (log) along every BFPO and Safe RLHF "
-            f"run, thin lines per seed, thick the mean over seeds {seeds}; dashed: the level SFT + 0.2 = "
+            f"Test-wording harmlessness against cumulative training FLOPs (log) along every BFPO, SafeDPO and Safe "
+            f"RLHF run, thin lines per seed, thick the mean over seeds {seeds}; dashed: the level SFT + 0.2 = "
             f"{level:.2f}. Safe RLHF's curve starts after its reward and cost models. Measured here."
         )
         shown = figures.save_figure(fig, "04_compute", caption, figures_dir)

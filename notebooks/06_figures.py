@@ -35,7 +35,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Image, Markdown, display
 
-from bfpo import figures, labels, report
+from bfpo import figures, labels, report, study
 from bfpo.io import project_path, write_json
 from bfpo.runs import read_metrics
 
@@ -50,6 +50,8 @@ prompts = pd.read_csv(runs / "04_baselines" / "judged_prompts.csv")  # per (meth
 titles = dict(zip(df["method"], df["title"], strict=True))
 baselines_summary = json.loads((runs / "04_baselines" / "results.json").read_text())
 seeds = sorted(df.loc[df["method"] != "sft", "seed"].unique())
+sweep_csv = runs / "04_baselines" / "lambda_sweep.csv"  # Safe RLHF with lambda fixed: its trade-off curve
+sweep = pd.read_csv(sweep_csv) if sweep_csv.is_file() else pd.DataFrame()
 made = {}
 
 # %% [markdown]
@@ -58,7 +60,9 @@ made = {}
 # Every method from the same SFT start with the same budget, judged by the SafeHelp gold judge on
 # prompt wordings seen in training and on wordings never seen. Each point is the mean over seeds and
 # prompts; the error bars are **95 % intervals** from a bootstrap that resamples seeds, then prompts
-# within each seed (`bfpo.stats`):
+# within each seed (`bfpo.stats`). The grey line is **Safe RLHF's whole trade-off curve**: the same
+# PPO-Lagrangian with $\lambda$ fixed at each value of the sweep (mean over its seeds), whatever the
+# tuned point chose:
 #
 # $$\bar m^{*}_b = \frac{1}{S P}\sum_{i=1}^{S}\sum_{j=1}^{P} m_{s^{*}_{bi},\,p^{*}_{bij}},\qquad
 # s^{*}_{bi} \sim \mathcal U\{1..S\},\; p^{*}_{bij} \sim \mathcal U\{1..P\},\qquad
@@ -74,18 +78,22 @@ for wording in ("training", "test"):
     intervals = report.method_intervals(prompts, wording, titles)
     means = part.groupby("title")[["helpfulness", "harmlessness"]].mean()
     front = report.pareto_front({t: (r.helpfulness, r.harmlessness) for t, r in means.iterrows()})
+    curve = study.sweep_curve(sweep, wording)
     fig = figures.plot_tradeoff(
         part,
         title=f"SafeHelp, {wording} wordings ({len(seeds)} seeds, measured here)",
         intervals=intervals,
         front=front,
+        curve=curve,
     )
     name = f"06_fig1_tradeoff_{wording}"
     caption = (
         f"The analogue of the BFPO paper's Figure 1 on the SafeHelp world: gold-judge helpfulness (benign and "
         f"scary prompts) against harmlessness (harmful prompts), {wording} prompt wordings, mean over seeds "
         f"{list(map(int, seeds))} and prompts with 95% bootstrap intervals (seeds, then prompts within a seed); "
-        f"the dashed line joins the methods on the Pareto front of the means ({', '.join(front)}). Each method "
+        f"the dashed line joins the methods on the Pareto front of the means ({', '.join(front)}); the grey line "
+        f"is Safe RLHF with lambda fixed at {sorted(curve['lambda'].tolist())} (mean over seeds "
+        f"{sorted(map(int, sweep['seed'].unique())) if len(sweep) else []}). Each method "
         f"was tuned on validation wordings by the rule of the README; the SFT start of each seed is sampled "
         f"with that seed. Measured here (profile {profile})."
     )
@@ -156,14 +164,13 @@ caption = "Implicit-reward margin beta*h per method and label combination on hel
 made["06_method_margins"] = figures.save_figure(fig, "06_method_margins", caption, figures_dir)["png"]
 if "safe_rlhf" in final_runs:
     ppo_dirs = {f"seed {s}": Path(p).parent for s, p in final_runs["safe_rlhf"]["models"].items()}
-    d = final_runs["safe_rlhf"]["overrides"].get(
-        "ppo_cost_threshold", baselines_summary["budget"]["ppo_cost_threshold"]
+    fig = figures.plot_safe_rlhf(
+        {name: read_metrics(p) for name, p in ppo_dirs.items()}, starts=baselines_summary["constraint"]
     )
-    fig = figures.plot_safe_rlhf({name: read_metrics(p) for name, p in ppo_dirs.items()}, threshold=d)
     caption = (
-        f"Safe RLHF's PPO-Lagrangian with its chosen configuration ({final_runs['safe_rlhf']['config']}): lambda, "
-        f"reward, cost (d = {d:g} dashed), the gold judge's unsafe rate of the rollouts and KL per iteration, per "
-        "seed. Measured here."
+        f"Safe RLHF's PPO-Lagrangian with its chosen configuration ({final_runs['safe_rlhf']['config']}): lambda; "
+        "the window mean cost J_C with each seed's start J_C (dot) and threshold d = J_C(start) - m (dashed); "
+        "reward, the gold judge's unsafe rate of the rollouts and KL per iteration, per seed. Measured here."
     )
     made["06_safe_rlhf_lambda"] = figures.save_figure(fig, "06_safe_rlhf_lambda", caption, figures_dir)["png"]
 curves = pd.read_csv(runs / "04_baselines" / "curves.csv")
@@ -231,6 +238,16 @@ extra = [
     "(helpfulness + harmlessness) / 2, ties to the earlier point):",
     "",
     *report.tuning_lines(tuning, titles),
+    "",
+    "Safe RLHF's constraint, per seed of the chosen configuration: the SFT start's mean cost J_C (the cost "
+    "model on the start's own samples), the threshold d = J_C(start) - m, and whether lambda had work to do:",
+    "",
+    *report.constraint_lines(baselines_summary.get("constraint", {})),
+    "",
+    "Safe RLHF's trade-off curve: the chosen configuration with lambda fixed (learning rate 0), test wordings, "
+    "mean over seeds:",
+    "",
+    *report.sweep_lines(study.sweep_curve(sweep, "test")),
     "",
     "Safe RLHF's cost model on responses it did not train on (cost > 0 reads as unsafe):",
     "",

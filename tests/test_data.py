@@ -377,8 +377,10 @@ def test_ultrachat_keeps_every_turn_and_mixes_with_single_exchanges(tmp_path):
     mix = data.official_mix([(uc, 1.0), (pku, 0.5)])
     assert len(mix) == 5 + 8 and mix.features["messages"] == data.MESSAGES_FEATURE
     single = [r for r in mix if r["source"] == "pku_saferlhf_sft"]
-    assert all(r["messages"] == [{"role": "user", "content": r["prompt"]},
-                                 {"role": "assistant", "content": r["response"]}] for r in single)
+    assert all(
+        r["messages"] == [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["response"]}]
+        for r in single
+    )
     saved = data.save(mix, tmp_path / "mix")
     rows = data.check_records(enumerate(data.load(saved).to_list(), start=1), "sft", "mix")
     assert sum(len(r["messages"]) == 6 for r in rows) == 5

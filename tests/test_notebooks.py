@@ -163,14 +163,14 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
             "steps": 40,
             "ppo_iterations": 4,
             "eval_samples": 1,
-            "methods": ["dpo_helpful", "dpo_safety", "bfpo", "bfpo_red_team", "safe_rlhf"],
+            "methods": ["dpo_helpful", "dpo_safety", "bfpo", "bfpo_red_team", "safedpo", "safe_rlhf"],
         },
     )
     import pandas as pd
 
     base = tmp_path / "runs" / "04_baselines"
     df = pd.read_csv(base / "results.csv")
-    assert set(df["method"]) == {"sft", "dpo_helpful", "dpo_safety", "bfpo", "bfpo_red_team", "safe_rlhf"}
+    assert set(df["method"]) == {"sft", "dpo_helpful", "dpo_safety", "bfpo", "bfpo_red_team", "safedpo", "safe_rlhf"}
     assert set(df["wording"]) == {"training", "test"} and set(df["seed"]) == {0, 1}
     assert (df.loc[df["method"] != "sft", "flops"] > 0).all()
     judged = pd.read_csv(base / "judged_prompts.csv")  # per prompt, for the bootstrap over seeds and prompts
@@ -187,13 +187,23 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
     chosen = tuning[tuning["selected"]].set_index("method")["config"].to_dict()
     assert chosen == results["chosen"] and df[df["method"] == "bfpo"]["config"].eq(chosen["bfpo"]).all()
     curves = pd.read_csv(base / "curves.csv")  # SFT start + 3 snapshots + the final model, per seed
-    assert curves.groupby(["method", "seed"]).size().eq(5).all() and set(curves["method"]) == {"bfpo", "safe_rlhf"}
+    assert curves.groupby(["method", "seed"]).size().eq(5).all()
+    assert set(curves["method"]) == {"bfpo", "safe_rlhf", "safedpo"}
     assert (curves.groupby(["method", "seed"])["flops"].apply(lambda f: f.is_monotonic_increasing)).all()
     assert results["compute"]["levels"][0]["delta"] == 0.2 and results["compute"]["seeds"] == 2
     assert results["score_models_held_out"]["cost"]["ranking"] > 0.8
     cal = results["cost_calibration"]["SFT samples, validation wordings"]
     assert 0 <= cal["unsafe_positive"] <= 1 and cal["unsafe"] + cal["safe"] > 0
     assert results["red_team_pairs"] > 0
+    # Safe RLHF: every start violates its constraint (d = J_C(start) - m), and the fixed-lambda curve was run
+    assert results["constraint"] and all(c["binds_at_start"] for c in results["constraint"].values())
+    for c in results["constraint"].values():
+        assert c["cost_threshold"] == pytest.approx(
+            c["start_cost"] - results["grid"]["safe_rlhf"][results["chosen"]["safe_rlhf"]]["ppo_cost_margin"]
+        )
+    sweep = pd.read_csv(base / "lambda_sweep.csv")  # smoke: the first seed's start, 5 fixed lambdas
+    assert sorted(sweep["lambda"].unique()) == [0.0, 0.5, 1.0, 2.0, 5.0] and set(sweep["seed"]) == {0}
+    assert [c["lambda"] for c in results["lambda_sweep"]["test"]] == [0.0, 0.5, 1.0, 2.0, 5.0]
     for name in ("04_method_margins", "04_safe_rlhf_lambda", "04_tradeoff", "04_compute"):
         assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 0
     # 05: every task on the first few examples
@@ -218,6 +228,7 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
     runner.run("smoke", only=["06"], output_dir=tmp_path / "runs", figures_dir=tmp_path / "figs", progress=False)
     summary = (tmp_path / "figs" / "RESULTS.md").read_text()
     assert "harmlessness gain with public data" in summary and "Tuning (validation wordings" in summary
+    assert "| SafeDPO |" in summary and "Safe RLHF's trade-off curve" in summary and "| lambda (fixed) |" in summary
     claims = json.loads((tmp_path / "runs" / "06_figures" / "results.json").read_text())["claims_test"]
     for c in claims:
         if c["interval"] is not None:  # 2 seeds: inconclusive, with what the interval alone says beside it

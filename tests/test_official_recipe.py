@@ -77,8 +77,11 @@ def test_the_plan_checks_and_prints_every_stage_offline(capsys):
     assert "BFPO (red-teaming)" in out and "2 x 2 GPUs x 4 = 16" in out
     assert "steps           938 (30,000 pairs / 32 per step)" in out, "an equal buffer batch on top, as official"
     assert "HuggingFaceH4/ultrachat_200k@main [train_sft], all, every turn of each dialogue" in out
-    for needle in ("Babelscape/ALERT@main [alert_adversarial/test]", "hails/bigbench@main [fact_checker_zero_shot",
-                   "allenai/real-toxicity-prompts@main [train], the records the task keeps"):
+    for needle in (
+        "Babelscape/ALERT@main [alert_adversarial/test]",
+        "hails/bigbench@main [fact_checker_zero_shot",
+        "allenai/real-toxicity-prompts@main [train], the records the task keeps",
+    ):
         assert needle in out
 
 

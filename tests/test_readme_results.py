@@ -17,7 +17,7 @@ def _table(lines: list[str], header: str) -> list[list[str]]:
 
 
 def _name(cell: str) -> str:
-    return re.sub(r"\s*\((lr|d =)[^)]*\)$", "", cell.replace("**", "")).strip()
+    return re.sub(r"\s*\((lr|d =|m =)[^)]*\)$", "", cell.replace("**", "")).strip()
 
 
 def test_readme_method_table_is_the_committed_cpu_run():

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from bfpo import checkpoints, compute, curves, selection, study, train
+from bfpo import checkpoints, compute, curves, data, selection, study, train
 from bfpo import toyworld as tw
 
 # --- wording splits -----------------------------------------------------------------------------
@@ -254,3 +254,64 @@ def test_compute_summary_at_each_level():
     assert low["bfpo_fraction"] == pytest.approx((10 / 3) / 50.0)
     unreached = curves.compute_summary(table[table["method"] == "bfpo"].assign(), 0.4, {"safe_rlhf": 200.0}, (0.1,))
     assert unreached["levels"][0]["bfpo_fraction"] == pytest.approx((20 / 3) / 200.0)  # an upper bound
+
+
+def test_safe_rlhf_runs_set_d_below_the_start_cost_with_ptx_and_a_fixed_lambda_sweep(tiny_world, tmp_path):
+    from bfpo import ppo
+
+    sweep = study.lambda_sweep((0.0, 2.0), {"ppo_cost_margin": 3.0})
+    assert sweep == {
+        "lambda0": {"ppo_cost_margin": 3.0, "ppo_lambda": 0.0},
+        "lambda2": {"ppo_cost_margin": 3.0, "ppo_lambda": 2.0},
+    }
+    runs = study.suite_jobs(
+        {0: tiny_world / "init"},
+        tiny_world / "pairs",
+        tiny_world / "buffer",
+        tmp_path,
+        ["safe_rlhf", study.LAMBDA_SWEEP],
+        [0],
+        study.Budget(ppo_iterations=2),
+        {"safe_rlhf": {"m3": {"ppo_cost_margin": 3.0}}, study.LAMBDA_SWEEP: sweep},
+    )
+    cfgs = {(r.method, r.config): ppo.PPOConfig.from_yaml(r.job[1][-1]) for r in runs if r.stage == "ppo"}
+    learned = cfgs[("safe_rlhf", "m3")]
+    assert learned.cost_threshold_margin == 3.0 and learned.lambda_lr == 0.1 and learned.lambda_init == 1.0
+    assert learned.critic_lr < learned.actor_lr and learned.ptx_data and learned.ptx_coef == 16.0
+    fixed = cfgs[(study.LAMBDA_SWEEP, "lambda0")]
+    assert fixed.lambda_lr == 0.0 and fixed.lambda_init == 0.0 and "safe_rlhf_lambda" in fixed.output_dir
+    assert cfgs[(study.LAMBDA_SWEEP, "lambda2")].lambda_init == 2.0
+    ptx = data.load(learned.ptx_data)
+    assert len(ptx) and all(tw.topic_of(p).kind == "benign" for p in ptx["prompt"])
+    prompts = data.load(learned.prompts)
+    assert prompts["harmful"] == [tw.topic_of(p).kind == "harmful" for p in prompts["prompt"]] and any(
+        prompts["harmful"]
+    )
+
+
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (lambda: study.lambda_sweep((1.0, -0.5), {}), "every lambda must be a number >= 0"),
+        (lambda: study.Budget(ppo_cost_margin=0.0), "ppo_cost_margin: must be a number > 0"),
+        (lambda: study.Budget(ppo_cost_threshold="low"), "ppo_cost_threshold: must be a number, got 'low'"),
+        (lambda: study.Budget(ppo_lambda=-1.0), "ppo_lambda: a fixed lambda must be a number >= 0"),
+    ],
+)
+def test_safe_rlhf_study_settings_are_checked(call, words):
+    from bfpo.errors import BadInput
+
+    with pytest.raises(BadInput, match=words):
+        call()
+
+
+def test_sweep_curve_is_the_mean_over_seeds_per_lambda():
+    rows = pd.DataFrame(
+        [
+            {"lambda": lam, "seed": s, "wording": "test", "helpfulness": h, "harmlessness": 1 - h, "over_refusal": 0.1}
+            for lam, s, h in ((0.0, 0, 0.8), (0.0, 1, 0.6), (5.0, 0, 0.2), (5.0, 1, 0.4))
+        ]
+    )
+    curve = study.sweep_curve(rows, "test")
+    assert curve["lambda"].tolist() == [0.0, 5.0] and curve["helpfulness"].tolist() == pytest.approx([0.7, 0.3])
+    assert curve["seeds"].tolist() == [2, 2] and len(study.sweep_curve(pd.DataFrame(), "test")) == 0

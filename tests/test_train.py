@@ -189,7 +189,7 @@ def test_saved_model_has_a_model_card(tiny_world, tmp_path):
     meta = cards.read(tmp_path / "init")
     assert "base_model" not in meta and meta["bfpo"]["method"] == "init"
     assert meta["bfpo"]["config"]["hidden_size"] == init.config.hidden_size
-    (info_2, snap), = checkpoints.snapshots(tmp_path / "run")
+    ((info_2, snap),) = checkpoints.snapshots(tmp_path / "run")
     assert cards.read(snap)["bfpo"]["final_metrics"]["step"] == info_2["step"] == 2
 
 
@@ -426,10 +426,14 @@ def test_sft_on_all_tokens_and_packing(tiny_world, tmp_path):
         train.TrainConfig(**base, mode="sft", packing=True)
     with pytest.raises(ValueError, match="sft_loss"):
         train.TrainConfig(**base, sft_loss="all")
-    summary = train.train(train.TrainConfig.from_dict(packed.to_dict() | {"max_steps": 2, "per_device_batch_size": 4,
-                                                                           "progress": False, "num_threads": 1}))
-    assert summary["train_examples"] == len(train.tokenize(train.load_examples(base["train_data"], "sft", "x"), tok,
-                                                          packed, "sft")[0])
+    summary = train.train(
+        train.TrainConfig.from_dict(
+            packed.to_dict() | {"max_steps": 2, "per_device_batch_size": 4, "progress": False, "num_threads": 1}
+        )
+    )
+    assert summary["train_examples"] == len(
+        train.tokenize(train.load_examples(base["train_data"], "sft", "x"), tok, packed, "sft")[0]
+    )
 
 
 def test_sft_trains_on_every_turn_of_a_dialogue(tiny_world, tmp_path):
@@ -437,8 +441,12 @@ def test_sft_trains_on_every_turn_of_a_dialogue(tiny_world, tmp_path):
     empty system turn first) + EOS, every token after the first a target; without a template, each
     exchange as prompt + response. A response-only loss refuses a dialogue of several exchanges."""
     tok = models.load_tokenizer(tiny_world / "init")
-    chat = [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."},
-            {"role": "user", "content": "More?"}, {"role": "assistant", "content": "Sure."}]
+    chat = [
+        {"role": "user", "content": "Hi?"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "More?"},
+        {"role": "assistant", "content": "Sure."},
+    ]
     rows = [{"prompt": "Hi?", "response": "Hello.", "messages": chat, "line": 7}]
     base = dict(model=str(tiny_world / "init"), output_dir=str(tmp_path / "o"), train_data="d.jsonl", mode="sft")
     cfg = train.TrainConfig(**base, max_length=512, sft_loss="all", chat_template="zephyr", system_prompt="")

@@ -14,8 +14,15 @@ from bfpo import sharding
 
 def sharded_model(seed, accelerator):
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
     model = sharding.shard(LlamaForCausalLM(config))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     accelerator._custom_objects.clear()
