@@ -477,6 +477,7 @@ PROFILES = {
             "*": {"learning_rate": (5e-4, 1e-3), "beta": (0.05, 0.1)},
             "safe_rlhf": {"ppo_cost_margin": (1.0, 3.0), "ppo_iterations": (100, 200)},
         },
+        lambda_sweep_seeds=3,  # the starts of report seeds 0-2: 15 PPO runs (all five would cost ~10 more minutes)
     ),
 }
 """``smoke``: CI, every figure in minutes; ``cpu``: the definitive CPU-scale study (README)."""

@@ -52,6 +52,7 @@ def test_runner_executes_theory_notebook(tmp_path):
     assert results["profile"] == "smoke"
     assert results["bfpo_max_abs_error"] < 1e-6
     assert results["optimum_max_abs_error"] < 1e-4
+    assert results["safedpo_total_variation"] < 1e-2 and results["safedpo_unsafe_mass"] < 1e-3
     assert results["targets"] == {"11": 0.5, "10": 1.0, "01": -1.0, "00": -0.5}
     assert results["rankings"]["BFPO"] == ["helpful-safe", "unhelpful-safe", "unhelpful-unsafe", "helpful-unsafe"]
     dpo = results["probabilities"]["DPO (helpfulness)"]
