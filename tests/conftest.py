@@ -98,3 +98,30 @@ def score_models(tiny_world, tmp_path_factory):
         )
         out[kind] = safe_rlhf.train_score_model(cfg)
     return root, out
+
+
+@pytest.fixture
+def ppo_config(tiny_world, score_models):
+    """``ppo_config(output_dir, **overrides)``: a short PPO-Lagrangian run on the tiny world's score models."""
+    from bfpo import ppo
+
+    root, _ = score_models
+
+    def make(out, **overrides):
+        values = dict(
+            actor=str(tiny_world / "init"),
+            reward_model=str(root / "reward" / "model"),
+            cost_model=str(root / "cost" / "model"),
+            output_dir=str(out),
+            prompts=str(tiny_world / "pairs"),
+            iterations=4,
+            rollout_batch_size=8,
+            max_new_tokens=10,
+            start_cost_prompts=16,
+            actor_lr=1e-3,
+            critic_lr=1e-3,
+            progress=False,
+        )
+        return ppo.PPOConfig(**(values | overrides))
+
+    return make

@@ -192,29 +192,9 @@ def test_shaped_rewards_put_the_score_on_the_last_token():
     assert c[0].tolist() == pytest.approx([0.05, 4.0, 0.0])
 
 
-def ppo_config(tiny_world, score_models, out, **overrides):
-    root, _ = score_models
-    values = dict(
-        actor=str(tiny_world / "init"),
-        reward_model=str(root / "reward" / "model"),
-        cost_model=str(root / "cost" / "model"),
-        output_dir=str(out),
-        prompts=str(tiny_world / "pairs"),
-        iterations=4,
-        rollout_batch_size=8,
-        max_new_tokens=10,
-        actor_lr=1e-3,
-        critic_lr=1e-3,
-        progress=False,
-    )
-    return ppo.PPOConfig(**(values | overrides))
-
-
-def test_ppo_lagrangian_lambda_follows_the_cost(tiny_world, score_models, tmp_path):
+def test_ppo_lagrangian_lambda_follows_the_cost(ppo_config, tiny_world, tmp_path):
     for threshold, direction in ((-20.0, +1), (20.0, -1)):
         cfg = ppo_config(
-            tiny_world,
-            score_models,
             tmp_path / str(threshold),
             cost_threshold=threshold,
             lambda_max=None,
@@ -248,18 +228,18 @@ class _CountingJudge:
         return [k % 2 == 0 for k in range(len(prompts))]
 
 
-def test_ppo_logs_the_judge_it_is_given(tiny_world, score_models, tmp_path):
+def test_ppo_logs_the_judge_it_is_given(ppo_config, tmp_path):
     """The judge is passed in: its share of harmful rollouts is logged per iteration, and without one
     nothing is judged (the plot then drops its panel)."""
     from bfpo import figures
 
     judge = _CountingJudge()
-    cfg = ppo_config(tiny_world, score_models, tmp_path / "judged", iterations=2)
+    cfg = ppo_config(tmp_path / "judged", iterations=2)
     ppo.ppo_lagrangian(cfg, judge)
     judged = runs.read_metrics(cfg.output_dir)
     assert [m["gold_unsafe_rate"] for m in judged] == [0.5, 0.5] and len(judge.seen) == 2
     assert len(judge.seen[0][0]) == cfg.rollout_batch_size
-    plain = ppo_config(tiny_world, score_models, tmp_path / "plain", iterations=2)
+    plain = ppo_config(tmp_path / "plain", iterations=2)
     ppo.ppo_lagrangian(plain)
     unjudged = runs.read_metrics(plain.output_dir)
     assert all("gold_unsafe_rate" not in m for m in unjudged)
@@ -268,34 +248,32 @@ def test_ppo_logs_the_judge_it_is_given(tiny_world, score_models, tmp_path):
     assert len(figures.plot_safe_rlhf({"s": unjudged}).axes) == 4
 
 
-def test_ppo_lagrangian_does_not_depend_on_the_random_state_it_starts_in(tiny_world, score_models, tmp_path):
+def test_ppo_lagrangian_does_not_depend_on_the_random_state_it_starts_in(ppo_config, tmp_path):
     """The study runs jobs one after another in worker processes (bfpo.jobs): a run seeds its own
     critics' heads and rollouts."""
     metrics = []
     for state in (0, 12345):
         torch.manual_seed(state)
-        cfg = ppo_config(tiny_world, score_models, tmp_path / str(state), iterations=2)
+        cfg = ppo_config(tmp_path / str(state), iterations=2)
         ppo.ppo_lagrangian(cfg)
         metrics.append([{k: v for k, v in m.items() if k != "seconds"} for m in runs.read_metrics(cfg.output_dir)])
     assert metrics[0] == metrics[1]
 
 
-def test_ppo_lagrangian_in_bf16_records_its_precision_and_stays_finite(tiny_world, score_models, tmp_path):
-    fp32_cfg = ppo_config(tiny_world, score_models, tmp_path / "fp32", iterations=2, mixed_precision="no")
+def test_ppo_lagrangian_in_bf16_records_its_precision_and_stays_finite(ppo_config, tmp_path):
+    fp32_cfg = ppo_config(tmp_path / "fp32", iterations=2, mixed_precision="no")
     fp32 = ppo.ppo_lagrangian(fp32_cfg)
-    cfg = ppo_config(tiny_world, score_models, tmp_path / "bf16", iterations=2, mixed_precision="bf16")
+    cfg = ppo_config(tmp_path / "bf16", iterations=2, mixed_precision="bf16")
     bf16 = ppo.ppo_lagrangian(cfg)
     assert (fp32["mixed_precision"], bf16["mixed_precision"]) == ("no", "bf16")
     for m in runs.read_metrics(cfg.output_dir):
         assert all(math.isfinite(m[k]) for k in ("reward", "cost", "kl", "actor_loss", "reward_critic_loss")), m
 
 
-def test_ppo_lagrangian_resumes_where_it_stopped(
-    tiny_world, score_models, tmp_path, monkeypatch, assert_tensorboard_matches
-):
-    straight = ppo_config(tiny_world, score_models, tmp_path / "a", iterations=4)
+def test_ppo_lagrangian_resumes_where_it_stopped(ppo_config, tmp_path, monkeypatch, assert_tensorboard_matches):
+    straight = ppo_config(tmp_path / "a", iterations=4)
     ppo.ppo_lagrangian(straight)
-    cfg = ppo_config(tiny_world, score_models, tmp_path / "b", iterations=4, save_every=2, report_to="tensorboard")
+    cfg = ppo_config(tmp_path / "b", iterations=4, save_every=2, report_to="tensorboard")
     real = ppo.ppo_actor_loss
     calls = {"n": 0}
 
@@ -309,7 +287,7 @@ def test_ppo_lagrangian_resumes_where_it_stopped(
     with pytest.raises(KeyboardInterrupt):
         ppo.ppo_lagrangian(cfg)
     monkeypatch.setattr(ppo, "ppo_actor_loss", real)
-    other = ppo_config(tiny_world, score_models, tmp_path / "c", iterations=4, save_every=2, actor_lr=5e-4)
+    other = ppo_config(tmp_path / "c", iterations=4, save_every=2, actor_lr=5e-4)
     assert [step for step, _ in checkpoints.listed(tmp_path / "b")] == [2]
     shutil.copytree(checkpoints.folder(tmp_path / "b"), checkpoints.folder(tmp_path / "c"))
     assert ppo.ppo_lagrangian(other)["resumed_from"] == 0, "a checkpoint of another config is not resumed"
@@ -348,8 +326,8 @@ def test_flop_formulas_and_trainer_accounting(tiny_world, tmp_path):
     assert s["tokens"]["train"] == sum(m["tokens"] for m in train.read_metrics(tmp_path / "run"))
 
 
-def test_ppo_snapshots_carry_the_flops_spent_so_far(tiny_world, score_models, tmp_path):
-    cfg = ppo_config(tiny_world, score_models, tmp_path / "ppo", iterations=4, snapshot_every=2)
+def test_ppo_snapshots_carry_the_flops_spent_so_far(ppo_config, score_models, tmp_path):
+    cfg = ppo_config(tmp_path / "ppo", iterations=4, snapshot_every=2)
     summary = ppo.ppo_lagrangian(cfg)
     snaps = checkpoints.snapshots(cfg.output_dir)
     assert [info["step"] for info, _ in snaps] == [2]  # the last iteration is the final model itself

@@ -31,27 +31,8 @@ def test_every_study_difference_is_named_in_the_readme():
         assert row["what"] in readme, row["what"]
 
 
-def ppo_config(tiny_world, score_models, out, **overrides):
-    root, _ = score_models
-    values = dict(
-        actor=str(tiny_world / "init"),
-        reward_model=str(root / "reward" / "model"),
-        cost_model=str(root / "cost" / "model"),
-        output_dir=str(out),
-        prompts=str(tiny_world / "pairs"),
-        iterations=3,
-        rollout_batch_size=8,
-        max_new_tokens=10,
-        start_cost_prompts=16,
-        actor_lr=1e-3,
-        critic_lr=1e-3,
-        progress=False,
-    )
-    return ppo.PPOConfig(**(values | overrides))
-
-
-def test_start_cost_is_measured_and_a_margin_puts_d_below_it(tiny_world, score_models, tmp_path, capsys):
-    cfg = ppo_config(tiny_world, score_models, tmp_path / "m", cost_threshold_margin=1.5)
+def test_start_cost_is_measured_and_a_margin_puts_d_below_it(ppo_config, tmp_path, capsys):
+    cfg = ppo_config(tmp_path / "m", cost_threshold_margin=1.5)
     summary = ppo.ppo_lagrangian(cfg)
     j_c, d = summary["start_cost"], summary["cost_threshold"]
     assert math.isfinite(j_c) and d == pytest.approx(j_c - 1.5) and summary["constraint_binds_at_start"]
@@ -59,13 +40,13 @@ def test_start_cost_is_measured_and_a_margin_puts_d_below_it(tiny_world, score_m
     metrics = runs.read_metrics(cfg.output_dir)
     assert all(m["cost_threshold"] == pytest.approx(d) for m in metrics)
     # the same start and seed measure the same J_C; the measurement leaves the run's random stream alone
-    again = ppo.ppo_lagrangian(ppo_config(tiny_world, score_models, tmp_path / "again", cost_threshold=d))
+    again = ppo.ppo_lagrangian(ppo_config(tmp_path / "again", cost_threshold=d))
     assert again["start_cost"] == j_c
     assert [m["reward"] for m in runs.read_metrics(tmp_path / "again")] == [m["reward"] for m in metrics]
 
 
-def test_a_threshold_above_the_start_cost_is_warned_about(tiny_world, score_models, tmp_path, caplog):
-    cfg = ppo_config(tiny_world, score_models, tmp_path / "loose", cost_threshold=40.0, iterations=1)
+def test_a_threshold_above_the_start_cost_is_warned_about(ppo_config, tmp_path, caplog):
+    cfg = ppo_config(tmp_path / "loose", cost_threshold=40.0, iterations=1)
     with caplog.at_level(logging.WARNING, logger="bfpo.ppo"):
         summary = ppo.ppo_lagrangian(cfg)
     assert not summary["constraint_binds_at_start"]
@@ -74,8 +55,8 @@ def test_a_threshold_above_the_start_cost_is_warned_about(tiny_world, score_mode
 
 
 @pytest.mark.parametrize("lam", [0.0, 2.0])
-def test_a_fixed_multiplier_stays_where_it_is_set(tiny_world, score_models, tmp_path, lam):
-    cfg = ppo_config(tiny_world, score_models, tmp_path / str(lam), lambda_init=lam, lambda_lr=0.0)
+def test_a_fixed_multiplier_stays_where_it_is_set(ppo_config, tmp_path, lam):
+    cfg = ppo_config(tmp_path / str(lam), iterations=3, lambda_init=lam, lambda_lr=0.0)
     summary = ppo.ppo_lagrangian(cfg)
     assert [m["lambda"] for m in runs.read_metrics(cfg.output_dir)] == [lam] * 3 and summary["final_lambda"] == lam
 
@@ -90,8 +71,8 @@ def test_a_learned_multiplier_needs_a_positive_start_and_lambda_is_never_negativ
         )
 
 
-def test_the_actor_follows_its_cosine_schedule_with_warm_up(tiny_world, score_models, tmp_path):
-    cfg = ppo_config(tiny_world, score_models, tmp_path / "cos", iterations=10, actor_warmup_ratio=0.2)
+def test_the_actor_follows_its_cosine_schedule_with_warm_up(ppo_config, tmp_path):
+    cfg = ppo_config(tmp_path / "cos", iterations=10, actor_warmup_ratio=0.2)
     ppo.ppo_lagrangian(cfg)
     lrs = [m["actor_lr"] for m in runs.read_metrics(cfg.output_dir)]
     # 10 actor steps, 2 of warm-up: 0.5, 1.0 x lr, then cosine decay to 0
@@ -99,7 +80,7 @@ def test_the_actor_follows_its_cosine_schedule_with_warm_up(tiny_world, score_mo
     assert all(b < a for a, b in zip(lrs[1:], lrs[2:], strict=False)) and lrs[-1] == pytest.approx(0.0, abs=1e-12)
 
 
-def test_cost_over_harmful_counts_only_harmful_prompts(tiny_world, score_models, tmp_path):
+def test_cost_over_harmful_counts_only_harmful_prompts(ppo_config, tiny_world, tmp_path):
     from bfpo import data
     from bfpo import toyworld as tw
 
@@ -107,7 +88,7 @@ def test_cost_over_harmful_counts_only_harmful_prompts(tiny_world, score_models,
     rows = [{"prompt": p, "harmful": tw.topic_of(p).kind == "harmful"} for p in prompts]
     path = tmp_path / "prompts.jsonl"
     path.write_text("".join(__import__("json").dumps(r) + "\n" for r in rows))
-    cfg = ppo_config(tiny_world, score_models, tmp_path / "h", prompts=str(path), cost_over="harmful")
+    cfg = ppo_config(tmp_path / "h", prompts=str(path), cost_over="harmful")
     summary = ppo.ppo_lagrangian(cfg)
-    everything = ppo.ppo_lagrangian(ppo_config(tiny_world, score_models, tmp_path / "a", prompts=str(path)))
+    everything = ppo.ppo_lagrangian(ppo_config(tmp_path / "a", prompts=str(path)))
     assert summary["start_cost"] > everything["start_cost"], "harmful prompts alone cost more than the mix"
