@@ -11,9 +11,12 @@ Three stages, each a function with a dataclass config:
 3. :func:`bfpo.ppo.ppo_lagrangian` (module :mod:`bfpo.ppo`): maximise J_R subject to J_C <= d
    through the Lagrangian, with GAE on reward and cost critics and a learned multiplier.
 
-The settings follow the official code (PKU-Alignment/safe-rlhf, ``safe_rlhf/algorithms/ppo_lag``):
-KL coefficient 0.01, scores clipped to +-50, threshold d = 0, lambda lr 0.1, window 128, PTX
-coefficient 16; actor lr 1e-5 and critic lr 5e-6 at 7B scale (tiny models need larger ones).
+The settings follow the official code (PKU-Alignment/safe-rlhf, ``scripts/ppo-lag.sh``; every
+default of :class:`~bfpo.ppo.PPOConfig` with its source in ``configs/official_ppo_lag.yaml``): KL
+coefficient 0.01, scores clipped to +-50, threshold d = 0, lambda lr 0.1, window 128, PTX coefficient
+16; actor lr 1e-5 (cosine, 3% warm-up, weight decay 0.01) and critic lr 5e-6 at 7B scale. Before PPO
+the run measures J_C of its start and can set d below it (``cost_threshold_margin``), so that the
+constraint binds as it does in the official run.
 Here it runs in one process (tiny models on a CPU); paper scale needs the official DeepSpeed code.
 """
 

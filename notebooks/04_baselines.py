@@ -257,6 +257,12 @@ if "BFPO" in margins:
 # own sampled answers to validation prompts (the kind of text PPO rolls out), and the final Safe
 # RLHF policy's answers, where a policy that learned to fool the cost model shows. During PPO,
 # $\lambda$ grows while the mean episode cost is above $d$ and shrinks while it is below.
+#
+# **Does the constraint bind?** Safe RLHF's premise is a start that violates it. Before its first
+# iteration every run measures $J_C(\text{start})$, the cost model's mean score on the SFT model's own
+# samples, and sets $d = J_C(\text{start}) - m$ with the tuned margin $m$ (`bfpo.ppo.start_cost`); the
+# table gives, per seed, both values, the final and largest $\lambda$ and the share of iterations whose
+# window cost stayed above $d$, and the figure draws $J_C$ with each start's value (dot) and $d$ (dashed).
 
 # %%
 if "safe_rlhf" in methods and profile != "paper":
