@@ -90,6 +90,19 @@ TRAIN_ROWS = [
         lambda t: {"train_data": bad_pairs_file(t, {k: v for k, v in pair().items() if k != "prompt"})},
         ["pairs.jsonl", "line 13", "'prompt'", "missing"],
     ),
+    (
+        "SafeDPO pair without safety labels",
+        lambda t: {
+            "loss": "safedpo",
+            "train_data": bad_pairs_file(t, {k: v for k, v in pair().items() if k != "rejected_safe"}),
+        },
+        ["pairs.jsonl", "line 13", "'rejected_safe'", "missing"],
+    ),
+    (
+        "SafeDPO margin 0",
+        lambda t: {"loss": "safedpo", "safety_margin": 0},
+        ["cfg.yaml", "key 'safety_margin'", "must be > 0, got 0"],
+    ),
     ("not JSON", lambda t: {"train_data": _broken_json(t)}, ["pairs.jsonl", "line 2", "not valid JSON"]),
     (
         "empty file",
