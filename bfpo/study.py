@@ -208,7 +208,6 @@ def _ppo_run(
     ptx_dir = out / "safe_rlhf" / "ptx_benign_sft"
     if budget.ppo_ptx and not ptx_dir.is_dir():
         bdata.save(ptx_data(bdata.load(sft_dir)), ptx_dir)
-    fixed = budget.ppo_lambda is not None
     every = (
         budget.ppo_iterations // budget.snapshots if budget.snapshots and "safe_rlhf" in budget.snapshot_methods else 0
     )
@@ -227,8 +226,8 @@ def _ppo_run(
         cost_threshold=budget.ppo_cost_threshold,
         cost_threshold_margin=budget.ppo_cost_margin,
         cost_over=budget.ppo_cost_over,
-        lambda_init=budget.ppo_lambda if fixed else 1.0,
-        lambda_lr=0.0 if fixed else 0.1,
+        # a fixed multiplier: lambda_lr 0 at the given lambda; else PPOConfig's (official) learned one
+        **({"lambda_init": budget.ppo_lambda, "lambda_lr": 0.0} if budget.ppo_lambda is not None else {}),
         seed=seed,
         mixed_precision=budget.mixed_precision,
         save_every=25,
