@@ -271,6 +271,7 @@ def _pad_left(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
         attn[i, width - len(r) :] = 1
     return ids, attn
 
+
 @dataclass
 class _Models:
     """What PPO-Lagrangian reads but never updates: the tokenizer, the reference policy, the two score
@@ -427,9 +428,10 @@ def _sample(cfg: PPOConfig, actor, m: _Models, prompt_ids: list[list[int]]):
     return p_ids.shape[1], p_attn, seq, attn, resp, mask
 
 
-def _score(model, seq, attn) -> torch.Tensor:
-    """A score model's scalar at the last token: [B]."""
-    return model(input_ids=seq, attention_mask=attn, position_ids=_positions(attn)).logits[:, 0].float()
+def _score(model, seq, attn, clip: float) -> torch.Tensor:
+    """A score model's scalar at the last token, clipped to +-``clip`` (score_clip): [B]."""
+    logits = model(input_ids=seq, attention_mask=attn, position_ids=_positions(attn)).logits
+    return logits[:, 0].float().clamp(-clip, clip)
 
 
 @torch.no_grad()
@@ -447,7 +449,7 @@ def start_cost(cfg: PPOConfig, state: PPOState, m: _Models, prompt_ids, harmful:
             batch = [prompt_ids[i] for i in chosen[k : k + cfg.rollout_batch_size]]
             with precision.autocast(m.precision):
                 _, p_attn, seq, attn, _, mask = _sample(cfg, state.actor, m, batch)
-                costs += _score(m.scorers["cost"], seq, attn).clamp(-cfg.score_clip, cfg.score_clip).tolist()
+                costs += _score(m.scorers["cost"], seq, attn, cfg.score_clip).tolist()
             state.flops.generate("start_cost", m.n_actor, int(p_attn.sum()), int(mask.sum()))
             state.flops.forward("start_cost", m.n_score, int(attn.sum()))
     return sum(costs) / len(costs), len(chosen)
@@ -465,8 +467,7 @@ def rollout(cfg: PPOConfig, state: PPOState, m: _Models, prompt_ids: list[list[i
     P, p_attn, seq, attn, resp, mask = _sample(cfg, actor, m, prompt_ids)
     logps = _token_logps(actor, seq, attn, P)
     ref_logps = _token_logps(m.ref, seq, attn, P)
-    scores = {k: _score(s, seq, attn) for k, s in m.scorers.items()}
-    scores = {k: v.clamp(-cfg.score_clip, cfg.score_clip) for k, v in scores.items()}
+    scores = {k: _score(s, seq, attn, cfg.score_clip) for k, s in m.scorers.items()}
     values = {
         k: c(input_ids=seq, attention_mask=attn, position_ids=_positions(attn)).logits[:, P - 1 : -1, 0].float()
         for k, c in state.critics.items()
