@@ -13,9 +13,12 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bfpo.errors import BadInput
+from bfpo.io import disk_full, is_disk_full
 
 log = logging.getLogger("bfpo.checkpoints")
 
@@ -46,6 +49,23 @@ def staging(output_dir: str | os.PathLike, step: int, create: bool = True) -> Pa
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     return tmp
+
+
+@contextmanager
+def space_guard(output_dir: str | os.PathLike, tmp: Path, step: int, root: str = "checkpoints") -> Iterator[Path]:
+    """Around writing (and committing) the checkpoint or snapshot ``step`` into ``tmp``: when the disk fills,
+    ``tmp`` is removed, every earlier one stays as it was, and :class:`bfpo.io.DiskFull` names the one being
+    written and the space needed (about the size of the newest earlier one)."""
+    try:
+        yield tmp
+    except Exception as err:
+        if not is_disk_full(err, tmp.parent):
+            raise
+        written = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file()) if tmp.is_dir() else 0
+        shutil.rmtree(tmp, ignore_errors=True)
+        earlier = sorted((Path(output_dir) / root).glob("step-*"))
+        target = Path(output_dir) / root / f"step-{step:06d}"
+        raise disk_full(target, written, err, earlier[-1] if earlier else None) from None
 
 
 def commit(output_dir: str | os.PathLike, tmp: Path, step: int, state: dict, keep: int) -> Path:
@@ -141,8 +161,9 @@ def save_snapshot(output_dir: str | os.PathLike, step: int, save_model, info: di
     tmp, final = root / f".step-{step:06d}.tmp", root / f"step-{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_model(tmp)
-    (tmp / SNAPSHOT_INFO).write_text(json.dumps({"step": step, **info}, indent=1))
+    with space_guard(output_dir, tmp, step, "snapshots"):
+        save_model(tmp)
+        (tmp / SNAPSHOT_INFO).write_text(json.dumps({"step": step, **info}, indent=1))
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

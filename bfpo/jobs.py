@@ -18,6 +18,7 @@ import concurrent.futures
 import importlib
 import multiprocessing
 import os
+import signal
 import sys
 import tempfile
 import traceback
@@ -30,9 +31,27 @@ ENV = {"OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
 _pools: dict[int, concurrent.futures.ProcessPoolExecutor] = {}
 
 
-def _start_worker(env: dict[str, str]) -> None:
+def die_with_parent(parent: int, sig: int = signal.SIGKILL) -> None:
+    """Have the kernel send ``sig`` to this process when its parent (PID ``parent``) ends (Linux; elsewhere
+    nothing). A study killed half-way must leave no worker that goes on training and writing its run folder,
+    holding the folder's lock, while the study runs again."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent ended before the signal was asked for
+        os.kill(os.getpid(), sig)
+
+
+def _start_worker(env: dict[str, str], parent: int | None = None) -> None:
     """Before a worker imports torch: its environment; and its output to /dev/null (a job's own goes to its
-    log, see run_command; what judging or evaluation would print, progress bars included, is not shown)."""
+    log, see run_command; what judging or evaluation would print, progress bars included, is not shown).
+    The worker dies with the process that started it (:func:`die_with_parent`)."""
+    if parent is not None:
+        die_with_parent(parent)
     os.environ.update(env)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
@@ -53,7 +72,9 @@ def _pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
     if workers not in _pools:
         # spawn, not fork: a forked copy of a process that already runs torch threads can hang
         context = multiprocessing.get_context("spawn")
-        _pools[workers] = concurrent.futures.ProcessPoolExecutor(workers, context, _start_worker, (ENV,))
+        _pools[workers] = concurrent.futures.ProcessPoolExecutor(
+            workers, context, _start_worker, (ENV, os.getpid())
+        )
     return _pools[workers]
 
 

@@ -13,12 +13,15 @@ notebook and the failing cell.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from bfpo import configs, locks
 from bfpo.errors import BadInput, run_cli
 from bfpo.io import project_path, write_json
 
@@ -69,33 +72,48 @@ def run(
     ``parameters`` are passed to every notebook on top of profile, output_dir and figures_dir
     (e.g. shorter runs for a test).
     """
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-
     if profile not in PROFILES:
         raise BadInput(f"profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
     out = project_path(output_dir or f"runs/{profile}")
-    executed_dir = out / "notebooks"
-    executed_dir.mkdir(parents=True, exist_ok=True)
     figures_dir = figures_dir or FIGURES[profile]
     params = dict(
         profile=profile, output_dir=str(out), figures_dir=str(project_path(figures_dir)), **(parameters or {})
     )
-    timings: dict[str, float] = {}
     notebooks = discover(notebooks_dir, only)
-    bar = tqdm(notebooks, desc=f"notebooks ({profile})", unit="nb", disable=not progress)
+    # one runner per results folder and per figures folder: a second one stops here, having written nothing
+    with locks.hold(out, "python -m bfpo.notebooks"), locks.hold(params["figures_dir"], "python -m bfpo.notebooks"):
+        return _execute(notebooks, params, out, kernel_name, progress)
+
+
+def _execute(notebooks: list[Path], params: dict, out: Path, kernel_name: str, progress: bool) -> dict[str, float]:
+    """Execute ``notebooks`` in order into ``out/notebooks``; each one's tally of reused and re-run work
+    (trainings, judgements, evaluations, from ``$BFPO_LEDGER``) is printed beside its time."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    from bfpo import runs
+
+    executed_dir = out / "notebooks"
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    reuse: dict[str, dict] = {}
+    bar = tqdm(notebooks, desc=f"notebooks ({params['profile']})", unit="nb", disable=not progress)
     for nb in bar:
         bar.set_postfix_str(nb.stem)
         start = time.perf_counter()
+        ledger = out / "reuse" / f"{nb.stem}.jsonl"
+        ledger.parent.mkdir(parents=True, exist_ok=True)
+        ledger.unlink(missing_ok=True)
         try:
-            pm.execute_notebook(
-                str(nb),
-                str(executed_dir / nb.name),
-                parameters=params,
-                kernel_name=kernel_name,
-                cwd=str(project_path(".")),
-                progress_bar=False,
-            )
+            with _env(runs.LEDGER_ENV, str(ledger)):  # the kernel inherits it
+                pm.execute_notebook(
+                    str(nb),
+                    str(executed_dir / nb.name),
+                    parameters=params,
+                    kernel_name=kernel_name,
+                    cwd=str(project_path(".")),
+                    progress_bar=False,
+                )
         except PapermillExecutionError as err:
             first_line = next((line for line in err.source.splitlines() if line.strip()), "")
             kind = NotebookBadInput if err.ename in BAD_INPUT_ERRORS else NotebookFailed
@@ -105,9 +123,24 @@ def run(
                 f"(full traceback in {executed_dir / nb.name})"
             ) from None
         timings[nb.stem] = round(time.perf_counter() - start, 2)
-        tqdm.write(f"  {nb.stem}: {timings[nb.stem]:.1f} s")
+        reuse[nb.stem] = runs.tally(ledger)
+        tqdm.write(f"  {nb.stem}: {timings[nb.stem]:.1f} s ({runs.describe_tally(reuse[nb.stem])})")
     write_json(out / "timings.json", timings)
+    write_json(out / "reuse.json", reuse)
     return timings
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str):
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 class PairsOutOfSync(BadInput):
@@ -160,6 +193,16 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PREFIX",
         help="run only the notebooks whose names start with these prefixes, e.g. 01 03",
     )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        type=configs.parse_override,
+        metavar="KEY=VALUE",
+        help="a parameter for every notebook run (repeatable; the value is read as YAML), e.g. --set 'seeds=[0, 1]' "
+        "--set steps=40 (shorter runs; their results are not the profile's)",
+    )
     parser.add_argument("--output-dir", help="results and executed notebooks (default: runs/<profile>)")
     parser.add_argument(
         "--figures-dir", help="where figures are written (default: figures, figures/cpu or figures/paper by profile)"
@@ -193,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise BadInput("--plan: only the paper profile has a plan (smoke and cpu run here, on this CPU)")
             print(plan.format_plan(plan.build_plan()), end="")
             return
-        timings = run(args.profile, args.only, args.output_dir, args.figures_dir)
+        timings = run(args.profile, args.only, args.output_dir, args.figures_dir, parameters=dict(args.overrides))
         print(f"ran {len(timings)} notebook(s) in {sum(timings.values()):.1f} s (profile {args.profile})")
 
     return run_cli("bfpo.notebooks", work, args.debug)

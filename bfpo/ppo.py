@@ -38,9 +38,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bfpo import cards, checkpoints, compute, configs, models, precision, runs, sampling, sequences, tracking
+from bfpo import cards, checkpoints, compute, configs, locks, models, precision, runs, sampling, sequences, tracking
 from bfpo import data as bdata
-from bfpo.io import write_json
+from bfpo.io import append_line, write_json
 
 log = logging.getLogger(__name__)
 
@@ -533,9 +533,17 @@ def ppo_lagrangian(cfg: PPOConfig, judge=None) -> dict:
     every iteration) and ``ppo_summary.json``. Checkpoints every ``save_every`` iterations. With a
     ``judge`` (a :class:`bfpo.evaluation.Judge`, e.g. the SafeHelp gold judge), the share of each
     rollout batch it finds harmful is logged as ``gold_unsafe_rate``."""
-    out = Path(cfg.output_dir)
     if (done := runs.start(cfg, "ppo_summary.json")) is not None:
         return done
+    with locks.hold(cfg.output_dir, "python -m bfpo.safe_rlhf ppo"):  # one writer per run folder
+        if (done := runs.finished(cfg, "ppo_summary.json")) is not None:  # finished while we waited to start
+            return done
+        return _ppo_lagrangian(cfg, judge)
+
+
+def _ppo_lagrangian(cfg: PPOConfig, judge) -> dict:
+    """:func:`ppo_lagrangian` once the output folder is this process's."""
+    out = Path(cfg.output_dir)
     prompts, harmful = _load_prompts(cfg.prompts, cfg.cost_over == "harmful")  # checked before any model loads
     out.mkdir(parents=True, exist_ok=True)
     # which checkpoint to resume (known before any expensive work): one of this config, intact
@@ -585,8 +593,7 @@ def ppo_lagrangian(cfg: PPOConfig, judge=None) -> dict:
     record = None  # the last iteration's metrics
     for it in range(start, cfg.iterations):
         record = _iteration(cfg, state, m, it, prompts, prompt_ids, harmful, ptx_items, judge)
-        with open(metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        append_line(metrics_path, json.dumps(record))
         trackers.log(record, step=it + 1)
         bar.update(1)
         bar.set_postfix(lam=f"{record['lambda']:.3f}", R=f"{record['reward']:.2f}", C=f"{record['cost']:.2f}")
@@ -595,8 +602,9 @@ def ppo_lagrangian(cfg: PPOConfig, judge=None) -> dict:
             checkpoints.save_snapshot(out, it + 1, lambda path, r=record: _save_actor(cfg, state, m, path, r), extra)
         if cfg.save_every and (it + 1) % cfg.save_every == 0 and it + 1 < cfg.iterations:
             tmp = checkpoints.staging(out, it + 1)
-            torch.save(state.state_dict(), tmp / "state.pt")
-            checkpoints.commit(out, tmp, it + 1, {"config": configs.as_json(cfg)}, cfg.keep_checkpoints)
+            with checkpoints.space_guard(out, tmp, it + 1):
+                torch.save(state.state_dict(), tmp / "state.pt")
+                checkpoints.commit(out, tmp, it + 1, {"config": configs.as_json(cfg)}, cfg.keep_checkpoints)
     bar.close()
     trackers.finish()
     _save_actor(cfg, state, m, out / "model", record)

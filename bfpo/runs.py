@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -13,7 +14,44 @@ import yaml
 
 from bfpo import checkpoints, configs
 from bfpo.errors import BadInput
-from bfpo.io import atomic_path
+from bfpo.io import append_line, atomic_path, write_text
+from bfpo.jobs import die_with_parent
+
+LEDGER_ENV = "BFPO_LEDGER"
+"""The file (JSON lines) where the work of a notebook notes what it reused and what it ran; the notebook
+runner sets it for each notebook and prints the tally, so a re-run after a kill shows what it skipped."""
+
+
+def note(kind: str, name, reused: bool) -> None:
+    """Record in the ledger (``$BFPO_LEDGER``, when set) that the ``kind`` of work ``name`` (a training, a
+    judgement, an evaluation) was reused from an earlier run or ran now."""
+    path = os.environ.get(LEDGER_ENV)
+    if path:
+        append_line(path, json.dumps({"kind": kind, "name": str(name), "reused": bool(reused)}))
+
+
+def tally(ledger) -> dict[str, dict[str, int]]:
+    """``{kind: {"reused": n, "ran": m}}`` of a ledger file (empty when there is none)."""
+    counts: dict[str, dict[str, int]] = {}
+    path = Path(ledger)
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a kill
+        kind = counts.setdefault(record["kind"], {"reused": 0, "ran": 0})
+        kind["reused" if record["reused"] else "ran"] += 1
+    return counts
+
+
+def describe_tally(counts: dict[str, dict[str, int]]) -> str:
+    """``reused 34 trainings, 120 judgements; ran 6 trainings`` (or ``nothing to reuse or run``)."""
+    parts = []
+    for which in ("reused", "ran"):
+        done = [f"{c[which]} {kind}{'s' if c[which] != 1 else ''}" for kind, c in sorted(counts.items()) if c[which]]
+        if done:
+            parts.append(f"{which} {', '.join(done)}")
+    return "; ".join(parts) or "nothing to reuse or run"
 
 
 def finished(cfg, summary_name: str) -> dict | None:
@@ -85,18 +123,27 @@ def save_checkpoint(accelerator, out: Path, step: int, train_tokens: int, keep: 
     """Save the training state of every process as checkpoint ``step`` (see :mod:`bfpo.checkpoints`)."""
     tmp = checkpoints.staging(out, step, create=accelerator.is_main_process)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        checkpoints.commit(out, tmp, step, {"train_tokens": train_tokens}, keep)
+    with checkpoints.space_guard(out, tmp, step):  # a full disk: the earlier checkpoints stay, one line says so
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            checkpoints.commit(out, tmp, step, {"train_tokens": train_tokens}, keep)
     accelerator.wait_for_everyone()
 
 
 def truncate_metrics(path: Path, step: int, key: str = "step") -> None:
-    """Drop the records a resumed run will write again (those after ``step``)."""
+    """Drop the records a resumed run will write again (those after ``step``), and a last line cut short by
+    a kill during its write."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line and json.loads(line)[key] <= step]
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line) if line else None
+        except ValueError:
+            break  # a torn last line: written again by the resumed run
+        if record is not None and record[key] <= step:
+            kept.append(line)
     with atomic_path(path) as tmp:
         tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
@@ -136,6 +183,7 @@ def launch(
     check_inputs(cfg)  # bad input stops here, in the caller's process, with the same one line
     out = Path(cfg.output_dir)
     done = completed(out, cfg)
+    note("training", out, done is not None)
     if done is not None:
         return done
     out.mkdir(parents=True, exist_ok=True)
@@ -159,8 +207,11 @@ def launch(
         if not torch.cuda.is_available():
             env |= {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     cmd += ["-m", "bfpo.train", "--config", str(config_file)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    (out / "launch.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    parent = os.getpid()  # the launcher (and through it the training processes) stops if this process dies
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env=env, preexec_fn=lambda: die_with_parent(parent, signal.SIGTERM)
+    )
+    write_text(out / "launch.log", proc.stdout + proc.stderr)
     if proc.returncode != 0:
         said = [line for line in proc.stderr.splitlines() if line.startswith("bfpo.train: error: ")]
         if said:  # bad input found by the training process: pass its one line on

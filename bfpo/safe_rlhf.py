@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bfpo import cards, compute, configs, losses, models, precision, runs, sequences
+from bfpo import cards, compute, configs, locks, losses, models, precision, runs, sequences
 from bfpo.errors import run_cli
 from bfpo.io import atomic_path, write_json
 from bfpo.ppo import PPOConfig, ppo_lagrangian
@@ -174,12 +174,20 @@ def train_score_model(cfg: ScoreConfig) -> dict:
     A finished run of the same config is not trained again (the runs take seconds, so an
     interrupted one starts over).
     """
+    if (done := runs.start(cfg, "score_summary.json")) is not None:
+        return done
+    with locks.hold(cfg.output_dir, "python -m bfpo.safe_rlhf score"):  # one writer per run folder
+        if (done := runs.finished(cfg, "score_summary.json")) is not None:  # finished while we waited to start
+            return done
+        return _train_score_model(cfg)
+
+
+def _train_score_model(cfg: ScoreConfig) -> dict:
+    """:func:`train_score_model` once the output folder is this process's."""
     from transformers import AutoModelForSequenceClassification
 
     out = Path(cfg.output_dir)
     summary_path = out / "score_summary.json"
-    if (done := runs.start(cfg, "score_summary.json")) is not None:
-        return done
     tokenizer = models.load_tokenizer(cfg.model)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(cfg.model, num_labels=1)

@@ -28,7 +28,8 @@ from bfpo import data as bdata
 from bfpo import jobs as bjobs
 from bfpo import toyworld as tw
 from bfpo.errors import BadInput
-from bfpo.io import write_json
+from bfpo.io import read_cache, write_json, write_text
+from bfpo.runs import note
 
 # ---------------------------------------------------------------------------------------------
 # Running many trainings, two at a time on two cores
@@ -36,8 +37,7 @@ from bfpo.io import write_json
 
 
 def _command(module: str, args: list[str], config: dict, path: Path) -> list[str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    write_text(path, yaml.safe_dump(config))
     return [sys.executable, "-m", module, *args, "--config", str(path)]
 
 
@@ -49,7 +49,9 @@ def run_jobs(jobs: list[tuple[str, list[str]]], parallel: int = 2) -> list[str]:
 
 def train_job(name: str, cfg: train.TrainConfig) -> tuple[str, list[str]] | None:
     """A job for :func:`run_jobs`, or None when the run is already complete."""
-    if train.completed(cfg.output_dir, cfg) is not None:
+    done = train.completed(cfg.output_dir, cfg) is not None
+    runs.note("training", cfg.output_dir, done)
+    if done:
         return None
     values = cfg.to_dict() | {"num_threads": 1, "progress": False}
     return name, _command("bfpo.train", [], values, Path(cfg.output_dir) / "train_config.yaml")
@@ -57,7 +59,9 @@ def train_job(name: str, cfg: train.TrainConfig) -> tuple[str, list[str]] | None
 
 def safe_rlhf_job(name: str, stage: str, cfg) -> tuple[str, list[str]] | None:
     """A Safe RLHF ``score`` or ``ppo`` job, or None when the run finished with this config."""
-    if runs.finished(cfg, f"{stage}_summary.json") is not None:
+    done = runs.finished(cfg, f"{stage}_summary.json") is not None
+    runs.note("score model" if stage == "score" else "PPO run", cfg.output_dir, done)
+    if done:
         return None
     values = dataclasses.asdict(cfg) | {"num_threads": 1, "progress": False}
     return name, _command("bfpo.safe_rlhf", [stage], values, Path(cfg.output_dir) / f"{stage}_config.yaml")
@@ -407,13 +411,15 @@ def judge_runs(
     for split in splits:
         tw.check_split(split)
     cache_path = Path(cache_path)
-    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    cache = read_cache(cache_path, "judge cache") or {}
     what = f"{samples_per_prompt}|{'+'.join(splits)}|{training_wordings}"
     keys = [
         f"v{JUDGE_VERSION}|{method}|{config}|{seed}|{what}|{train.model_fingerprint(str(model_dir), None)[:16]}"
         for method, config, seed, model_dir in runs
     ]
     todo = [(key, run) for key, run in zip(keys, runs, strict=True) if key not in cache]
+    for key, (_, _, _, model_dir) in zip(keys, runs, strict=True):
+        note("judgement", model_dir, key in cache)
     calls = [(model_dir, samples_per_prompt, seed, splits, training_wordings) for _, (_, _, seed, model_dir) in todo]
     judged = bjobs.starmap(judge_run, calls, parallel)
     written = time.monotonic()

@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import shutil
 import sys
 import time
@@ -50,6 +51,7 @@ from bfpo import (
     checkpoints,
     compute,
     configs,
+    locks,
     lora,
     losses,
     models,
@@ -61,7 +63,7 @@ from bfpo import (
     tracking,
 )
 from bfpo.errors import BadInput, run_cli
-from bfpo.io import atomic_path, write_json
+from bfpo.io import append_line, atomic_path, write_json
 from bfpo.objectives import PAIR_LOSSES, POINT_LOSSES, PairBatch, PointBatch  # noqa: F401
 from bfpo.runs import TRAINER_VERSION, check_inputs, completed, launch, ranks_seen, read_metrics  # noqa: F401
 from bfpo.sequences import (  # noqa: F401  (encode_*, pack: re-exported, as part of the trainer's interface)
@@ -96,11 +98,9 @@ def train(cfg: TrainConfig) -> dict:
 
     The stages, in order: check the inputs; read and tokenize every example (before the output folder
     is touched); claim the output folder and find the checkpoint to resume; the reference log-probs;
-    the optimiser; the steps; the final model and summary.
+    the optimiser; the steps; the final model and summary. The main process holds the output folder's lock
+    (:mod:`bfpo.locks`) throughout.
     """
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
     runs.check_inputs(cfg)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -108,6 +108,18 @@ def train(cfg: TrainConfig) -> dict:
     if done is not None:
         log.info("%s already holds a finished run of this config; nothing to do", cfg.output_dir)
         return done
+    # one writer per run folder: the main process locks it (a second launch stops here, having written nothing)
+    with locks.hold_if(int(os.environ.get("RANK", "0")) == 0, cfg.output_dir, "python -m bfpo.train"):
+        if (done := runs.completed(cfg.output_dir, cfg)) is not None:  # finished while we waited to start
+            return done
+        return _train(cfg)
+
+
+def _train(cfg: TrainConfig) -> dict:
+    """:func:`train` once the output folder is this process's."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
     # the trackers are accelerate's (report_to); started once the output folder is claimed
     trackers = tracking.make(cfg.report_to, cfg.output_dir, Path(cfg.output_dir).name)
     # under DeepSpeed its engine counts the accumulation steps (and divides each loss by them)
@@ -243,9 +255,8 @@ def _reference(cfg: TrainConfig, inputs: _Inputs, accelerator) -> tuple[torch.Te
     key = model_fingerprint(cfg.model, cfg.revision) + data_fingerprint(items) + bf16 + packed
     key = hashlib.sha256(key.encode()).hexdigest()
     cache = cache_dir / f"ref_logps_{key[:24]}.pt"
-    if cache.is_file():
-        ref = torch.load(cache)
-    else:
+    ref = _load_ref_cache(cache)
+    if ref is None:
         inputs.model.to(accelerator.device)
         # with LoRA, the adapter-disabled model is the start model
         with lora.disabled(inputs.model) if cfg.trainable == "lora" else nullcontext(), accelerator.autocast():
@@ -259,6 +270,18 @@ def _reference(cfg: TrainConfig, inputs: _Inputs, accelerator) -> tuple[torch.Te
     if ref.shape != (len(items), len(items[0]["responses"])):
         raise ValueError(f"{cache}: cached reference log-probs do not match the data; delete the file")
     return ref, ref_tokens
+
+
+def _load_ref_cache(cache: Path) -> torch.Tensor | None:
+    """The cached reference log-probs, or None when missing or torn (named in one warning, removed, rebuilt)."""
+    if not cache.is_file():
+        return None
+    try:
+        return torch.load(cache)
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
+        log.warning("%s: torn reference cache (%s: %s); rebuilding it", cache, type(err).__name__, err)
+        cache.unlink(missing_ok=True)
+        return None
 
 
 @dataclass
@@ -348,8 +371,7 @@ def _steps(run: _Run, start_step: int, train_tokens: int, ref_tokens: int) -> tu
         lr = run.scheduler.get_last_lr()[0]
         last = objectives.step_metrics(step + 1, gathered, cfg, lr, grad_norm, tokens, time.perf_counter() - t0)
         if main and ((step + 1) % cfg.log_every == 0 or step + 1 == total_steps):
-            with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(last) + "\n")
+            append_line(out / "metrics.jsonl", json.dumps(last))
         if (step + 1) % cfg.log_every == 0 or step + 1 == total_steps:
             accelerator.log(last, step=step + 1)  # to the trackers of report_to (on the main process)
         bar.update(1)

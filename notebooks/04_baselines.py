@@ -71,7 +71,7 @@ from IPython.display import Image, Markdown, display
 from bfpo import baselines, curves, data, figures, labels, safe_rlhf, selection, study, train
 from bfpo import ppo as ppo_lag
 from bfpo import toyworld as tw
-from bfpo.io import project_path, write_json
+from bfpo.io import project_path, write_csv, write_json
 from bfpo.runs import read_metrics
 
 if profile not in ("smoke", "cpu", "paper"):
@@ -147,7 +147,7 @@ if profile != "paper":
     chosen, tuning_table = study.tune(
         starts, pairs_dir, buffer_dir, out_dir, grid, list(P.tuning_seeds), budget, P.eval_samples, parallel
     )
-    tuning_table.to_csv(out_dir / "tuning.csv", index=False)
+    write_csv(out_dir / "tuning.csv", tuning_table)
     results["chosen"] = chosen
     results["tuning_seconds"] = time.perf_counter() - t0
     display(tuning_table.round(3))
@@ -348,7 +348,7 @@ if profile != "paper":
         training_wordings=P.training_wordings,
         parallel=parallel,
     )
-    pd.DataFrame(prompt_rows).drop(columns=["prompt"]).to_csv(out_dir / "judged_prompts.csv", index=False)
+    write_csv(out_dir / "judged_prompts.csv", pd.DataFrame(prompt_rows).drop(columns=["prompt"]))
     # Safe RLHF's fixed-lambda curve, judged the same way, kept apart from the tuned methods' table
     sweep_rows, _ = study.judge_runs(
         [(r.method, r.config, r.seed, r.model) for r in sweep],
@@ -359,9 +359,9 @@ if profile != "paper":
         parallel=parallel,
     )
     sweep_df = pd.DataFrame([{**r, "lambda": sweep_grid[r["config"]]["ppo_lambda"]} for r in sweep_rows])
-    sweep_df.to_csv(out_dir / "lambda_sweep.csv", index=False)
+    write_csv(out_dir / "lambda_sweep.csv", sweep_df)
     df = pd.DataFrame([{**r, "title": TITLES[r["method"]], "flops": flops[(r["method"], r["seed"])]} for r in rows])
-    df.to_csv(out_dir / "results.csv", index=False)
+    write_csv(out_dir / "results.csv", df)
     summary = df.groupby(["wording", "title"])[["helpfulness", "over_refusal", "harmlessness", "flops"]].agg(
         ["mean", "std"]
     )
@@ -401,7 +401,7 @@ if profile != "paper":
         methods=budget.snapshot_methods,
         parallel=parallel,
     )
-    curve_table.to_csv(out_dir / "curves.csv", index=False)
+    write_csv(out_dir / "curves.csv", curve_table)
     start = float(test.loc[test["method"] == "sft", "harmlessness"].mean())
     total = test[test["method"] != "sft"].groupby("method")["flops"].mean().to_dict()
     # the declared level is SFT + 0.2; SFT + 0.1 is shown beside it, as a description only

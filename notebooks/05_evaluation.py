@@ -51,7 +51,7 @@ parallel = None  # models evaluated at once (one thread each); None: 2, or 1 in 
 from IPython.display import Image, Markdown, display
 
 from bfpo import evaluation, figures
-from bfpo.io import project_path, write_json
+from bfpo.io import project_path, write_csv, write_json
 
 if profile not in ("smoke", "cpu", "paper"):
     raise ValueError(f"profile: expected 'smoke', 'cpu' or 'paper', got {profile!r}")
@@ -100,7 +100,7 @@ print(f"{len(candidates)} models x {len(setup.tasks)} tasks; judge: {judge}")
 
 # %%
 df = evaluation.run_suite(setup, out_dir / "cache", safehelp_samples, parallel or (1 if profile == "paper" else 2))
-df.to_csv(out_dir / "results.csv", index=False)
+write_csv(out_dir / "results.csv", df)
 print(f"{len(df)} rows -> {out_dir / 'results.csv'}")
 
 # %% [markdown]

@@ -153,19 +153,20 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
         assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 0
 
     # 04: a few methods, two seeds, short runs; tuned on validation wordings, judged on test wordings
+    parameters_04 = {
+        "seeds": [0, 1],
+        "steps": 40,
+        "ppo_iterations": 4,
+        "eval_samples": 1,
+        "methods": ["dpo_helpful", "dpo_safety", "bfpo", "bfpo_red_team", "safedpo", "safe_rlhf"],
+    }
     runner.run(
         "smoke",
         only=["04"],
         output_dir=tmp_path / "runs",
         figures_dir=tmp_path / "figs",
         progress=False,
-        parameters={
-            "seeds": [0, 1],
-            "steps": 40,
-            "ppo_iterations": 4,
-            "eval_samples": 1,
-            "methods": ["dpo_helpful", "dpo_safety", "bfpo", "bfpo_red_team", "safedpo", "safe_rlhf"],
-        },
+        parameters=parameters_04,
     )
     import pandas as pd
 
@@ -207,6 +208,7 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
     assert [c["lambda"] for c in results["lambda_sweep"]["test"]] == [0.0, 0.5, 1.0, 2.0, 5.0]
     for name in ("04_method_margins", "04_safe_rlhf_lambda", "04_tradeoff", "04_compute"):
         assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 0
+    _killed_and_rerun_04_writes_the_same_files(tmp_path, parameters_04)
     # 05: every task on the first few examples
     runner.run(
         "smoke",
@@ -250,3 +252,52 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
         page = book._Page()
         page.feed((html / f"{notebook}.html").read_text())
         assert (tmp_path / "figs" / f"{figure}.png").read_bytes() in {(html / s).read_bytes() for s in page.images}
+
+
+def _killed_and_rerun_04_writes_the_same_files(tmp_path: Path, parameters: dict) -> None:
+    """`python -m bfpo.notebooks --only 04` killed (SIGKILL to its process group: the runner, and through
+    its death the kernel and the study's workers) once a few trainings have finished, then run again: it
+    reuses the finished work, says so, and writes the same bytes as the uninterrupted run above."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    base, figs = tmp_path / "runs" / "04_baselines", tmp_path / "figs"
+    outputs = lambda: {  # noqa: E731
+        **{p.name: p.read_bytes() for p in base.glob("*.csv")},
+        **{p.name: p.read_bytes() for p in base.glob("*.json") if p.name != "judged_cache.json"},
+        **{p.name: p.read_bytes() for p in figs.glob("04_*")},
+    }
+    uninterrupted = outputs()
+    assert {"results.csv", "results.json", "04_tradeoff.png", "04_tradeoff.pdf"} <= set(uninterrupted)
+    shutil.rmtree(base)
+    for p in figs.glob("04_*"):
+        p.unlink()
+    cmd = [sys.executable, "-m", "bfpo.notebooks", "--profile", "smoke", "--only", "04"]
+    cmd += ["--output-dir", str(tmp_path / "runs"), "--figures-dir", str(figs)]
+    for key, value in parameters.items():
+        cmd += ["--set", f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}"]
+    killed = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    finished = lambda: len(list(base.rglob("*_summary.json")))  # noqa: E731
+    while killed.poll() is None and finished() < 6:
+        time.sleep(0.5)
+    assert killed.poll() is None, "notebook 04 ended before it could be killed"
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    done_before = finished()
+    time.sleep(2)  # the kernel and the workers follow their parent
+    assert finished() <= done_before + 2, "no process kept training after the kill"
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    assert again.returncode == 0, again.stderr[-2000:]
+    line = next(line for line in again.stdout.splitlines() if "04_baselines:" in line)
+    assert "reused" in line and "training" in line and "ran" in line, line
+    reuse = json.loads((tmp_path / "runs" / "reuse.json").read_text())["04_baselines"]
+    assert reuse["training"]["reused"] >= 4 and reuse["training"]["ran"] >= 1
+    resumed = outputs()
+    assert set(resumed) == set(uninterrupted)
+    assert [name for name in sorted(resumed) if resumed[name] != uninterrupted[name]] == []

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
-from bfpo import configs
+from bfpo import configs, locks
 from bfpo.errors import run_cli
 from bfpo.evaluation.generative import DECODINGS, GEN_TASKS
 from bfpo.evaluation.judges import JUDGES
@@ -83,6 +84,12 @@ def _cli(args, tasks) -> None:
     if args.win_rate_judge:
         configs.require_model(args.win_rate_judge, where, "--win-rate-judge")
     wr = RewardModelJudge(args.win_rate_judge) if args.win_rate_judge else None
+    # one writer per output file: a second evaluation writing the same --output stops here
+    with locks.hold_file(args.output, "python -m bfpo.evaluation") if args.output else contextlib.nullcontext():
+        _evaluate(args, tasks, wr)
+
+
+def _evaluate(args, tasks, wr) -> None:
     results = evaluate(
         args.model,
         tasks,

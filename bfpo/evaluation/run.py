@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -19,7 +18,8 @@ from bfpo.evaluation.judges import JUDGES, get_judge
 from bfpo.evaluation.loglik import BOS_RULES, ENCODING_VERSION
 from bfpo.evaluation.mc_tasks import BIGBENCH_TASKS, MC_TASKS, run_mc_task
 from bfpo.evaluation.win_rate import run_alpaca_eval
-from bfpo.io import write_json
+from bfpo.io import read_cache, write_json
+from bfpo.runs import note
 
 TASKS = [*MC_TASKS, *GEN_TASKS, "truthfulqa_gen", "alpaca_eval", "safehelp"]
 
@@ -196,8 +196,10 @@ def evaluate(
         if task not in MC_TASKS:  # answers made before prompts were cut to the context are not reused
             key += f"-gen{GENERATION_VERSION}"
         cache = Path(cache_dir) / f"{key}.json" if cache_dir else None
-        if cache and cache.is_file():
-            results.append(json.loads(cache.read_text()))
+        cached = read_cache(cache, "evaluation cache") if cache else None
+        note("evaluation", f"{model_path} {task}", cached is not None)
+        if cached is not None:
+            results.append(cached)
             continue
         res = _run_task(task, model, tokenizer, judge_obj, limit, max_new_tokens, task_dir, data_dir, win_rate_judge,
                         safehelp_samples, progress, bos_rule, decoding)
