@@ -81,7 +81,11 @@ def run(
     )
     notebooks = discover(notebooks_dir, only)
     # one runner per results folder and per figures folder: a second one stops here, having written nothing
-    with locks.hold(out, "python -m bfpo.notebooks"), locks.hold(params["figures_dir"], "python -m bfpo.notebooks"):
+    figures = Path(params["figures_dir"])
+    with (
+        locks.hold(out, "python -m bfpo.notebooks"),
+        locks.hold_if(figures.resolve() != out.resolve(), figures, "python -m bfpo.notebooks"),
+    ):
         return _execute(notebooks, params, out, kernel_name, progress)
 
 

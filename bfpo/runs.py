@@ -14,7 +14,7 @@ import yaml
 
 from bfpo import checkpoints, configs
 from bfpo.errors import BadInput
-from bfpo.io import append_line, atomic_path, write_text
+from bfpo.io import append_line, atomic_path, read_cache, write_text
 from bfpo.jobs import die_with_parent
 
 LEDGER_ENV = "BFPO_LEDGER"
@@ -58,11 +58,8 @@ def finished(cfg, summary_name: str) -> dict | None:
     """The summary of a finished Safe RLHF run (score model or PPO) of the same config, threads and
     progress bars aside, else None: such a summary holds its config. A training run is checked by
     :func:`completed` (its config.json, with the trainer version)."""
-    path = Path(cfg.output_dir) / summary_name
-    if not path.is_file():
-        return None
-    done = json.loads(path.read_text())
-    return done if configs.same_run(done.get("config", {}), cfg) else None
+    done = read_cache(Path(cfg.output_dir) / summary_name, "run summary")  # a torn one: the run is done again
+    return done if done is not None and configs.same_run(done.get("config", {}), cfg) else None
 
 
 def start(cfg, summary_name: str) -> dict | None:
@@ -114,9 +111,10 @@ def completed(output_dir: str | os.PathLike, cfg) -> dict | None:
     summary, config = out / "train_summary.json", out / "config.json"
     if not (summary.is_file() and config.is_file() and (out / "model" / "config.json").is_file()):
         return None
-    if not same_run(json.loads(config.read_text()), cfg):
+    saved, done = read_cache(config, "run config"), read_cache(summary, "run summary")  # torn: done again
+    if saved is None or done is None or not same_run(saved, cfg):
         return None
-    return json.loads(summary.read_text())
+    return done
 
 
 def save_checkpoint(accelerator, out: Path, step: int, train_tokens: int, keep: int) -> None:

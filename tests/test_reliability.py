@@ -343,3 +343,13 @@ def test_a_worker_dies_with_the_process_that_started_it(tmp_path):
         os.kill(child, signal.SIGKILL)
         pytest.fail("the child outlived its parent")
     assert jobs.ENV["OMP_NUM_THREADS"] == "1"
+
+
+def test_a_torn_run_summary_makes_the_run_run_again(tiny_world, tmp_path, caplog):
+    cfg = train.TrainConfig(**_config(tiny_world, tmp_path / "run", max_steps=2))
+    first = train.train(cfg)
+    assert runs.completed(cfg.output_dir, cfg) == first
+    summary = tmp_path / "run" / "train_summary.json"
+    summary.write_text(summary.read_text()[:40])
+    assert runs.completed(cfg.output_dir, cfg) is None and f"{summary}: torn run summary" in caplog.text
+    assert train.train(cfg)["final"]["loss"] == first["final"]["loss"]
