@@ -55,6 +55,13 @@ def parse_override(text: str) -> tuple[str, object]:
         raise argparse.ArgumentTypeError(f"--set {key}: the value {value!r} is not valid YAML") from None
 
 
+def add_overrides(parser: argparse.ArgumentParser, help: str) -> None:
+    """The ``--set KEY=VALUE`` option (repeatable, values read as YAML) into ``args.overrides``."""
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], type=parse_override, metavar="KEY=VALUE", help=help
+    )
+
+
 def _describe(tp) -> str:
     if tp is type(None):
         return "null"

@@ -197,14 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PREFIX",
         help="run only the notebooks whose names start with these prefixes, e.g. 01 03",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        type=configs.parse_override,
-        metavar="KEY=VALUE",
-        help="a parameter for every notebook run (repeatable; the value is read as YAML), e.g. --set 'seeds=[0, 1]' "
+    configs.add_overrides(
+        parser,
+        "a parameter for every notebook run (repeatable; the value is read as YAML), e.g. --set 'seeds=[0, 1]' "
         "--set steps=40 (shorter runs; their results are not the profile's)",
     )
     parser.add_argument("--output-dir", help="results and executed notebooks (default: runs/<profile>)")

@@ -313,14 +313,9 @@ def main(argv=None) -> int:
     )
     parser.add_argument("stage", choices=["score", "ppo"], help="score: reward/cost model; ppo: PPO-Lagrangian")
     parser.add_argument("--config", required=True, help="YAML file of ScoreConfig or PPOConfig keys")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        type=configs.parse_override,
-        metavar="KEY=VALUE",
-        help="override a config key (repeatable)",
+    configs.add_overrides(
+        parser,
+        "override a config key (repeatable)",
     )
     parser.add_argument(
         "--judge",

@@ -555,14 +555,9 @@ def main(argv=None) -> int:
         epilog="Config keys (YAML): " + ", ".join(f.name for f in dataclasses.fields(TrainConfig)),
     )
     parser.add_argument("--config", required=True, help="YAML file of TrainConfig keys")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        type=configs.parse_override,
-        metavar="KEY=VALUE",
-        help="override a config key (repeatable), e.g. --set max_steps=10",
+    configs.add_overrides(
+        parser,
+        "override a config key (repeatable), e.g. --set max_steps=10",
     )
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or BFPO_DEBUG=1)")
     args = parser.parse_args(argv)
