@@ -129,20 +129,17 @@ def _acquire(folder: Path, who: str, name: str, what: str) -> int:
 
 
 @contextlib.contextmanager
-def hold(folder: str | os.PathLike, who: str = "bfpo", name: str = LOCK_NAME) -> Iterator[Path]:
+def hold(folder: str | os.PathLike, who: str = "bfpo") -> Iterator[Path]:
     """Hold the exclusive lock of ``folder`` (created if missing, and removed again if still empty) while the
     block runs; ``who`` names the command in the message a second writer gets. Raises :class:`FolderLocked`
     when another live process holds it; nothing is written to ``folder`` then."""
-
     folder = Path(folder)
     created = not folder.exists()
-    fd = _acquire(folder, who, name, str(folder))
+    fd = _acquire(folder, who, LOCK_NAME, str(folder))
     try:
         yield folder
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(lock_file(folder, name))  # before letting go: a new writer locks a new file
-        _release(fd)
+        _release(fd, lock_file(folder))
         if created:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only if empty: a run that stopped on bad input leaves no folder behind
@@ -152,18 +149,20 @@ def hold(folder: str | os.PathLike, who: str = "bfpo", name: str = LOCK_NAME) ->
 def hold_file(path: str | os.PathLike, who: str = "bfpo") -> Iterator[Path]:
     """Hold the lock of one output file ``path`` (``.<name>.bfpo.lock`` beside it), as :func:`hold` a folder."""
     path = Path(path)
-    fd = _acquire(path.parent, who, f".{path.name}{LOCK_NAME}", str(path))
+    name = f".{path.name}{LOCK_NAME}"
+    fd = _acquire(path.parent, who, name, str(path))
     try:
         yield path
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(lock_file(path.parent, f".{path.name}{LOCK_NAME}"))
-        _release(fd)
+        _release(fd, lock_file(path.parent, name))
 
 
-def _release(fd: int) -> None:
+def _release(fd: int, path: Path) -> None:
+    """Remove the lock file, then let go: a writer that comes after locks a new file."""
     import fcntl
 
+    with contextlib.suppress(OSError):
+        os.unlink(path)
     fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)
 
