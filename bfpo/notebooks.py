@@ -80,6 +80,7 @@ def run(
         profile=profile, output_dir=str(out), figures_dir=str(project_path(figures_dir)), **(parameters or {})
     )
     notebooks = discover(notebooks_dir, only)
+    check_study(profile, params)
     # one runner per results folder and per figures folder: a second one stops here, having written nothing
     figures = Path(params["figures_dir"])
     with (
@@ -87,6 +88,16 @@ def run(
         locks.hold_if(figures.resolve() != out.resolve(), figures, "python -m bfpo.notebooks"),
     ):
         return _execute(notebooks, params, out, kernel_name, progress)
+
+
+def check_study(profile: str, params: dict) -> None:
+    """Refuse a SafeHelp study configuration before any notebook runs (overlapping report and tuning
+    seeds, a half with fewer than 2 seeds, a world too small for the declared test set): one line."""
+    from bfpo import study
+
+    if profile in study.PROFILES:
+        keys = ("seeds", "tuning_seeds", "harmful_test_prompts")
+        study.profile_settings(profile, **{k: params[k] for k in keys if params.get(k) is not None})
 
 
 def _execute(notebooks: list[Path], params: dict, out: Path, kernel_name: str, progress: bool) -> dict[str, float]:

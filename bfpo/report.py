@@ -4,10 +4,11 @@ Quoted numbers come from ``data/paper/bfpo_reported_results.csv`` (each row name
 figure or text it was read from); measured numbers come from notebook 04's per-prompt judged
 results (method, seed, wording, prompt_id, kind, safe, helpfulness, refusal) and its tidy results
 (for FLOPs). The two are never mixed in one number: each claim is a row with the quoted value, the
-measured change with its 95 % interval (a bootstrap over seeds and prompts, paired with the SFT
-start on the same seeds and prompts; :mod:`bfpo.stats`) and a verdict that follows from the
-interval: "agrees" only when the whole interval is on the claimed side, "does not agree" only
-when it is wholly on the other side, else "inconclusive".
+measured change with its 95 % interval (seed-level Student's t, paired with the SFT start on the
+same seeds and prompts; :mod:`bfpo.stats`) and a verdict that follows from the interval: "agrees"
+only when the whole interval is on the claimed side, "does not agree" only when it is wholly on the
+other side, else "inconclusive". Each verdict is also taken on two fixed, disjoint halves of the
+seeds (:func:`replicate`): a claim is "replicated" only when both halves and the whole agree.
 """
 
 from __future__ import annotations
@@ -96,12 +97,12 @@ def metric_matrix(prompts: pd.DataFrame, method: str, wording: str, metric: str)
 
 def method_intervals(prompts: pd.DataFrame, wording: str, titles: dict | None = None) -> dict:
     """``{method title: {metric: Interval}}``: each method's value of each metric with its 95 %
-    interval over seeds and prompts (for error bars)."""
+    seed-level interval (for error bars)."""
     titles = titles or {}
     out = {}
     for method in dict.fromkeys(prompts[prompts["wording"] == wording]["method"]):
         out[titles.get(method, method)] = {
-            metric: stats.bootstrap(metric_matrix(prompts, method, wording, metric)) for metric in METRICS
+            metric: stats.interval(metric_matrix(prompts, method, wording, metric)) for metric in METRICS
         }
     return out
 
@@ -118,9 +119,9 @@ def change(prompts: pd.DataFrame, method: str, baseline: str, wording: str, metr
 
 
 MIN_SEEDS = 5
-"""Below this many seeds every verdict is "inconclusive": a bootstrap over so few seeds understates
-the spread between runs and between machines (float rounding differs between CPUs, and with 3 seeds
-verdicts were seen to flip on another CPU). The verdict the interval alone gives is kept beside it."""
+"""Below this many seeds every verdict is "inconclusive": so few seeds say little about the spread
+between runs and between machines (float rounding differs between CPUs, and with 3 seeds verdicts
+were seen to flip on another CPU). The verdict the interval alone gives is kept beside it."""
 
 
 def _few_seeds(verdict: str, seeds: int) -> str:
@@ -192,7 +193,7 @@ def claims(
         if method not in methods:
             return
         iv = change(prompts, method, "sft", wording, metric)
-        value = stats.bootstrap(metric_matrix(prompts, method, wording, metric))
+        value = stats.interval(metric_matrix(prompts, method, wording, metric))
         versus = [
             f"{titles.get(other, other)} {change(prompts, 'bfpo', other, wording, metric)}"
             for other in methods
@@ -326,16 +327,21 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
 
 
 def tuning_lines(table: pd.DataFrame, titles: dict | None = None) -> list[str]:
-    """A markdown table of notebook 04's ``tuning.csv``: every grid point with its validation score."""
+    """A markdown table of notebook 04's ``tuning.csv``: every grid point with its validation score (mean
+    +- sd over the tuning seeds) and how often it wins when the tuning seeds are resampled."""
     titles = titles or {}
     lines = [
-        "| method | grid point | validation score | helpfulness | harmlessness | over-refusal | chosen |",
-        "|---|---|---|---|---|---|---|",
+        "| method | grid point | validation score (mean +- sd over tuning seeds) | wins when the tuning seeds are "
+        "resampled | helpfulness | harmlessness | over-refusal | chosen |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for _, r in table.iterrows():
+        sd = f" +- {r['score_sd']:.3f}" if "score_sd" in r and r["score_sd"] == r["score_sd"] else ""
+        wins = f"{r['win_rate']:.0%}" if "win_rate" in r else ""
         lines.append(
-            f"| {titles.get(r['method'], r['method'])} | `{r['config']}` | {r['score']:.3f} | {r['helpfulness']:.2f} | "
-            f"{r['harmlessness']:.2f} | {r['over_refusal']:.2f} | {'yes' if r['selected'] else ''} |"
+            f"| {titles.get(r['method'], r['method'])} | `{r['config']}` | {r['score']:.3f}{sd} | {wins} | "
+            f"{r['helpfulness']:.2f} | {r['harmlessness']:.2f} | {r['over_refusal']:.2f} | "
+            f"{'yes' if r['selected'] else ''} |"
         )
     return lines
 
@@ -382,5 +388,92 @@ def sweep_lines(curve: pd.DataFrame) -> list[str]:
         lines.append(
             f"| {r['lambda']:g} | {r['helpfulness']:.2f} | {r['harmlessness']:.2f} | {r['over_refusal']:.2f} "
             f"| {int(r['seeds'])} |"
+        )
+    return lines
+
+
+def _word(verdict: str) -> str:
+    """The verdict itself (agrees / does not agree / inconclusive), without the few-seeds note."""
+    return next(v for v in (stats.AGREES, stats.DISAGREES, stats.INCONCLUSIVE) if verdict.startswith(v))
+
+
+def seed_subset(prompts: pd.DataFrame, seeds) -> pd.DataFrame:
+    """The per-prompt rows of the given seeds only (every method, the SFT start included)."""
+    return prompts[prompts["seed"].isin(list(seeds))]
+
+
+def replicate(prompts: pd.DataFrame, halves: dict[str, list[int]], wording: str = "test", titles=None) -> list[dict]:
+    """Each claim's verdict on each half of the seeds and on all of them: rows ``{claim, <half>: verdict,
+    ..., all: verdict, replicated}``; "replicated" only when every half and the whole give the same
+    verdict (the claim holds, fails or stays open on two independent draws of the study, as on another
+    machine). The compute claim (read off mean curves, without an interval) is not split."""
+    if len(halves) != 2 or set(halves[next(iter(halves))]) & set(halves[list(halves)[1]]):
+        raise ValueError(f"replicate: expected two disjoint halves of the seeds, got {halves}")
+    seeds = sorted(s for half in halves.values() for s in half)
+    reported = read_reported()
+    every = claims(None, seed_subset(prompts, seeds), wording, reported, None, titles)
+    split = {
+        name: claims(None, seed_subset(prompts, half), wording, reported, None, titles) for name, half in halves.items()
+    }
+    rows = []
+    for i, row in enumerate(every):
+        verdicts = {name: rows_[i]["verdict"] for name, rows_ in split.items()} | {"all": row["verdict"]}
+        rows.append(
+            {
+                "claim": row["claim"],
+                **verdicts,
+                "intervals": {name: rows_[i]["interval"] for name, rows_ in split.items()} | {"all": row["interval"]},
+                "replicated": len({_word(v) for v in verdicts.values()}) == 1,
+            }
+        )
+    return rows
+
+
+def replication_lines(rows: list[dict], halves: dict[str, list[int]]) -> list[str]:
+    """A markdown table of :func:`replicate`: the verdict per half and overall, and whether it replicated."""
+    names = list(halves)
+    head = " | ".join(f"half {n} (seeds {halves[n]})" for n in names)
+    lines = [f"| claim | {head} | all seeds | replicated |", "|---|" + "---|" * (len(names) + 2)]
+    for r in rows:
+        cells = " | ".join(r[n] for n in names)
+        lines.append(f"| {r['claim']} | {cells} | {r['all']} | {'**yes**' if r['replicated'] else 'no'} |")
+    return lines
+
+
+def power(prompts: pd.DataFrame, method: str, metric: str, wording: str = "test", baseline: str = "sft") -> dict:
+    """How precisely the study measures ``metric(method) - metric(baseline)``: the seed standard deviation
+    of the method's own metric and of the paired change, the 95 % half-width of the change, and the
+    minimal change detectable with 80 % power at this spread and number of seeds."""
+    a = metric_matrix(prompts, method, wording, metric)
+    b = metric_matrix(prompts, baseline, wording, metric)
+    b = b if b.shape[0] == a.shape[0] else np.repeat(b[:1], a.shape[0], axis=0)
+    diff = (a - b).mean(axis=1)  # [S] each seed's paired change
+    iv = stats.interval(a - b)
+    return {
+        "method": method,
+        "metric": metric,
+        "seeds": int(a.shape[0]),
+        "prompts": int(a.shape[1]),
+        "seed_sd": float(a.mean(axis=1).std(ddof=1)) if a.shape[0] > 1 else float("nan"),
+        "change_sd": float(diff.std(ddof=1)) if a.shape[0] > 1 else float("nan"),
+        "half_width": float((iv.high - iv.low) / 2),
+        "mde_80": stats.minimal_detectable_effect(float(diff.std(ddof=1)), int(a.shape[0]))
+        if a.shape[0] > 1
+        else float("inf"),
+    }
+
+
+def power_lines(rows: list[dict], titles: dict | None = None) -> list[str]:
+    titles = titles or {}
+    lines = [
+        "| method, metric | seeds x prompts | seed sd of the method | seed sd of the change from SFT | 95% half-width "
+        "of the change | smallest change detectable (80% power) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        name = f"{titles.get(r['method'], r['method'])}, {r['metric'].replace('_', '-')}"
+        lines.append(
+            f"| {name} | {r['seeds']} x {r['prompts']} | {r['seed_sd']:.3f} | {r['change_sd']:.3f} | "
+            f"{r['half_width']:.3f} | {r['mde_80']:.3f} |"
         )
     return lines

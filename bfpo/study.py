@@ -446,43 +446,93 @@ def judge_runs(
 @dataclass
 class StudyProfile:
     """How big a study is. ``grids``: method -> knob -> values (``"*"`` for every other method);
-    every method gets the same number of grid points (:func:`bfpo.selection.grids`)."""
+    every method gets the same number of grid points (:func:`bfpo.selection.grids`).
+
+    ``seeds`` are the report seeds, judged on test wordings; ``tuning_seeds`` choose the grid point
+    on validation wordings and are never reported, so the two must not overlap. The report seeds are
+    split into two fixed halves (:meth:`halves`, in order: first half A, second half B) whose verdicts
+    must agree before a claim counts as replicated (:func:`bfpo.report.replicate`)."""
 
     seeds: list[int]
     tuning_seeds: list[int]  # trained at every grid point; judged on validation wordings only
     sft_per_seed: bool  # one SFT run per seed (the spread then covers the start), or one shared start
     budget: Budget
     grids: dict[str, dict[str, tuple]]
-    eval_samples: int = 4  # sampled answers per prompt
-    training_wordings: int = 6  # training wordings judged per topic (of 18), for the training-wording rows
+    eval_samples: int = 2  # sampled answers per prompt
+    training_wordings: int = 2  # training wordings judged per topic (of 18), for the training-wording rows
     sft_steps: int = 900
     # Safe RLHF's trade-off curve: PPO-Lagrangian with lambda fixed at each value (lambda_lr 0), from the start
     # of each of the first ``lambda_sweep_seeds`` report seeds (None: every one)
     lambda_sweep: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 5.0)
     lambda_sweep_seeds: int | None = None
+    harmful_test_prompts: int = 200  # declared: the least number of harmful test prompts harmlessness rests on
+
+    def __post_init__(self):
+        check_seeds(self.seeds, self.tuning_seeds)
+        topics = sum(t.kind == "harmful" for t in tw.TOPICS)
+        available = topics * len(tw.TEST_TEMPLATES)
+        if available < self.harmful_test_prompts:
+            raise BadInput(
+                f"study harmful_test_prompts: the SafeHelp world has {available} harmful test prompts ({topics} "
+                f"harmful topics x {len(tw.TEST_TEMPLATES)} test wordings), fewer than the {self.harmful_test_prompts} "
+                "declared"
+            )
+
+    def halves(self) -> dict[str, list[int]]:
+        """The two fixed, disjoint halves of the report seeds: A the first half, B the rest."""
+        return split_halves(self.seeds)
+
+
+def split_halves(seeds: list[int]) -> dict[str, list[int]]:
+    """``{"A": first half, "B": second half}`` of ``seeds`` in order (B gets the extra one when odd)."""
+    seeds = list(seeds)
+    return {"A": seeds[: len(seeds) // 2], "B": seeds[len(seeds) // 2 :]}
+
+
+def check_seeds(seeds, tuning_seeds) -> None:
+    """Refuse a study whose report and tuning seeds overlap, or whose halves have fewer than 2 seeds each."""
+    seeds, tuning_seeds = list(seeds), list(tuning_seeds)
+    for name, values in (("seeds", seeds), ("tuning_seeds", tuning_seeds)):
+        if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+            raise BadInput(f"study {name}: expected a non-empty list of integers >= 0, got {values!r}")
+        if len(set(values)) != len(values):
+            raise BadInput(f"study {name}: a seed appears twice in {values}")
+    shared = sorted(set(seeds) & set(tuning_seeds))
+    if shared:
+        raise BadInput(
+            f"study seeds: report seeds {seeds} and tuning seeds {tuning_seeds} share {shared}; a seed that "
+            "chose the grid point cannot also report on it"
+        )
+    halves = split_halves(seeds)
+    if min(len(h) for h in halves.values()) < 2:
+        raise BadInput(
+            f"study seeds: {len(seeds)} report seeds split into halves {halves['A']} and {halves['B']}; "
+            "each half needs at least 2 seeds (at least 4 report seeds)"
+        )
 
 
 PROFILES = {
     "smoke": StudyProfile(
-        seeds=[0, 1, 2],
+        seeds=[1, 2, 3, 4],
         tuning_seeds=[0],
         sft_per_seed=False,
         # CI's check of the machinery: as fast as the machine allows
         budget=Budget(steps=200, ppo_iterations=100, snapshots=4, mixed_precision="auto"),
         grids={"*": {"learning_rate": (5e-4, 1e-3)}, "safe_rlhf": {"ppo_cost_margin": (1.0, 3.0)}},
+        eval_samples=1,
         lambda_sweep_seeds=1,
     ),
     "cpu": StudyProfile(
-        seeds=[0, 1, 2, 3, 4],
-        tuning_seeds=[0, 1],
+        seeds=list(range(3, 13)),  # 10 report seeds, halves 3-7 and 8-12, each with its own SFT start
+        tuning_seeds=[0, 1, 2],
         sft_per_seed=True,
         # fp32, as the committed definitive results were made
-        budget=Budget(steps=200, ppo_iterations=100, snapshots=4, mixed_precision="no"),
-        grids={
-            "*": {"learning_rate": (5e-4, 1e-3), "beta": (0.05, 0.1)},
-            "safe_rlhf": {"ppo_cost_margin": (1.0, 3.0), "ppo_iterations": (100, 200)},
-        },
-        lambda_sweep_seeds=3,  # the starts of report seeds 0-2: 15 PPO runs (all five would cost ~10 more minutes)
+        budget=Budget(steps=200, ppo_iterations=150, snapshots=4, mixed_precision="no"),
+        # two points per method (the learning rate; beta 0.1, the point most methods chose in the 4-point
+        # grid of the previous 5-seed run): 13 SFT starts and 10 report seeds fit in 90 minutes only so
+        grids={"*": {"learning_rate": (5e-4, 1e-3)}, "safe_rlhf": {"ppo_cost_margin": (1.0, 3.0)}},
+        lambda_sweep=(0.0, 1.0, 2.0, 5.0),
+        lambda_sweep_seeds=2,  # the starts of the first two report seeds: 8 PPO runs
     ),
 }
 """``smoke``: CI, every figure in minutes; ``cpu``: the definitive CPU-scale study (README)."""

@@ -54,13 +54,16 @@
 profile = "smoke"  # smoke, cpu or paper
 output_dir = None  # results folder, default runs/profile
 figures_dir = "figures"  # where figures are written
-seeds = None  # final seeds; None: the profile's (smoke 0-2, cpu 0-4)
-tuning_seeds = None  # seeds trained at every grid point; None: the profile's
+seeds = None  # report seeds; None: the profile's (smoke 1-4, cpu 3-12), two fixed halves A and B
+tuning_seeds = (
+    None  # seeds trained at every grid point, disjoint from the report seeds; None: the profile's (smoke 0, cpu 0-2)
+)
 steps = None  # optimisation steps per method; None: the profile's
 ppo_iterations = None  # PPO-Lagrangian rollout batches; None: the profile's
 eval_samples = None  # sampled answers per evaluation prompt; None: the profile's
 parallel = 2  # trainings (and judged models) at once, in worker processes of one thread each
 methods = None  # None: every method except the continuous-label point-wise DPO (add it by name)
+harmful_test_prompts = None  # the least number of harmful test prompts declared; None: the profile's (200)
 
 # %%
 import time
@@ -68,7 +71,7 @@ import time
 import pandas as pd
 from IPython.display import Image, Markdown, display
 
-from bfpo import baselines, curves, data, figures, labels, safe_rlhf, selection, study, train
+from bfpo import baselines, curves, data, figures, labels, report, safe_rlhf, selection, study, train
 from bfpo import ppo as ppo_lag
 from bfpo import toyworld as tw
 from bfpo.io import project_path, write_csv, write_json
@@ -102,6 +105,7 @@ if profile != "paper":
         steps=steps,
         ppo_iterations=ppo_iterations,
         eval_samples=eval_samples,
+        harmful_test_prompts=harmful_test_prompts,
     )
     seeds, budget = list(P.seeds), P.budget
     grid = selection.grids(methods, P.grids)
@@ -113,13 +117,15 @@ if profile != "paper":
         budget=budget.__dict__,
         grid=grid,
         eval_samples=P.eval_samples,
+        halves=P.halves(),
     )
+    print(f"report seeds {seeds} (halves A {P.halves()['A']}, B {P.halves()['B']}); tuning seeds {P.tuning_seeds}")
     display(pd.DataFrame([{"method": m, "grid points": ", ".join(g)} for m, g in grid.items()]))
 
 # %% [markdown]
 # ## 1 · The SFT starts
 #
-# Smoke: notebook 03's SFT model is every seed's start. `cpu`: seed 0 starts from it; every other
+# Smoke: notebook 03's SFT model is every seed's start. `cpu`: tuning seed 0 starts from it; every other
 # seed trains the same SFT recipe from its own initialisation and data order (one process, the
 # same global batch), so that the seed-to-seed spread includes the start, as a run on another
 # machine would.
@@ -217,7 +223,7 @@ write_json(out_dir / "final_runs.json", final_runs)
 # %% [markdown]
 # ## 4 · What each method learned to prefer
 #
-# The implicit-reward margin $\beta h_\pi$ of each seed-0 model (with its chosen $\beta$) on the
+# The implicit-reward margin $\beta h_\pi$ of each method's model of the first report seed (with its chosen $\beta$) on the
 # held-out pairs of notebook 02 (validation wordings; chosen = the more helpful response), per
 # label combination. DPO on helpfulness pushes every combination up, including unsafe > safe (it
 # prefers the helpful harmful answer); DPO on safety pushes unsafe > safe down; BFPO moves each
@@ -236,7 +242,7 @@ results["margins_seed0"] = margins
 targets = labels.targets()  # BFPO's g per label combination (alpha 0.5, B1 3)
 fig = figures.plot_method_margins(margins, targets)
 caption = (
-    "Implicit-reward margin beta*h of each method's seed-0 model (its chosen beta) on held-out SafeHelp pairs "
+    f"Implicit-reward margin beta*h of each method's seed-{seed0} model (its chosen beta) on held-out SafeHelp pairs "
     "(chosen = the more helpful response), per label combination; last row: BFPO's targets g. Measured here."
 )
 shown = figures.save_figure(fig, "04_method_margins", caption, figures_dir)
@@ -295,7 +301,7 @@ if "safe_rlhf" in methods and profile != "paper":
     calibration = {
         "held-out pair responses": safe_rlhf.cost_calibration(cost_model, pair_responses),
         "SFT samples, validation wordings": safe_rlhf.cost_calibration(cost_model, sampled),
-        "Safe RLHF policy samples (seed 0), test wordings": safe_rlhf.cost_calibration(
+        f"Safe RLHF policy samples (seed {seed0}), test wordings": safe_rlhf.cost_calibration(
             cost_model, policy_samples, examples=3
         ),
     }
@@ -368,6 +374,27 @@ if profile != "paper":
     display(summary.round(3))
     means = df.groupby(["wording", "method"])[["helpfulness", "harmlessness", "over_refusal"]].mean()
     results["means"] = {f"{w}/{m}": v for (w, m), v in means.to_dict("index").items()}
+
+# %% [markdown]
+# **What the study can detect.** For a change $\Delta$ from the SFT start measured on $S$ seeds with seed
+# standard deviation $\sigma_\Delta$ of the paired per-seed changes, a two-sided test at 95 % finds a true
+# change of at least $\text{MDE} = (t_{0.975,S-1} + t_{0.8,S-1})\,\sigma_\Delta/\sqrt S$ with 80 % power
+# (`bfpo.stats.minimal_detectable_effect`). A smaller true effect would often come out "inconclusive".
+
+# %%
+if profile != "paper":
+    prompt_df = pd.DataFrame(prompt_rows)
+    results["power"] = [
+        report.power(prompt_df, m, metric)
+        for m, metric in [("bfpo", "harmlessness"), ("bfpo", "helpfulness"), ("bfpo_red_team", "harmlessness")]
+        if m in methods
+    ]
+    display(pd.DataFrame(results["power"]).round(3))
+    for p in results["power"]:
+        print(
+            f"{TITLES[p['method']]} {p['metric']}: seed sd {p['seed_sd']:.3f}, change from SFT detectable with 80% "
+            f"power from {p['mde_80']:.3f} ({p['seeds']} seeds, {p['prompts']} prompts)"
+        )
 
 # %% [markdown]
 # ## 7 · The trade-off, and the compute to reach a safety level

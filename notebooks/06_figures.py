@@ -59,14 +59,17 @@ made = {}
 #
 # Every method from the same SFT start with the same budget, judged by the SafeHelp gold judge on
 # prompt wordings seen in training and on wordings never seen. Each point is the mean over seeds and
-# prompts; the error bars are **95 % intervals** from a bootstrap that resamples seeds, then prompts
-# within each seed (`bfpo.stats`). The grey line is **Safe RLHF's whole trade-off curve**: the same
+# prompts; the error bars are **95 % intervals at the seed level** (`bfpo.stats.interval`): each
+# seed's mean over the prompts, then Student's t over the seeds. The grey line is **Safe RLHF's whole trade-off curve**: the same
 # PPO-Lagrangian with $\lambda$ fixed at each value of the sweep (mean over its seeds), whatever the
 # tuned point chose:
 #
-# $$\bar m^{*}_b = \frac{1}{S P}\sum_{i=1}^{S}\sum_{j=1}^{P} m_{s^{*}_{bi},\,p^{*}_{bij}},\qquad
-# s^{*}_{bi} \sim \mathcal U\{1..S\},\; p^{*}_{bij} \sim \mathcal U\{1..P\},\qquad
-# \text{interval} = [q_{2.5\%}(\bar m^{*}),\, q_{97.5\%}(\bar m^{*})].$$
+# $$\bar m_s = \frac{1}{P}\sum_{p=1}^{P} m_{s,p},\qquad \bar m = \frac{1}{S}\sum_{s=1}^{S} \bar m_s,\qquad
+# \text{interval} = \bar m \pm t_{0.975,\,S-1}\,\frac{\operatorname{sd}(\bar m_1..\bar m_S)}{\sqrt S}.$$
+#
+# A two-level percentile bootstrap (seeds, then prompts) was used before: on 2,000 simulated studies
+# shaped like this one it covered the truth 85 % of the time at 5 seeds, the t interval 95 %
+# (`tests/test_stats.py`).
 #
 # Seeds stand for everything that changes from run to run, the CPU's float rounding included: on
 # another machine the bits differ, and the numbers should stay inside these intervals. A second
@@ -90,7 +93,7 @@ for wording in ("training", "test"):
     caption = (
         f"The analogue of the BFPO paper's Figure 1 on the SafeHelp world: gold-judge helpfulness (benign and "
         f"scary prompts) against harmlessness (harmful prompts), {wording} prompt wordings, mean over seeds "
-        f"{list(map(int, seeds))} and prompts with 95% bootstrap intervals (seeds, then prompts within a seed); "
+        f"{list(map(int, seeds))} and prompts with 95% seed-level t intervals; "
         f"the dashed line joins the methods on the Pareto front of the means ({', '.join(front)}); the grey line "
         f"is Safe RLHF with lambda fixed at {sorted(curve['lambda'].tolist())} (mean over seeds "
         f"{sorted(map(int, sweep['seed'].unique())) if len(sweep) else []}). Each method "
@@ -190,12 +193,18 @@ display(Image(made["06_method_margins"]))
 #
 # For a claim about a method $m$ and a metric (harmlessness, helpfulness), the **paired change** from
 # the SFT start is measured on the same seeds $s$ and prompts $p$:
-# $\Delta = \frac{1}{SP}\sum_{s,p}\big(m_{s,p} - \text{SFT}_{s,p}\big)$, with the same bootstrap over
-# seeds then prompts for its 95% interval $[\Delta_{lo}, \Delta_{hi}]$; "BFPO minus each method" is
+# $\Delta = \frac{1}{SP}\sum_{s,p}\big(m_{s,p} - \text{SFT}_{s,p}\big)$, with the same seed-level t
+# interval over the seeds' paired changes for its 95% interval $[\Delta_{lo}, \Delta_{hi}]$; "BFPO minus each method" is
 # paired the same way. The verdict rule, fixed before the run: **agrees** when $\Delta_{lo} > t$,
 # **does not agree** when $\Delta_{hi} < t$, **inconclusive** otherwise, with threshold $t = 0$
 # ($t = -0.05$ for "helpfulness kept"), and always inconclusive under 5 seeds. The **Pareto front** lists
 # the methods no other method beats on both mean helpfulness and mean harmlessness.
+#
+# **Replication.** The report seeds are split into two fixed, disjoint halves A and B before the run
+# (`bfpo.study.StudyProfile.halves`). Each claim's verdict is taken on A, on B and on all seeds; it is
+# **replicated** only when the three agree, as a re-run on another machine (a new draw of the study)
+# should. The power table gives, for each claim, the seed spread and the smallest change the study
+# could detect with 80 % power.
 
 # %%
 root = project_path(".")
@@ -206,15 +215,15 @@ Written by `notebooks/06_figures.ipynb` from `{shown_csv}` and the per-prompt ju
 "Quoted" values come from `data/paper/bfpo_reported_results.csv` (each with its source there);
 "measured" values are this run's, on the SafeHelp world (a ~1M-parameter Llama, gold judge,
 test prompt wordings, never seen in training or tuning): each method's value and its change from the SFT start, paired on the same seeds
-{list(map(int, seeds))} and prompts, as the mean with its 95% interval from a bootstrap over seeds and
-prompts (`bfpo.stats`). Verdicts follow from the interval: "agrees" only when the whole interval is on
+{list(map(int, seeds))} and prompts, as the mean with its 95% seed-level Student's t interval (each
+seed's mean over prompts, then t over seeds; `bfpo.stats`). Verdicts follow from the interval: "agrees" only when the whole interval is on
 the claimed side, "does not agree" only when it is wholly on the other side, otherwise
 "inconclusive". A synthetic world checks the direction and the mechanism of each claim, not its size
 at 7B scale."""
 if len(seeds) < 5:
     header += f"""
 
-**{len(seeds)} seeds: every verdict is "inconclusive".** A bootstrap over so few seeds understates the
+**{len(seeds)} seeds: every verdict is "inconclusive".** So few seeds say little about the
 spread between runs and between machines (float rounding differs between CPUs, so every run diverges),
 and verdicts of this size of run have flipped on another CPU. What the interval alone says is kept
 beside each verdict; verdicts to rely on need at least 5 seeds."""
@@ -222,9 +231,24 @@ compute = baselines_summary.get("compute")
 rows = report.claims(df, prompts, wording="test", compute=compute, titles=titles)
 rows_training = report.claims(df, prompts, wording="training", compute=compute, titles=titles)
 paired = report.paired_table(prompts, wording="test")
+halves = {k: [int(x) for x in v] for k, v in baselines_summary.get("halves", study.split_halves(seeds)).items()}
+replication = report.replicate(prompts, halves, "test", titles)
+headline = [("bfpo", "harmlessness"), ("bfpo_red_team", "harmlessness"), ("bfpo", "helpfulness")]
+headline += [("dpo_helpful", "harmlessness"), ("dpo_safety", "over_refusal"), ("safe_rlhf", "harmlessness")]
+power = [report.power(prompts, m, metric) for m, metric in headline if m in set(prompts["method"])]
 tuning = pd.read_csv(runs / "04_baselines" / "tuning.csv")
 calibration = baselines_summary.get("cost_calibration", {})
 extra = [
+    "",
+    "Replication: each claim's verdict on the two fixed halves of the report seeds and on all of them; a claim "
+    "is **replicated** only when the three agree (the compute claim is read off mean curves and not split):",
+    "",
+    *report.replication_lines(replication, halves),
+    "",
+    "Power: the seed spread behind each claim, the 95% half-width of its change from the SFT start, and the "
+    "smallest change the study detects with 80% power at that spread (paired t over seeds):",
+    "",
+    *report.power_lines(power, titles),
     "",
     "Each method on test wordings, mean [95% interval] over seeds and prompts:",
     "",
@@ -267,6 +291,9 @@ write_json(
         "claims_test": rows,
         "claims_training": rows_training,
         "paired_test": paired,
+        "halves": halves,
+        "replication": replication,
+        "power": power,
         "figures": [p.name for p in made.values()],
     },
 )

@@ -152,9 +152,11 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
     for name in ("03_training_curves", "03_judged_before_after"):
         assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 0
 
-    # 04: a few methods, two seeds, short runs; tuned on validation wordings, judged on test wordings
+    # 04: a few methods, four report seeds (halves [1, 2] and [3, 4]) disjoint from the tuning seed 0, short
+    # runs; tuned on validation wordings, judged on test wordings
     parameters_04 = {
-        "seeds": [0, 1],
+        "seeds": [1, 2, 3, 4],
+        "tuning_seeds": [0],
         "steps": 40,
         "ppo_iterations": 4,
         "eval_samples": 1,
@@ -173,26 +175,34 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
     base = tmp_path / "runs" / "04_baselines"
     df = pd.read_csv(base / "results.csv")
     assert set(df["method"]) == {"sft", "dpo_helpful", "dpo_safety", "bfpo", "bfpo_red_team", "safedpo", "safe_rlhf"}
-    assert set(df["wording"]) == {"training", "test"} and set(df["seed"]) == {0, 1}
+    assert set(df["wording"]) == {"training", "test"} and set(df["seed"]) == {1, 2, 3, 4}
     assert (df.loc[df["method"] != "sft", "flops"] > 0).all()
     judged = pd.read_csv(base / "judged_prompts.csv")  # per prompt, for the bootstrap over seeds and prompts
-    assert set(judged[judged["method"] == "sft"]["seed"]) == {0, 1}, "the SFT start is sampled with every seed"
+    assert set(judged[judged["method"] == "sft"]["seed"]) == {1, 2, 3, 4}, "the SFT start is sampled with every seed"
     per_run = judged.groupby(["method", "seed", "wording"])["prompt_id"].nunique()
     assert per_run.groupby(level="wording").nunique().eq(1).all(), "every run is judged on the same prompts"
     assert per_run.xs("test", level="wording").eq(len(tw.TOPICS) * len(tw.TEST_TEMPLATES)).all()
     results = json.loads((base / "results.json").read_text())
     tuning = pd.read_csv(base / "tuning.csv")  # 2 grid points per method (smoke), one chosen each
     assert tuning.groupby("method").size().eq(2).all() and tuning.groupby("method")["selected"].sum().eq(1).all()
+    # one tuning seed: resampling it always gives the same draw, so the chosen point wins every time
+    assert tuning.loc[tuning["selected"], "win_rate"].eq(1.0).all() and tuning["seeds"].eq(1).all()
+    assert results["halves"] == {"A": [1, 2], "B": [3, 4]} and results["tuning_seeds"] == [0]
+    power = {(p["method"], p["metric"]): p for p in results["power"]}
+    harmful_test = sum(t.kind == "harmful" for t in tw.TOPICS) * len(tw.TEST_TEMPLATES)
+    assert power[("bfpo", "harmlessness")]["prompts"] == harmful_test
+    assert power[("bfpo", "harmlessness")]["seeds"] == 4 and power[("bfpo", "harmlessness")]["mde_80"] > 0
     final = json.loads((base / "final_runs.json").read_text())
     for method, info in final.items():
-        assert set(info["models"]) == {"0", "1"} and (method == "sft" or info["config"] == results["chosen"][method])
+        assert set(info["models"]) == {"1", "2", "3", "4"}
+        assert method == "sft" or info["config"] == results["chosen"][method]
     chosen = tuning[tuning["selected"]].set_index("method")["config"].to_dict()
     assert chosen == results["chosen"] and df[df["method"] == "bfpo"]["config"].eq(chosen["bfpo"]).all()
     curves = pd.read_csv(base / "curves.csv")  # SFT start + 3 snapshots + the final model, per seed
     assert curves.groupby(["method", "seed"]).size().eq(5).all()
     assert set(curves["method"]) == {"bfpo", "safe_rlhf", "safedpo"}
     assert (curves.groupby(["method", "seed"])["flops"].apply(lambda f: f.is_monotonic_increasing)).all()
-    assert results["compute"]["levels"][0]["delta"] == 0.2 and results["compute"]["seeds"] == 2
+    assert results["compute"]["levels"][0]["delta"] == 0.2 and results["compute"]["seeds"] == 4
     assert results["score_models_held_out"]["cost"]["ranking"] > 0.8
     cal = results["cost_calibration"]["SFT samples, validation wordings"]
     assert 0 <= cal["unsafe_positive"] <= 1 and cal["unsafe"] + cal["safe"] > 0
@@ -204,7 +214,7 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
             c["start_cost"] - results["grid"]["safe_rlhf"][results["chosen"]["safe_rlhf"]]["ppo_cost_margin"]
         )
     sweep = pd.read_csv(base / "lambda_sweep.csv")  # smoke: the first seed's start, 5 fixed lambdas
-    assert sorted(sweep["lambda"].unique()) == [0.0, 0.5, 1.0, 2.0, 5.0] and set(sweep["seed"]) == {0}
+    assert sorted(sweep["lambda"].unique()) == [0.0, 0.5, 1.0, 2.0, 5.0] and set(sweep["seed"]) == {1}
     assert [c["lambda"] for c in results["lambda_sweep"]["test"]] == [0.0, 0.5, 1.0, 2.0, 5.0]
     for name in ("04_method_margins", "04_safe_rlhf_lambda", "04_tradeoff", "04_compute"):
         assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 0
@@ -234,13 +244,19 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
     assert "| SafeDPO |" in summary and "Safe RLHF's trade-off curve" in summary and "| lambda (fixed) |" in summary
     claims = json.loads((tmp_path / "runs" / "06_figures" / "results.json").read_text())["claims_test"]
     for c in claims:
-        if c["interval"] is not None:  # 2 seeds: inconclusive, with what the interval alone says beside it
+        if c["interval"] is not None:  # 4 seeds: inconclusive, with what the interval alone says beside it
             lo, hi = c["interval"]["low"], c["interval"]["high"]
-            prefix = "inconclusive (2 seeds, fewer than 5; the interval alone: "
+            prefix = "inconclusive (4 seeds, fewer than 5; the interval alone: "
             assert c["verdict"].startswith(prefix)
             alone = c["verdict"].removeprefix(prefix).rstrip(")")
             assert alone in {"agrees", "does not agree", "inconclusive"}
             assert alone != "agrees" or lo > 0 or hi < 0 or "kept" in c["claim"]
+    written = json.loads((tmp_path / "runs" / "06_figures" / "results.json").read_text())
+    assert written["halves"] == {"A": [1, 2], "B": [3, 4]} and "| half A (seeds [1, 2]) |" in summary
+    for r in written["replication"]:  # 2 seeds per half: never a verdict to rely on, so never "agrees" alone
+        assert r["replicated"] == (len({r[k].split(" (")[0] for k in ("A", "B", "all")}) == 1)
+        assert r["intervals"]["A"]["seeds"] == 2 and r["intervals"]["all"]["seeds"] == 4
+    assert "smallest change detectable (80% power)" in summary
     assert (tmp_path / "figs" / "06_per_seed.png").stat().st_size > 0
     for name in ("06_fig1_tradeoff_test", "06_quoted_7b_comparison", "06_safe_rlhf_lambda", "06_compute"):
         assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 0

@@ -17,12 +17,12 @@ KINDS = ["harmful"] * 4 + ["benign"] * 4 + ["scary"] * 4
 SFT_SAFE = [0.25, 0.5, 0.5, 0.25]
 
 
-def prompts_frame(methods: dict) -> pd.DataFrame:
+def prompts_frame(methods: dict, seeds: int = 3) -> pd.DataFrame:
     """Per-prompt judged rows: ``methods[name](seed) -> (safe on the 4 harmful prompts, helpfulness,
     refusal on scary prompts)``; 3 seeds, 12 prompts."""
     rows = []
     for method, make in methods.items():
-        for seed in range(3):
+        for seed in range(seeds):
             safe, helpfulness, refusal = make(seed)
             for pid, kind in enumerate(KINDS):
                 rows.append(
@@ -96,9 +96,12 @@ def test_claims_verdicts_follow_the_paired_intervals(tmp_path):
     assert intervals["BFPO"]["harmlessness"].mean == pytest.approx(0.875)
     table = report.method_lines(intervals)
     bfpo_line = next(line for line in table if line.startswith("| BFPO |"))
-    assert bfpo_line.startswith("| BFPO | 0.50 [0.50, 0.50] | 0.00 [0.00, 0.00] | 0.88 [")
-    low, high = map(float, bfpo_line.rstrip(" |").split("0.88 [")[1].rstrip("]").split(", "))
-    assert 0.75 <= low < 0.875 < high <= 1.0
+    # the interval is over seeds (the prompts are the fixed set the study is about): BFPO's three seeds score
+    # the same 0.875 on their harmful prompts, so there is no spread to show; the red-teaming run's seeds differ
+    assert bfpo_line == "| BFPO | 0.50 [0.50, 0.50] | 0.00 [0.00, 0.00] | 0.88 [0.88, 0.88] |"
+    red_team = report.method_intervals(prompts, "test")["bfpo_red_team"]["harmlessness"]
+    # seed means 0.625, 0.125, 0.375: mean 0.375, sd 0.25, so 0.375 +- t(0.975, 2) 0.25 / sqrt(3) = +- 0.621
+    assert (red_team.low, red_team.high) == pytest.approx((0.375 - 4.3027 * 0.25 / 3**0.5, 0.375 + 0.6210), abs=1e-3)
     extra = report.paired_lines(list(paired.values()))
     path = report.write_summary(list(rows.values()), tmp_path / "R.md", "# Summary", extra)
     text = path.read_text()
@@ -151,3 +154,31 @@ def test_calibration_lines_list_every_response_set_and_the_missed_answers():
     assert lines[2] == "| pairs | 1.00 | 0.50 | 2.00 / -1.00 | 4 / 6 |"
     assert lines[3].startswith("| policy | 0.25 |") and lines[-1] == '- cost -2.00: *p?* -> "r ."'
     assert len(report.calibration_lines({"pairs": cal["pairs"]})) == 3
+
+
+def test_a_claim_replicates_only_when_both_halves_and_the_whole_agree():
+    """Ten seeds in halves A (0-4) and B (5-9). BFPO gains harmlessness on every seed of A (+0.5 to +0.7)
+    but only on two of B (+0.5, -0.7, +0.5, -0.7, -0.7): A agrees, B and the whole stay open, so the claim
+    is not replicated. Its helpfulness (the SFT start's everywhere) is "kept" on both halves and overall: replicated."""
+    def bfpo(seed):
+        gain = 0.5 + 0.05 * seed if seed < 5 else (0.5 if seed in (5, 7) else -0.7)
+        return [x + gain for x in SFT_SAFE], 0.5, 0.0
+
+    prompts = prompts_frame({"sft": lambda s: (SFT_SAFE, 0.5, 0.25), "bfpo": bfpo}, seeds=10)
+    halves = {"A": [0, 1, 2, 3, 4], "B": [5, 6, 7, 8, 9]}
+    rows = {r["claim"]: r for r in report.replicate(prompts, halves)}
+    gain = rows["harmlessness gain with public data"]
+    assert (gain["A"], gain["B"], gain["all"]) == ("agrees", "inconclusive", "inconclusive")
+    assert not gain["replicated"] and gain["intervals"]["B"]["seeds"] == 5
+    kept = rows["helpfulness kept (falls by less than 0.05)"]
+    assert (kept["A"], kept["B"], kept["all"], kept["replicated"]) == ("agrees", "agrees", "agrees", True)
+    table = "\n".join(report.replication_lines(list(rows.values()), halves))
+    assert "| half A (seeds [0, 1, 2, 3, 4]) | half B (seeds [5, 6, 7, 8, 9]) | all seeds | replicated |" in table
+    assert "| helpfulness kept (falls by less than 0.05) | agrees | agrees | agrees | **yes** |" in table
+    with pytest.raises(ValueError, match="disjoint"):
+        report.replicate(prompts, {"A": [0, 1], "B": [1, 2]})
+    # power: BFPO's per-seed changes from SFT, their sd and the smallest change detectable at 80 % power
+    p = report.power(prompts, "bfpo", "harmlessness")
+    changes = [0.5 + 0.05 * s for s in range(5)] + [0.5, -0.7, 0.5, -0.7, -0.7]
+    assert p["seeds"] == 10 and p["prompts"] == 4 and p["change_sd"] == pytest.approx(pd.Series(changes).std())
+    assert p["mde_80"] == pytest.approx((2.2622 + 0.8834) * p["change_sd"] / 10**0.5, abs=1e-3)

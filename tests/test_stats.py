@@ -1,4 +1,5 @@
-"""The bootstrap over seeds and prompts, paired differences and the verdict rule, on hand-computed cases."""
+"""Seed-level t intervals (and the bootstrap they replaced), paired differences, the verdict rule and the
+power calculation, on hand-computed cases; and the coverage of both interval methods on simulated studies."""
 
 import numpy as np
 import pytest
@@ -71,3 +72,49 @@ def test_paired_difference_against_a_single_baseline_row():
 def test_verdict_follows_the_interval(low, high, threshold, direction, expected):
     iv = stats.Interval((low + high) / 2, low, high, 5, 60)
     assert stats.verdict(iv, threshold, direction) == expected
+
+
+@pytest.mark.parametrize(
+    "df, level, expected",  # Student's t table values
+    [(1, 0.95, 12.706), (2, 0.95, 4.303), (4, 0.95, 2.776), (9, 0.95, 2.262), (30, 0.95, 2.042), (4, 0.6, 0.941)],
+)
+def test_t_quantiles_match_the_table(df, level, expected):
+    assert stats.t_two_sided(level, df) == pytest.approx(expected, abs=5e-4)
+
+
+def test_seed_level_t_interval_by_hand():
+    """Seed means 0.5, 1.0, 0.0 (over their prompts): mean 0.5, sd 0.5, half-width t(0.975, 2) 0.5 / sqrt(3)."""
+    iv = stats.interval([[0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+    half = 4.3027 * 0.5 / 3**0.5
+    assert (iv.mean, iv.low, iv.high) == pytest.approx((0.5, 0.5 - half, 0.5 + half), abs=1e-4)
+    assert (iv.seeds, iv.prompts) == (3, 2)
+    one = stats.interval([[1.0, 0.0]])  # one seed: nothing known about the spread between seeds
+    assert one.low == float("-inf") and one.high == float("inf") and stats.verdict(one) == "inconclusive"
+
+
+def test_minimal_detectable_effect_by_hand():
+    """(t(0.975, 9) + t(0.80, 9)) sd / sqrt(10) = (2.262 + 0.883) 0.1 / 3.162 = 0.0995 at 10 seeds."""
+    assert stats.minimal_detectable_effect(0.1, 10) == pytest.approx((2.2622 + 0.8834) * 0.1 / 10**0.5, abs=1e-4)
+    assert stats.minimal_detectable_effect(0.1, 20) < stats.minimal_detectable_effect(0.1, 10)
+    assert stats.minimal_detectable_effect(0.1, 1) == float("inf")
+
+
+@pytest.mark.parametrize("seeds", [5, 10])
+def test_the_seed_level_t_interval_covers_the_truth_95_percent_of_the_time(seeds):
+    """2,000 simulated studies shaped like the SafeHelp study's harmlessness (a seed sd of 0.24 around 0.5, as
+    BFPO's over 5 seeds; 36 harmful prompts with 4 answers each, as before; and 216 prompts): the 95 % t
+    interval contains the true mean in 93-97 % of them (measured: 95.0 % and 95.2 % at 5 seeds)."""
+    for prompts, samples in ((36, 4), (216, 2)):
+        simulated = stats.simulate_studies(2000, seeds, prompts, mean=0.5, seed_sd=0.24, samples=samples)
+        assert 0.93 <= stats.coverage(stats.interval, simulated, truth=0.5) <= 0.97
+
+
+def test_the_two_level_bootstrap_under_covers_over_5_seeds():
+    """The interval the study used before, on the same kind of studies: at 5 seeds it covers the truth in
+    about 85 % of them (measured 84.8 % with 1,000 resamples each), below the 93 % the t interval keeps, so
+    the coverage test above would fail for it."""
+    simulated = stats.simulate_studies(2000, 5, 36, mean=0.5, seed_sd=0.24, samples=4)
+    covered = stats.coverage(lambda v: stats.bootstrap(v, n_boot=1000), simulated, truth=0.5)
+    assert covered < 0.90
+    with pytest.raises(ValueError, match="sd"):
+        stats.simulate_studies(10, 5, 36, mean=0.5, seed_sd=0.6)

@@ -76,6 +76,29 @@ def test_select_picks_the_best_validation_score_and_breaks_ties_by_grid_order():
     assert table.set_index("config").loc["lr1", "score"] == pytest.approx(0.5)
 
 
+def test_tuning_reports_the_spread_and_how_often_the_choice_survives_resampled_tuning_seeds():
+    """Three tuning seeds. lr1 scores 0.75, 0.75, 0.25 (mean 0.583); lr2 scores 0.5 on each (mean 0.5): lr1
+    is chosen, but a resample of the seeds that draws seed 2 at least twice (7 of the 27 equally likely
+    draws: 2 at least twice, 6 + 1) makes lr1's mean 0.417 or 0.25, below 0.5, and a draw with seed 2 once
+    makes it 0.583: lr1 wins 20/27 = 74 % of the draws, lr2 the other 26 %."""
+    rows = pd.DataFrame(
+        _rows("lr1", 0, "validation", [1.0, 1.0], [0.5, 0.5])
+        + _rows("lr1", 1, "validation", [0.5, 0.5], [1.0, 1.0])
+        + _rows("lr1", 2, "validation", [0.5, 0.5], [0.0, 0.0])
+        + sum((_rows("lr2", s, "validation", [0.5, 0.5], [0.5, 0.5]) for s in range(3)), [])
+    )
+    best, table = selection.select(rows, ["lr1", "lr2"])
+    table = table.set_index("config")
+    assert best == "lr1" and table.loc["lr1", "score"] == pytest.approx(7 / 12)
+    assert table.loc["lr1", "score_sd"] == pytest.approx(0.2887, abs=1e-4) and table.loc["lr2", "score_sd"] == 0
+    assert table.loc["lr1", "win_rate"] == pytest.approx(20 / 27, abs=0.03)
+    assert table["win_rate"].sum() == pytest.approx(1.0)
+    # equal scores on every draw: the declared tie rule (the earlier point) wins every time
+    assert selection.win_rates([[0.5, 0.5], [0.5, 0.5]]).tolist() == [1.0, 0.0]
+    with pytest.raises(selection.BadInput, match="different tuning seeds"):
+        selection.select(rows[(rows["config"] == "lr1") | (rows["seed"] < 2)], ["lr1", "lr2"])
+
+
 def test_selection_refuses_test_wordings():
     rows = pd.DataFrame(_rows("a", 0, "validation", [1.0], [1.0]) + _rows("a", 0, "test", [0.0], [0.0]))
     with pytest.raises(selection.TestWordingsRead, match="only validation"):
@@ -86,8 +109,9 @@ def test_selection_refuses_test_wordings():
 
 def test_every_method_gets_the_same_number_of_grid_points():
     grids = selection.grids(["bfpo", "safe_rlhf"], study.PROFILES["cpu"].grids)
-    assert {m: len(g) for m, g in grids.items()} == {"bfpo": 4, "safe_rlhf": 4}
-    assert grids["bfpo"]["lr0.0005_beta0.05"] == {"learning_rate": 5e-4, "beta": 0.05}
+    assert {m: len(g) for m, g in grids.items()} == {"bfpo": 2, "safe_rlhf": 2}
+    assert grids["bfpo"]["lr0.0005"] == {"learning_rate": 5e-4}
+    assert grids["safe_rlhf"]["m3"] == {"ppo_cost_margin": 3.0}
     for profile in study.PROFILES.values():
         sizes = {len(g) for g in selection.grids(["dpo_helpful", "ulma", "safe_rlhf"], profile.grids).values()}
         assert len(sizes) == 1
@@ -221,13 +245,52 @@ def test_flops_to_level_reads_the_mean_curve_over_seeds():
 
 def test_profiles_of_the_study():
     cpu, smoke = study.PROFILES["cpu"], study.PROFILES["smoke"]
-    assert len(cpu.seeds) >= 5 and cpu.sft_per_seed and set(cpu.tuning_seeds) <= set(cpu.seeds)
-    assert set(smoke.tuning_seeds) <= set(smoke.seeds)
-    short = study.profile_settings("smoke", seeds=[0, 1], steps=40, ppo_iterations=None)
-    assert short.seeds == [0, 1] and short.budget.steps == 40 and short.budget.ppo_iterations == 100
+    # the committed design: 10 report seeds, each its own SFT start, disjoint from 3 tuning seeds
+    assert len(cpu.seeds) >= 10 and len(cpu.tuning_seeds) >= 3 and cpu.sft_per_seed
+    assert not set(cpu.tuning_seeds) & set(cpu.seeds) and not set(smoke.tuning_seeds) & set(smoke.seeds)
+    assert cpu.halves() == {"A": [3, 4, 5, 6, 7], "B": [8, 9, 10, 11, 12]}
+    assert smoke.halves() == {"A": [1, 2], "B": [3, 4]}
+    harmful = [t for t in tw.TOPICS if t.kind == "harmful"]
+    assert len(harmful) >= 18 and len(harmful) * len(tw.TEST_TEMPLATES) >= cpu.harmful_test_prompts >= 200
+    for kind in ("scary", "benign"):  # over-refusal and helpfulness sets to match
+        assert sum(t.kind == kind for t in tw.TOPICS) == len(harmful)
+    assert len(tw.VALIDATION_TEMPLATES) * 3 == len(tw.TEST_TEMPLATES) * 2, "validation grew in proportion"
+    short = study.profile_settings("smoke", seeds=[1, 2, 3, 4], steps=40, ppo_iterations=None)
+    assert short.seeds == [1, 2, 3, 4] and short.budget.steps == 40 and short.budget.ppo_iterations == 100
     assert study.PROFILES["smoke"].budget.steps == 200, "overrides do not change the profile itself"
     with pytest.raises(ValueError, match="profile"):
         study.profile_settings("paper")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"seeds": [0, 1, 2, 3]}, r"report seeds \[0, 1, 2, 3\] and tuning seeds \[0\] share \[0\]"),
+        ({"seeds": [1, 2, 3]}, r"halves \[1\] and \[2, 3\]; each half needs at least 2 seeds"),
+        ({"tuning_seeds": []}, "tuning_seeds: expected a non-empty list"),
+        ({"seeds": [1, 1, 2, 3]}, "a seed appears twice"),
+        ({"harmful_test_prompts": 5000}, "has 216 harmful test prompts .* fewer than the 5000 declared"),
+    ],
+)
+def test_a_study_that_cannot_decide_is_refused(overrides, message):
+    with pytest.raises(study.BadInput, match=message):
+        study.profile_settings("smoke", **overrides)
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [("seeds=[0, 1, 2, 3]", "share [0]"), ("seeds=[5, 6, 7]", "each half needs at least 2 seeds")],
+)
+def test_the_runner_refuses_a_bad_study_before_running_anything(tmp_path, setting, message):
+    """``python -m bfpo.notebooks``: one line, exit 2, nothing written (not even the run folder's lock)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "bfpo.notebooks", "--profile", "smoke", "--output-dir", str(out), "--set", setting]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
 def test_cpu_profile_figures_go_to_their_own_folder():
