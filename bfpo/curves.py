@@ -61,7 +61,7 @@ def compute_curves(
     runs: list[Run],
     starts_judged: pd.DataFrame,
     samples_per_prompt: int,
-    cache_path,
+    cache_dir,
     methods=("bfpo", "safe_rlhf"),
     parallel: int = 2,
 ) -> pd.DataFrame:
@@ -74,7 +74,7 @@ def compute_curves(
     to_judge = [
         (run.method, f"{run.config}@{p['step']}", run.seed, p["model"]) for run in chosen for p in points[id(run)]
     ]
-    judged = iter(judge_runs(to_judge, samples_per_prompt, cache_path, splits=("test",), parallel=parallel)[0])
+    judged = iter(judge_runs(to_judge, samples_per_prompt, cache_dir, splits=("test",), parallel=parallel)[0])
     for run in chosen:
         start = starts_judged[starts_judged["seed"] == run.seed].iloc[0]
         rows.append(

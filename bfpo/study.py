@@ -13,9 +13,9 @@ the start. The hyper-parameter choice itself is :mod:`bfpo.selection`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -394,7 +394,7 @@ def judge_run(
 def judge_runs(
     runs: list[tuple[str, str, int, str]],
     samples_per_prompt: int,
-    cache_path,
+    cache_dir,
     splits: tuple[str, ...],
     training_wordings: int | None = None,
     parallel: int = 2,
@@ -403,39 +403,47 @@ def judge_runs(
     model_dir)`` runs on the wording sets ``splits``, and the per-prompt rows behind them.
 
     Models are judged ``parallel`` at a time in the study's worker processes (:mod:`bfpo.jobs`, one
-    thread each) and cached in ``cache_path`` by (method, config, seed, weights, samples, splits),
-    so a re-run judges only what changed.
+    thread each) and cached in the folder ``cache_dir``, one small file per (method, config, seed,
+    weights, samples, splits) written as soon as that model is judged, so a re-run (or a run killed
+    half-way) judges only what is missing, and the cost of caching does not grow with the study.
     """
     from tqdm.auto import tqdm
 
     for split in splits:
         tw.check_split(split)
-    cache_path = Path(cache_path)
-    cache = read_cache(cache_path, "judge cache") or {}
+    cache_dir = Path(cache_dir)
     what = f"{samples_per_prompt}|{'+'.join(splits)}|{training_wordings}"
     keys = [
         f"v{JUDGE_VERSION}|{method}|{config}|{seed}|{what}|{train.model_fingerprint(str(model_dir), None)[:16]}"
         for method, config, seed, model_dir in runs
     ]
+    cache = {key: found for key in keys if (found := _cached_judgement(cache_dir, key)) is not None}
     todo = [(key, run) for key, run in zip(keys, runs, strict=True) if key not in cache]
     for key, (_, _, _, model_dir) in zip(keys, runs, strict=True):
         note("judgement", model_dir, key in cache)
     calls = [(model_dir, samples_per_prompt, seed, splits, training_wordings) for _, (_, _, seed, model_dir) in todo]
     judged = bjobs.starmap(judge_run, calls, parallel)
-    written = time.monotonic()
-    for i, ((key, _), result) in enumerate(
-        tqdm(zip(todo, judged, strict=False), total=len(todo), desc=f"judging ({', '.join(splits)})")
+    for (key, _), result in tqdm(
+        zip(todo, judged, strict=False), total=len(todo), desc=f"judging ({', '.join(splits)})"
     ):
         cache[key] = result
-        if i == len(todo) - 1 or time.monotonic() - written > 10:  # a killed run keeps what it judged
-            write_json(cache_path, cache)
-            written = time.monotonic()
+        write_text(_judgement_path(cache_dir, key), json.dumps({"key": key, "result": result}) + "\n")
     rows, prompt_rows = [], []
     for key, (method, config, seed, _) in zip(keys, runs, strict=True):
         ids = {"method": method, "config": config, "seed": seed}
         rows += [{**ids, **r} for r in cache[key]["summary"]]
         prompt_rows += [{**ids, **r} for r in cache[key]["prompts"]]
     return rows, prompt_rows
+
+
+def _judgement_path(cache_dir: Path, key: str) -> Path:
+    return cache_dir / f"{hashlib.sha1(key.encode()).hexdigest()[:20]}.json"
+
+
+def _cached_judgement(cache_dir: Path, key: str) -> dict | None:
+    """The cached judgement of ``key``, or None (missing; a torn file is named, removed and judged again)."""
+    found = read_cache(_judgement_path(cache_dir, key), "judgement")
+    return found["result"] if isinstance(found, dict) and found.get("key") == key else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -609,7 +617,7 @@ def tune(
     _, prompt_rows = judge_runs(
         [(r.method, r.config, r.seed, r.model) for r in policies(runs)],
         samples_per_prompt,
-        Path(out_dir) / "judged_cache.json",
+        Path(out_dir) / "judged",
         splits=(selection.SPLIT,),
         parallel=parallel,
     )

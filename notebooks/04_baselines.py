@@ -349,7 +349,7 @@ if profile != "paper":
     rows, prompt_rows = study.judge_runs(
         to_judge,
         P.eval_samples,
-        out_dir / "judged_cache.json",
+        out_dir / "judged",
         splits=("training", "test"),
         training_wordings=P.training_wordings,
         parallel=parallel,
@@ -359,7 +359,7 @@ if profile != "paper":
     sweep_rows, _ = study.judge_runs(
         [(r.method, r.config, r.seed, r.model) for r in sweep],
         P.eval_samples,
-        out_dir / "judged_cache.json",
+        out_dir / "judged",
         splits=("training", "test"),
         training_wordings=P.training_wordings,
         parallel=parallel,
@@ -424,7 +424,7 @@ if profile != "paper":
         [r for r in final if r.method in budget.snapshot_methods],
         test[test["method"] == "sft"],
         P.eval_samples,
-        out_dir / "judged_cache.json",
+        out_dir / "judged",
         methods=budget.snapshot_methods,
         parallel=parallel,
     )

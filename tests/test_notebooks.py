@@ -286,7 +286,6 @@ def _killed_and_rerun_04_writes_the_same_files(tmp_path: Path, parameters: dict)
     base, figs = tmp_path / "runs" / "04_baselines", tmp_path / "figs"
     def outputs() -> dict:  # results.json's wall-clock times (sft_seconds, ...) aside, which no figure shows
         found = {p.name: p.read_bytes() for p in [*base.glob("*.csv"), *base.glob("*.json"), *figs.glob("04_*")]}
-        found.pop("judged_cache.json")
         results = json.loads(found.pop("results.json"))
         found["results.json (times aside)"] = {k: v for k, v in results.items() if not k.endswith("_seconds")}
         return found

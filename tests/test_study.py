@@ -139,7 +139,7 @@ def test_tuning_never_reads_test_wordings(tiny_world, tmp_path, monkeypatch):
     )
     assert asked and set(asked) == {"validation"}
     assert set(chosen) == {"dpo_helpful", "bfpo"} and len(table) == 4 and table["selected"].sum() == 2
-    cache = json.loads((tmp_path / "judged_cache.json").read_text())
+    cache = [json.loads(p.read_text())["key"] for p in (tmp_path / "judged").glob("*.json")]
     assert all("|validation|" in key for key in cache) and len(cache) == 4
 
 
