@@ -64,6 +64,7 @@ def compute_curves(
     cache_dir,
     methods=("bfpo", "safe_rlhf"),
     parallel: int = 2,
+    test_wordings: int | None = None,
 ) -> pd.DataFrame:
     """Test-wording gold-judge numbers along the runs of ``methods``: one row per (method, seed,
     point) with ``step``, cumulative ``flops`` and the judged rates. Each curve starts at its seed's
@@ -74,7 +75,10 @@ def compute_curves(
     to_judge = [
         (run.method, f"{run.config}@{p['step']}", run.seed, p["model"]) for run in chosen for p in points[id(run)]
     ]
-    judged = iter(judge_runs(to_judge, samples_per_prompt, cache_dir, splits=("test",), parallel=parallel)[0])
+    judged = judge_runs(
+        to_judge, samples_per_prompt, cache_dir, splits=("test",), parallel=parallel, test_wordings=test_wordings
+    )
+    judged = iter(judged[0])
     for run in chosen:
         start = starts_judged[starts_judged["seed"] == run.seed].iloc[0]
         rows.append(

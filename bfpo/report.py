@@ -440,6 +440,10 @@ def replication_lines(rows: list[dict], halves: dict[str, list[int]]) -> list[st
     return lines
 
 
+TARGET_HALF_WIDTH = 0.08
+"""The precision the study aims at: each headline change measured to within +- 0.08 (95 %)."""
+
+
 def power(prompts: pd.DataFrame, method: str, metric: str, wording: str = "test", baseline: str = "sft") -> dict:
     """How precisely the study measures ``metric(method) - metric(baseline)``: the seed standard deviation
     of the method's own metric and of the paired change, the 95 % half-width of the change, and the
@@ -457,6 +461,9 @@ def power(prompts: pd.DataFrame, method: str, metric: str, wording: str = "test"
         "seed_sd": float(a.mean(axis=1).std(ddof=1)) if a.shape[0] > 1 else float("nan"),
         "change_sd": float(diff.std(ddof=1)) if a.shape[0] > 1 else float("nan"),
         "half_width": float((iv.high - iv.low) / 2),
+        "seeds_for_target": stats.seeds_for_half_width(float(diff.std(ddof=1)), TARGET_HALF_WIDTH)
+        if a.shape[0] > 1
+        else None,
         "mde_80": stats.minimal_detectable_effect(float(diff.std(ddof=1)), int(a.shape[0]))
         if a.shape[0] > 1
         else float("inf"),
@@ -467,13 +474,43 @@ def power_lines(rows: list[dict], titles: dict | None = None) -> list[str]:
     titles = titles or {}
     lines = [
         "| method, metric | seeds x prompts | seed sd of the method | seed sd of the change from SFT | 95% half-width "
-        "of the change | smallest change detectable (80% power) |",
-        "|---|---|---|---|---|---|",
+        f"of the change | smallest change detectable (80% power) | seeds for a half-width of {TARGET_HALF_WIDTH} |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         name = f"{titles.get(r['method'], r['method'])}, {r['metric'].replace('_', '-')}"
         lines.append(
             f"| {name} | {r['seeds']} x {r['prompts']} | {r['seed_sd']:.3f} | {r['change_sd']:.3f} | "
-            f"{r['half_width']:.3f} | {r['mde_80']:.3f} |"
+            f"{r['half_width']:.3f} | {r['mde_80']:.3f} | {r.get('seeds_for_target') or ''} |"
         )
     return lines
+
+
+def headline_lines(rows: list[dict], replication: list[dict]) -> list[str]:
+    """The headline table (README): each claim with its quoted value, the paired change from the SFT start
+    over all seeds and on each half, and a verdict only where it replicated; elsewhere "not replicated"
+    with the three verdicts beside it. A claim without per-half verdicts (compute) is never replicated."""
+    by_claim = {r["claim"]: r for r in replication}
+    lines = [
+        "| claim | quoted | change from the SFT start, all seeds | half A | half B | verdict (replicated only) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        rep = by_claim.get(row["claim"])
+        change = row["measured"].split(" (seeds")[0] if row["interval"] is not None else row["value"]
+        if rep is None:
+            halves = ("not split", "not split")
+            verdict = f"not replicated (no per-half measure; all seeds: {row['verdict']})"
+        else:
+            halves = tuple(_interval_text(rep["intervals"][h]) for h in ("A", "B"))
+            verdict = (
+                _word(rep["all"])
+                if rep["replicated"]
+                else f"not replicated (A: {_word(rep['A'])}, B: {_word(rep['B'])}, all: {_word(rep['all'])})"
+            )
+        lines.append(f"| {row['claim']} | {row['quoted']} | {change} | {halves[0]} | {halves[1]} | {verdict} |")
+    return lines
+
+
+def _interval_text(iv: dict) -> str:
+    return f"{iv['mean']:+.2f} [{iv['low']:+.2f}, {iv['high']:+.2f}]"

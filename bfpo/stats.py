@@ -170,6 +170,17 @@ def minimal_detectable_effect(sd: float, seeds: int, level: float = LEVEL, power
     return (t_two_sided(level, df) + t_two_sided(2 * power - 1, df)) * sd / math.sqrt(seeds)
 
 
+def seeds_for_half_width(sd: float, target: float, level: float = LEVEL, most: int = 10_000) -> int:
+    """The fewest seeds whose 95 % t interval has half-width ``t_{S-1} sd / sqrt(S) <= target`` at seed
+    standard deviation ``sd`` (what a study would need to reach a precision target)."""
+    if sd <= 0:
+        return 2
+    for n in range(2, most + 1):
+        if t_two_sided(level, n - 1) * sd / math.sqrt(n) <= target:
+            return n
+    raise ValueError(f"seeds_for_half_width: more than {most} seeds for sd {sd} and half-width {target}")
+
+
 def simulate_studies(
     studies: int, seeds: int, prompts: int, mean: float, seed_sd: float, samples: int = 4, rng_seed: int = 0
 ) -> np.ndarray:

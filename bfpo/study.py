@@ -374,7 +374,12 @@ JUDGE_VERSION = 3
 
 
 def judge_run(
-    model_dir, samples_per_prompt: int, seed: int, splits: tuple[str, ...], training_wordings: int | None = None
+    model_dir,
+    samples_per_prompt: int,
+    seed: int,
+    splits: tuple[str, ...],
+    training_wordings: int | None = None,
+    test_wordings: int | None = None,
 ) -> dict[str, list[dict]]:
     """Gold-judge scores of a model on the wordings of each of ``splits`` (of the training wordings,
     the first ``training_wordings`` per topic): ``summary`` (a tidy row per wording set) and
@@ -382,7 +387,7 @@ def judge_run(
     model, tok = models.load_model(model_dir), models.load_tokenizer(model_dir)
     summaries, prompts = [], []
     for split in splits:
-        per_topic = training_wordings if split == "training" else None
+        per_topic = {"training": training_wordings, "test": test_wordings}.get(split)
         summary, judged = tw.evaluate_model(
             model, tok, samples_per_prompt=samples_per_prompt, split=split, seed=seed, per_topic=per_topic
         )
@@ -398,6 +403,7 @@ def judge_runs(
     splits: tuple[str, ...],
     training_wordings: int | None = None,
     parallel: int = 2,
+    test_wordings: int | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """Tidy rows (method, config, seed, wording, gold-judge numbers) for ``(method, config, seed,
     model_dir)`` runs on the wording sets ``splits``, and the per-prompt rows behind them.
@@ -413,6 +419,8 @@ def judge_runs(
         tw.check_split(split)
     cache_dir = Path(cache_dir)
     what = f"{samples_per_prompt}|{'+'.join(splits)}|{training_wordings}"
+    if test_wordings and test_wordings < len(tw.TEST_TEMPLATES):  # all of them: the key as it always was
+        what += f"|test{test_wordings}"
     keys = [
         f"v{JUDGE_VERSION}|{method}|{config}|{seed}|{what}|{train.model_fingerprint(str(model_dir), None)[:16]}"
         for method, config, seed, model_dir in runs
@@ -421,7 +429,10 @@ def judge_runs(
     todo = [(key, run) for key, run in zip(keys, runs, strict=True) if key not in cache]
     for key, (_, _, _, model_dir) in zip(keys, runs, strict=True):
         note("judgement", model_dir, key in cache)
-    calls = [(model_dir, samples_per_prompt, seed, splits, training_wordings) for _, (_, _, seed, model_dir) in todo]
+    calls = [
+        (model_dir, samples_per_prompt, seed, splits, training_wordings, test_wordings)
+        for _, (_, _, seed, model_dir) in todo
+    ]
     judged = bjobs.starmap(judge_run, calls, parallel)
     for (key, _), result in tqdm(
         zip(todo, judged, strict=False), total=len(todo), desc=f"judging ({', '.join(splits)})"
@@ -473,7 +484,9 @@ class StudyProfile:
     # of each of the first ``lambda_sweep_seeds`` report seeds (None: every one)
     lambda_sweep: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 5.0)
     lambda_sweep_seeds: int | None = None
-    harmful_test_prompts: int = 200  # declared: the least number of harmful test prompts harmlessness rests on
+    # declared: the least number of harmful test prompts harmlessness rests on; the study judges as many test
+    # wordings per topic as it takes (test_wordings), all 12 for 200
+    harmful_test_prompts: int = 200
 
     def __post_init__(self):
         check_seeds(self.seeds, self.tuning_seeds)
@@ -485,6 +498,10 @@ class StudyProfile:
                 f"harmful topics x {len(tw.TEST_TEMPLATES)} test wordings), fewer than the {self.harmful_test_prompts} "
                 "declared"
             )
+
+    def test_wordings(self) -> int:
+        """Test wordings judged per topic: the fewest that give ``harmful_test_prompts`` harmful prompts."""
+        return -(-self.harmful_test_prompts // sum(t.kind == "harmful" for t in tw.TOPICS))
 
     def halves(self) -> dict[str, list[int]]:
         """The two fixed, disjoint halves of the report seeds: A the first half, B the rest."""
@@ -524,11 +541,13 @@ PROFILES = {
         seeds=[1, 2, 3, 4],
         tuning_seeds=[0],
         sft_per_seed=False,
-        # CI's check of the machinery: as fast as the machine allows
-        budget=Budget(steps=200, ppo_iterations=100, snapshots=4, mixed_precision="auto"),
+        # CI's check of the machinery: as fast as the machine allows (half the cpu profile's steps and a third
+        # of its PPO iterations; 6 test wordings per topic, 108 harmful test prompts)
+        budget=Budget(steps=100, ppo_iterations=50, snapshots=4, mixed_precision="auto"),
         grids={"*": {"learning_rate": (5e-4, 1e-3)}, "safe_rlhf": {"ppo_cost_margin": (1.0, 3.0)}},
         eval_samples=1,
         lambda_sweep_seeds=1,
+        harmful_test_prompts=108,
     ),
     "cpu": StudyProfile(
         seeds=list(range(3, 13)),  # 10 report seeds, halves 3-7 and 8-12, each with its own SFT start

@@ -352,6 +352,7 @@ if profile != "paper":
         out_dir / "judged",
         splits=("training", "test"),
         training_wordings=P.training_wordings,
+        test_wordings=P.test_wordings(),
         parallel=parallel,
     )
     write_csv(out_dir / "judged_prompts.csv", pd.DataFrame(prompt_rows).drop(columns=["prompt"]))
@@ -362,6 +363,7 @@ if profile != "paper":
         out_dir / "judged",
         splits=("training", "test"),
         training_wordings=P.training_wordings,
+        test_wordings=P.test_wordings(),
         parallel=parallel,
     )
     sweep_df = pd.DataFrame([{**r, "lambda": sweep_grid[r["config"]]["ppo_lambda"]} for r in sweep_rows])
@@ -393,7 +395,8 @@ if profile != "paper":
     for p in results["power"]:
         print(
             f"{TITLES[p['method']]} {p['metric']}: seed sd {p['seed_sd']:.3f}, change from SFT detectable with 80% "
-            f"power from {p['mde_80']:.3f} ({p['seeds']} seeds, {p['prompts']} prompts)"
+            f"power from {p['mde_80']:.3f} ({p['seeds']} seeds, {p['prompts']} prompts); a 95% half-width of "
+            f"{report.TARGET_HALF_WIDTH} would take {p['seeds_for_target']} seeds at this spread"
         )
 
 # %% [markdown]
@@ -427,6 +430,7 @@ if profile != "paper":
         out_dir / "judged",
         methods=budget.snapshot_methods,
         parallel=parallel,
+        test_wordings=P.test_wordings(),
     )
     write_csv(out_dir / "curves.csv", curve_table)
     start = float(test.loc[test["method"] == "sft", "harmlessness"].mean())

@@ -240,6 +240,11 @@ tuning = pd.read_csv(runs / "04_baselines" / "tuning.csv")
 calibration = baselines_summary.get("cost_calibration", {})
 extra = [
     "",
+    "Headline: the claims with a verdict only where the two halves of the seeds and all seeds agree (the README's "
+    "table):",
+    "",
+    *report.headline_lines(rows, replication),
+    "",
     "Replication: each claim's verdict on the two fixed halves of the report seeds and on all of them; a claim "
     "is **replicated** only when the three agree (the compute claim is read off mean curves and not split):",
     "",

@@ -160,6 +160,7 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
         "steps": 40,
         "ppo_iterations": 4,
         "eval_samples": 1,
+        "harmful_test_prompts": 36,  # 2 test wordings per topic (of 12): 108 test prompts, 36 harmful
         "methods": ["dpo_helpful", "dpo_safety", "bfpo", "bfpo_red_team", "safedpo", "safe_rlhf"],
     }
     runner.run(
@@ -181,7 +182,7 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
     assert set(judged[judged["method"] == "sft"]["seed"]) == {1, 2, 3, 4}, "the SFT start is sampled with every seed"
     per_run = judged.groupby(["method", "seed", "wording"])["prompt_id"].nunique()
     assert per_run.groupby(level="wording").nunique().eq(1).all(), "every run is judged on the same prompts"
-    assert per_run.xs("test", level="wording").eq(len(tw.TOPICS) * len(tw.TEST_TEMPLATES)).all()
+    assert per_run.xs("test", level="wording").eq(len(tw.TOPICS) * 2).all()
     results = json.loads((base / "results.json").read_text())
     tuning = pd.read_csv(base / "tuning.csv")  # 2 grid points per method (smoke), one chosen each
     assert tuning.groupby("method").size().eq(2).all() and tuning.groupby("method")["selected"].sum().eq(1).all()
@@ -189,8 +190,7 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
     assert tuning.loc[tuning["selected"], "win_rate"].eq(1.0).all() and tuning["seeds"].eq(1).all()
     assert results["halves"] == {"A": [1, 2], "B": [3, 4]} and results["tuning_seeds"] == [0]
     power = {(p["method"], p["metric"]): p for p in results["power"]}
-    harmful_test = sum(t.kind == "harmful" for t in tw.TOPICS) * len(tw.TEST_TEMPLATES)
-    assert power[("bfpo", "harmlessness")]["prompts"] == harmful_test
+    assert power[("bfpo", "harmlessness")]["prompts"] == 36
     assert power[("bfpo", "harmlessness")]["seeds"] == 4 and power[("bfpo", "harmlessness")]["mde_80"] > 0
     final = json.loads((base / "final_runs.json").read_text())
     for method, info in final.items():

@@ -177,6 +177,18 @@ def test_a_claim_replicates_only_when_both_halves_and_the_whole_agree():
     assert "| helpfulness kept (falls by less than 0.05) | agrees | agrees | agrees | **yes** |" in table
     with pytest.raises(ValueError, match="disjoint"):
         report.replicate(prompts, {"A": [0, 1], "B": [1, 2]})
+    # the headline table: a verdict only where it replicated
+    level = {"delta": 0.2, "level": 0.7, "bfpo_fraction": 0.05, "bfpo_reached": True, "safe_rlhf_reached": True}
+    every = report.claims(None, prompts, compute={"levels": [level], "seeds": 10})
+    lines = report.headline_lines(every, list(rows.values()))
+    headline = {line.split(" | ")[0].lstrip("| "): line for line in lines}
+    assert headline["harmlessness gain with public data"].endswith(
+        "| not replicated (A: agrees, B: inconclusive, all: inconclusive) |"
+    )
+    assert "| +0.60 [+0.50, +0.70] | -0.22 [-1.04, +0.60] |" in headline["harmlessness gain with public data"]
+    assert headline["helpfulness kept (falls by less than 0.05)"].endswith("| agrees |")
+    compute_line = next(v for k, v in headline.items() if k.startswith("compute to reach"))
+    assert compute_line.endswith("| not split | not split | not replicated (no per-half measure; all seeds: agrees) |")
     # power: BFPO's per-seed changes from SFT, their sd and the smallest change detectable at 80 % power
     p = report.power(prompts, "bfpo", "harmlessness")
     changes = [0.5 + 0.05 * s for s in range(5)] + [0.5, -0.7, 0.5, -0.7, -0.7]

@@ -97,6 +97,8 @@ def test_minimal_detectable_effect_by_hand():
     assert stats.minimal_detectable_effect(0.1, 10) == pytest.approx((2.2622 + 0.8834) * 0.1 / 10**0.5, abs=1e-4)
     assert stats.minimal_detectable_effect(0.1, 20) < stats.minimal_detectable_effect(0.1, 10)
     assert stats.minimal_detectable_effect(0.1, 1) == float("inf")
+    # half-width t(S-1) sd / sqrt(S) <= 0.08 at sd 0.24: 38 seeds (37 give 0.08002)
+    assert stats.seeds_for_half_width(0.24, 0.08) == 38 and stats.seeds_for_half_width(0.08, 0.08) == 7
 
 
 @pytest.mark.parametrize("seeds", [5, 10])

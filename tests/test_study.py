@@ -249,6 +249,7 @@ def test_profiles_of_the_study():
     assert len(cpu.seeds) >= 10 and len(cpu.tuning_seeds) >= 3 and cpu.sft_per_seed
     assert not set(cpu.tuning_seeds) & set(cpu.seeds) and not set(smoke.tuning_seeds) & set(smoke.seeds)
     assert cpu.halves() == {"A": [3, 4, 5, 6, 7], "B": [8, 9, 10, 11, 12]}
+    assert cpu.test_wordings() == 12 and study.profile_settings("smoke", harmful_test_prompts=36).test_wordings() == 2
     assert smoke.halves() == {"A": [1, 2], "B": [3, 4]}
     harmful = [t for t in tw.TOPICS if t.kind == "harmful"]
     assert len(harmful) >= 18 and len(harmful) * len(tw.TEST_TEMPLATES) >= cpu.harmful_test_prompts >= 200
@@ -256,8 +257,8 @@ def test_profiles_of_the_study():
         assert sum(t.kind == kind for t in tw.TOPICS) == len(harmful)
     assert len(tw.VALIDATION_TEMPLATES) * 3 == len(tw.TEST_TEMPLATES) * 2, "validation grew in proportion"
     short = study.profile_settings("smoke", seeds=[1, 2, 3, 4], steps=40, ppo_iterations=None)
-    assert short.seeds == [1, 2, 3, 4] and short.budget.steps == 40 and short.budget.ppo_iterations == 100
-    assert study.PROFILES["smoke"].budget.steps == 200, "overrides do not change the profile itself"
+    assert short.seeds == [1, 2, 3, 4] and short.budget.steps == 40 and short.budget.ppo_iterations == 50
+    assert study.PROFILES["smoke"].budget.steps == 100, "overrides do not change the profile itself"
     with pytest.raises(ValueError, match="profile"):
         study.profile_settings("paper")
 
