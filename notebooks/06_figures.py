@@ -68,7 +68,7 @@ made = {}
 # \text{interval} = \bar m \pm t_{0.975,\,S-1}\,\frac{\operatorname{sd}(\bar m_1..\bar m_S)}{\sqrt S}.$$
 #
 # A two-level percentile bootstrap (seeds, then prompts) was used before: on 2,000 simulated studies
-# shaped like this one it covered the truth 85 % of the time at 5 seeds, the t interval 95 %
+# shaped like this one it covered the truth in 85 % of them at 5 seeds, the t interval in 94-95 %
 # (`tests/test_stats.py`).
 #
 # Seeds stand for everything that changes from run to run, the CPU's float rounding included: on

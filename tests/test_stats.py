@@ -105,7 +105,8 @@ def test_minimal_detectable_effect_by_hand():
 def test_the_seed_level_t_interval_covers_the_truth_95_percent_of_the_time(seeds):
     """2,000 simulated studies shaped like the SafeHelp study's harmlessness (a seed sd of 0.24 around 0.5, as
     BFPO's over 5 seeds; 36 harmful prompts with 4 answers each, as before; and 216 prompts): the 95 % t
-    interval contains the true mean in 93-97 % of them (measured: 95.0 % and 95.2 % at 5 seeds)."""
+    interval contains the true mean in 93-97 % of them (measured: 95.0 % and 94.4 % at 5 seeds, 93.9 % and
+    94.6 % at 10; the two-level bootstrap below: 84.8 % at 5 seeds, 90.1 % at 10 on 216 prompts)."""
     for prompts, samples in ((36, 4), (216, 2)):
         simulated = stats.simulate_studies(2000, seeds, prompts, mean=0.5, seed_sd=0.24, samples=samples)
         assert 0.93 <= stats.coverage(stats.interval, simulated, truth=0.5) <= 0.97
