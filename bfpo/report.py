@@ -111,11 +111,16 @@ def change(prompts: pd.DataFrame, method: str, baseline: str, wording: str, metr
     """``metric(method) - metric(baseline)``, paired on the same seeds and prompts, with its interval.
     A baseline judged on fewer seeds (or one) is matched seed by seed where it can be, else its
     first seed stands for all."""
+    a, b = _paired_matrices(prompts, method, baseline, wording, metric)
+    return stats.paired_difference(a, b)
+
+
+def _paired_matrices(prompts: pd.DataFrame, method: str, baseline: str, wording: str, metric: str):
+    """``[S, P]`` matrices of ``method`` and ``baseline`` on the same seeds and prompts; a baseline judged on
+    another number of seeds is its first seed repeated for every seed of ``method``."""
     a = metric_matrix(prompts, method, wording, metric)
     b = metric_matrix(prompts, baseline, wording, metric)
-    if b.shape[0] != a.shape[0]:
-        b = b[:1]
-    return stats.paired_difference(a, b)
+    return a, (b if b.shape[0] == a.shape[0] else np.repeat(b[:1], a.shape[0], axis=0))
 
 
 MIN_SEEDS = 5
@@ -448,9 +453,7 @@ def power(prompts: pd.DataFrame, method: str, metric: str, wording: str = "test"
     """How precisely the study measures ``metric(method) - metric(baseline)``: the seed standard deviation
     of the method's own metric and of the paired change, the 95 % half-width of the change, and the
     minimal change detectable with 80 % power at this spread and number of seeds."""
-    a = metric_matrix(prompts, method, wording, metric)
-    b = metric_matrix(prompts, baseline, wording, metric)
-    b = b if b.shape[0] == a.shape[0] else np.repeat(b[:1], a.shape[0], axis=0)
+    a, b = _paired_matrices(prompts, method, baseline, wording, metric)
     diff = (a - b).mean(axis=1)  # [S] each seed's paired change
     iv = stats.interval(a - b)
     return {
