@@ -21,8 +21,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /work/bfpo
-# Install the pinned dependencies first (cached while pyproject.toml is unchanged).
-COPY pyproject.toml Makefile README.md ./
+# Install the locked dependencies first (cached while pyproject.toml and constraints.txt are unchanged).
+COPY pyproject.toml constraints.txt Makefile README.md ./
 COPY bfpo/ bfpo/
 RUN make .venv/.installed
 COPY . .

@@ -24,7 +24,7 @@ from bfpo.errors import BadInput, run_cli
 from bfpo.io import project_path
 from bfpo.notebooks import FIGURES, PROFILES
 
-CONF = '''# written by bfpo.book: the book of the {profile} profile
+CONF = """# written by bfpo.book: the book of the {profile} profile
 project = "bfpo: Bi-Factorial Preference Optimization, runnable ({profile} profile)"
 extensions = ["myst_nb"]
 nb_execution_mode = "off"  # the notebooks ran under papermill; rendered as they are
@@ -36,7 +36,7 @@ html_theme_options = {{"page_width": "1100px", "sidebar_width": "260px"}}
 html_title = "bfpo ({profile})"
 exclude_patterns = ["_build", "figures/**", "results_figures/**"]  # figure captions are not pages
 suppress_warnings = ["myst.xref_missing", "myst.header", "misc.highlighting_failure"]
-'''
+"""
 
 TOC = """
 

@@ -345,8 +345,10 @@ def with_messages(ds: datasets.Dataset) -> datasets.Dataset:
     so single-turn SFT data concatenate with whole dialogues."""
     if "messages" in ds.column_names:
         return ds
-    chat = [[{"role": "user", "content": p}, {"role": "assistant", "content": r}] for p, r in
-            zip(ds["prompt"], ds["response"], strict=True)]
+    chat = [
+        [{"role": "user", "content": p}, {"role": "assistant", "content": r}]
+        for p, r in zip(ds["prompt"], ds["response"], strict=True)
+    ]
     return ds.add_column("messages", chat, feature=MESSAGES_FEATURE)
 
 

@@ -72,9 +72,7 @@ def _pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
     if workers not in _pools:
         # spawn, not fork: a forked copy of a process that already runs torch threads can hang
         context = multiprocessing.get_context("spawn")
-        _pools[workers] = concurrent.futures.ProcessPoolExecutor(
-            workers, context, _start_worker, (ENV, os.getpid())
-        )
+        _pools[workers] = concurrent.futures.ProcessPoolExecutor(workers, context, _start_worker, (ENV, os.getpid()))
     return _pools[workers]
 
 

@@ -16,18 +16,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from bfpo import models
+from bfpo.adapters import ADAPTER_CONFIG, _peft, is_adapter, load_merged  # noqa: F401  (re-exported)
 from bfpo.errors import BadInput, run_cli
 
-ADAPTER_CONFIG = "adapter_config.json"
 DEFAULT_TARGETS = ("q_proj", "v_proj")  # peft's default for Llama and Mistral
-
-
-def _peft():
-    try:
-        import peft
-    except ModuleNotFoundError:
-        raise BadInput("trainable: lora needs peft; pip install peft (or the extra: pip install '.[lora]')") from None
-    return peft
 
 
 def check_targets(model, targets: list[str]) -> None:
@@ -48,26 +41,14 @@ def wrap(model, r: int, alpha: float, dropout: float, targets: list[str]):
     return peft.get_peft_model(model, config)
 
 
-def is_adapter(folder: str | Path) -> bool:
-    return (Path(folder) / ADAPTER_CONFIG).is_file()
-
-
 def disabled(model):
     """A context in which ``model`` (a peft model) computes as its base model: the reference pi_ref."""
     return model.disable_adapter()
 
 
-def load_merged(adapter_dir: str | Path, dtype=None):
-    """The base model named by an adapter folder, with the adapter merged in (W + (alpha / r) B A)."""
-    peft = _peft()
-    return peft.AutoPeftModelForCausalLM.from_pretrained(str(adapter_dir), dtype=dtype).merge_and_unload()
-
-
 def merge(adapter_dir: str | Path, output_dir: str | Path) -> Path:
     """A plain model folder from an adapter folder: the base model with W + (alpha / r) B A, its
     tokenizer, and the adapter's model card. Loads without ``peft``."""
-    from bfpo import models
-
     adapter_dir = Path(adapter_dir)
     if not is_adapter(adapter_dir):
         raise BadInput(f"{adapter_dir}: no LoRA adapter here (no {ADAPTER_CONFIG})")

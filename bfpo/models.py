@@ -10,7 +10,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from bfpo import sampling
+from bfpo import adapters, sampling
 from bfpo.errors import BadInput
 from bfpo.io import atomic_dir
 
@@ -123,10 +123,8 @@ def _fetch_hint(name_or_path, revision) -> str:
 def load_model(name_or_path: str | os.PathLike, revision: str | None = None, dtype: torch.dtype | None = None):
     """Any causal LM by hub id (``revision`` pins it) or local folder, with an error that names it.
     A LoRA adapter folder (:mod:`bfpo.lora`) loads as its base model with the adapter merged in."""
-    from bfpo import lora
-
-    if lora.is_adapter(name_or_path):
-        return lora.load_merged(name_or_path, dtype)
+    if adapters.is_adapter(name_or_path):
+        return adapters.load_merged(name_or_path, dtype)
     try:
         return AutoModelForCausalLM.from_pretrained(str(name_or_path), revision=revision, dtype=dtype)
     except (OSError, ValueError) as e:

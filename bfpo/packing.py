@@ -27,7 +27,7 @@ import torch
 from transformers import AttentionInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from bfpo.sequences import collate, sequence_logps, token_logps
+from bfpo.logps import collate, sequence_logps, token_logps
 
 VARLEN = "bfpo_varlen"  # the attention implementation's name while a packed row goes through the model
 
@@ -188,7 +188,7 @@ def pack(sequences: list[tuple[list[int], list[int]]]) -> Packed:
 
 def packed_logps(model, packed: Packed, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed response log-probs and response lengths per sequence ([N], [N]), as
-    :func:`bfpo.sequences.sequence_logps` gives them for the padded batch; computed on ``device``
+    :func:`bfpo.logps.sequence_logps` gives them for the padded batch; computed on ``device``
     (default: where ``packed`` is)."""
     device = device or packed.input_ids.device
     base = _unwrapped(model)
@@ -213,7 +213,7 @@ def packed_logps(model, packed: Packed, device=None) -> tuple[torch.Tensor, torc
 
 def batch_logps(model, sequences: list[tuple[list[int], list[int]]], pad_id: int, device, padding_free: bool):
     """Summed response log-probs [N], response lengths [N] and the real tokens of one forward pass
-    over ``sequences``: padded to the longest (:func:`bfpo.sequences.sequence_logps`), or packed into
+    over ``sequences``: padded to the longest (:func:`bfpo.logps.sequence_logps`), or packed into
     one row (:func:`packed_logps`), which gives the same log-probs on fewer FLOPs."""
     if padding_free:
         packed = pack(sequences)

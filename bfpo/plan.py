@@ -186,7 +186,8 @@ def build_plan(stages=PAPER_STAGES, reported: list[dict] | None = None) -> list[
             global_batch = cfg.per_device_batch_size * stage.processes * cfg.gradient_accumulation_steps
             entry["config"] = stage.config
             entry["recipe"] = (
-                f"{cfg.mode}" + (f" ({cfg.loss}, beta {cfg.beta})" if cfg.mode != "sft" else "")
+                f"{cfg.mode}"
+                + (f" ({cfg.loss}, beta {cfg.beta})" if cfg.mode != "sft" else "")
                 + f", lr {cfg.learning_rate:g} {cfg.lr_scheduler}, {cfg.num_epochs:g} epoch(s), max length "
                 f"{cfg.max_length}, trained: {', '.join(cfg.trainable) if cfg.trainable else 'all parameters'}"
             )

@@ -477,8 +477,20 @@ def rollout(cfg: PPOConfig, state: PPOState, m: _Models, prompt_ids: list[list[i
     adv_r, ret_r = gae(rewards, values["reward"], mask, cfg.gamma, cfg.gae_lambda)
     adv_c, ret_c = gae(costs, values["cost"], mask, cfg.gamma, cfg.gae_lambda)
     tokens = (int(p_attn.sum()), int(mask.sum()), int(attn.sum()))
-    return Rollout(P, seq, attn, resp, mask, logps, ref_logps, scores, values, {"reward": adv_r, "cost": adv_c},
-                   {"reward": ret_r, "cost": ret_c}, tokens)
+    return Rollout(
+        P,
+        seq,
+        attn,
+        resp,
+        mask,
+        logps,
+        ref_logps,
+        scores,
+        values,
+        {"reward": adv_r, "cost": adv_c},
+        {"reward": ret_r, "cost": ret_c},
+        tokens,
+    )
 
 
 def update(cfg: PPOConfig, state: PPOState, m: _Models, ro: Rollout, lam: float, ptx_items: list, rng) -> dict:
@@ -524,8 +536,11 @@ def update(cfg: PPOConfig, state: PPOState, m: _Models, ro: Rollout, lam: float,
             state.actor_opt.step()
             state.schedulers["actor"].step()
             state.flops.train("ptx_train", n_actor, int(am.sum()))
-    return {"actor_loss": float(actor_loss.detach()), "reward_critic_loss": critic_losses["reward"],
-            "cost_critic_loss": critic_losses["cost"]}
+    return {
+        "actor_loss": float(actor_loss.detach()),
+        "reward_critic_loss": critic_losses["reward"],
+        "cost_critic_loss": critic_losses["cost"],
+    }
 
 
 def ppo_lagrangian(cfg: PPOConfig, judge=None) -> dict:

@@ -39,6 +39,7 @@ MESSAGES_FEATURE = datasets.List({"role": datasets.Value("string"), "content": d
 DIALOGUE_FEATURES = datasets.Features({**SFT_FEATURES, "messages": MESSAGES_FEATURE})
 """SFT examples with the whole dialogue (``messages``); ``prompt``/``response`` hold its first exchange."""
 
+
 class DataError(BadInput):
     """A record that does not fit its format: says which file, which line and which field."""
 

@@ -214,6 +214,8 @@ def claims(
                 "vs_baselines": "; ".join(versus),
                 "verdict": claim_verdict(iv, threshold, direction),
                 "interval": iv.as_dict(),
+                "threshold": threshold,  # the claim: the change lies above (direction +1) this value
+                "direction": direction,
             }
         )
 

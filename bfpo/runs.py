@@ -152,8 +152,6 @@ def read_metrics(output_dir: str | os.PathLike, name: str = "metrics.jsonl") -> 
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
-
-
 # --- launching from Python (notebooks): a config file and `accelerate launch` in a subprocess ---
 
 

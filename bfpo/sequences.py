@@ -23,6 +23,8 @@ from tqdm.auto import tqdm
 
 from bfpo import data as bdata
 from bfpo import models
+from bfpo.logps import collate, sequence_logps, token_logps  # noqa: F401  (re-exported: the trainer's interface)
+from bfpo.packing import batch_logps
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ def tokenize(examples: list[dict], tokenizer, cfg: Encoding, mode: str) -> tuple
             }
         )
     if mode == "sft" and cfg.packing:
-        out = pack(out, cfg.max_length)
+        out = pack_constant_length(out, cfg.max_length)
     return out, dropped
 
 
@@ -139,9 +141,12 @@ def check_dialogues(examples: list[dict], cfg) -> None:
         turns = [m for m in ex.get("messages") or () if m["role"] != "system"]
         if len(turns) > 2:
             raise bdata.DataError(
-                cfg.train_data, ex.get("line", k + 1), "messages", f"a dialogue of {len(turns)} turns needs mode "
+                cfg.train_data,
+                ex.get("line", k + 1),
+                "messages",
+                f"a dialogue of {len(turns)} turns needs mode "
                 "'sft' with sft_loss 'all' (the official SFT); for a response-only loss keep its first exchange "
-                "(ultrachat_sft(turns='first'))"
+                "(ultrachat_sft(turns='first'))",
             )
 
 
@@ -149,7 +154,7 @@ def _exchange(ex: dict) -> list[dict]:
     return [{"role": "user", "content": ex["prompt"]}, {"role": "assistant", "content": ex["response"]}]
 
 
-def pack(items: list[dict], length: int) -> list[dict]:
+def pack_constant_length(items: list[dict], length: int) -> list[dict]:
     """Sequences packed into chunks of ``length`` tokens, as the official SFT (TRL's constant-length
     packing): every example's ids (each ending in EOS) are concatenated in order and cut into full
     chunks; the last, partial chunk is dropped, and attention crosses example boundaries."""
@@ -168,48 +173,10 @@ def describe_dropped(path: str, dropped: list[tuple], cfg: Encoding, what: str =
     )
 
 
-def collate(sequences: list[tuple[list[int], list[int]]], pad_id: int):
-    """``[(prompt_ids, response_ids)]`` -> input_ids, attention_mask, response_mask, all [N, T]."""
-    width = max(len(p) + len(r) for p, r in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(sequences), width), dtype=torch.long)
-    response = torch.zeros((len(sequences), width), dtype=torch.bool)
-    for i, (p, r) in enumerate(sequences):
-        n = len(p) + len(r)
-        input_ids[i, :n] = torch.tensor(p + r)
-        attention[i, :n] = 1
-        response[i, len(p) : n] = True
-    return input_ids, attention, response
-
-
-def sequence_logps(model, input_ids, attention_mask, response_mask):
-    """Summed log-probs of the response tokens, and their counts: ([N], [N]).
-
-    Position t predicts token t+1, so logits at t are scored against ids at t+1 and the mask is
-    shifted the same way; prompt and padding contribute nothing. The LM head runs only from the
-    earliest response token on (``logits_to_keep``), which skips the shared prompt prefix.
-    """
-    T = input_ids.shape[1]
-    first = int(response_mask.float().argmax(-1).min())  # earliest response position (>= 1: prompts hold BOS)
-    keep = T - first + 1  # logits for positions first-1 .. T-1
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep).logits
-    logits = logits[:, :-1].float()  # [N, T-first, V], predicting tokens first .. T-1
-    targets = input_ids[:, first:]  # [N, T-first]
-    mask = response_mask[:, first:]  # [N, T-first]
-    return (token_logps(logits, targets) * mask).sum(-1), mask.sum(-1)
-
-
-def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log p(x_t) = logit[x_t] - logsumexp(logit) per position: logits [N, T, V], targets [N, T] -> [N, T]
-    (no [N, T, V] log-softmax is kept)."""
-    return torch.gather(logits, 2, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-
-
 def micro_batch_sequences(items: list[dict]) -> list[tuple[list[int], list[int]]]:
     """All chosen first, then all rejected: one concatenated forward pass for the pair batch."""
     n = len(items[0]["responses"])
     return [(it["prompt"], it["responses"][k]) for k in range(n) for it in items]
-
 
 
 # --- reference log-probs, cached on disk -------------------------------------------------------
@@ -246,8 +213,6 @@ def reference_logps(
     so batches can be several times the training batch); ``padding_free`` packs them instead
     (:mod:`bfpo.packing`).
     """
-    from bfpo.packing import batch_logps  # packing builds on this module
-
     world, rank = accelerator.num_processes, accelerator.process_index
     n = len(items)
     per_rank = math.ceil(n / world)

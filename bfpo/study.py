@@ -557,7 +557,7 @@ PROFILES = {
         budget=Budget(steps=200, ppo_iterations=150, snapshots=4, mixed_precision="no"),
         # two points per method (the learning rate; beta 0.1, the point most methods chose in the 4-point
         # grid of the previous 5-seed run), cut to aim at 90 minutes for 13 SFT starts and 10 report seeds;
-        # measured on 2 EPYC cores it still takes longer (183 of 206 jobs done after 85 minutes)
+        # measured on 2 EPYC cores the whole run takes about 130 minutes (README, Profiles)
         grids={"*": {"learning_rate": (5e-4, 1e-3)}, "safe_rlhf": {"ppo_cost_margin": (1.0, 3.0)}},
         lambda_sweep=(0.0, 1.0, 2.0, 5.0),
         lambda_sweep_seeds=2,  # the starts of the first two report seeds: 8 PPO runs

@@ -487,9 +487,15 @@ def preference_pairs(n: int, config: WorldConfig | None = None, held_out: bool =
     return datasets.Dataset.from_list(rows, features=PAIR_FEATURES)
 
 
+BUFFER_SEED_OFFSET = 10_000
+"""The buffer's world seed is the pairs' seed plus this: a stream of its own, so that the buffer never
+repeats the draws of any preference-pair set a study makes (those use seeds well below 10,000). A choice of
+this project, not the paper's; any offset past the seeds in use gives the same guarantee."""
+
+
 def buffer_pairs(n: int, seed: int = 0) -> datasets.Dataset:
     """The helpful-only buffer of the SafeHelp world: safe/safe pairs on benign and scary prompts."""
-    config = WorldConfig(seed=seed + 10_000, pair_mix={"safe>safe": 1.0})
+    config = WorldConfig(seed=seed + BUFFER_SEED_OFFSET, pair_mix={"safe>safe": 1.0})
     return preference_pairs(n, config).map(lambda _: {"source": "safehelp_buffer"})
 
 

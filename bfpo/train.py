@@ -66,7 +66,7 @@ from bfpo.errors import BadInput, run_cli
 from bfpo.io import append_line, atomic_path, write_json
 from bfpo.objectives import PAIR_LOSSES, POINT_LOSSES, PairBatch, PointBatch  # noqa: F401
 from bfpo.runs import TRAINER_VERSION, check_inputs, completed, launch, ranks_seen, read_metrics  # noqa: F401
-from bfpo.sequences import (  # noqa: F401  (encode_*, pack: re-exported, as part of the trainer's interface)
+from bfpo.sequences import (  # noqa: F401  (encode_*, pack_constant_length: re-exported, as part of the trainer's interface)
     Encoding,
     StepSchedule,
     check_dialogues,
@@ -79,7 +79,7 @@ from bfpo.sequences import (  # noqa: F401  (encode_*, pack: re-exported, as par
     load_examples,
     micro_batch_sequences,
     model_fingerprint,
-    pack,
+    pack_constant_length,
     reference_logps,
     sequence_logps,
     tokenize,
@@ -213,8 +213,9 @@ def _read_inputs(cfg: TrainConfig, world: int) -> _Inputs:
     )
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.num_epochs * schedule.steps_per_epoch()))
     skipped = len(dropped) + len(dropped_buffer)
-    return _Inputs(tokenizer, model, items, n_main, n_buffer, skipped, trainable, total, schedule, global_batch,
-                   total_steps)
+    return _Inputs(
+        tokenizer, model, items, n_main, n_buffer, skipped, trainable, total, schedule, global_batch, total_steps
+    )
 
 
 def _claim_output(cfg: TrainConfig, accelerator):
@@ -261,7 +262,11 @@ def _reference(cfg: TrainConfig, inputs: _Inputs, accelerator) -> tuple[torch.Te
         # with LoRA, the adapter-disabled model is the start model
         with lora.disabled(inputs.model) if cfg.trainable == "lora" else nullcontext(), accelerator.autocast():
             ref = reference_logps(
-                inputs.model, items, cfg.reference_batch_size, accelerator, inputs.tokenizer.pad_token_id,
+                inputs.model,
+                items,
+                cfg.reference_batch_size,
+                accelerator,
+                inputs.tokenizer.pad_token_id,
                 padding_free=cfg.padding_free,
             )
         if accelerator.is_main_process:
@@ -310,7 +315,10 @@ def _prepare(cfg: TrainConfig, inputs: _Inputs, ref, accelerator) -> _Run:
         sharding.shard(inputs.model)
     params = [p for p in inputs.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
-        params, lr=cfg.learning_rate, betas=cfg.adam_betas, weight_decay=cfg.weight_decay,
+        params,
+        lr=cfg.learning_rate,
+        betas=cfg.adam_betas,
+        weight_decay=cfg.weight_decay,
         **({"fused": True} if cfg.fused_optimizer else {}),
     )
     if cfg.compile:  # dynamo falls back to eager (and warns) where a graph fails to compile
@@ -490,8 +498,13 @@ def _finish(run: _Run, start_step: int, last: dict, ref_tokens: int, train_token
     held, _ = sharding.local_parameters(run.model)
     write_json(
         out / "ranks" / f"rank{accelerator.process_index}.json",
-        {"rank": accelerator.process_index, "world_size": world, "pid": os.getpid(),
-         "steps": inputs.total_steps - start_step, "parameters_held": held},
+        {
+            "rank": accelerator.process_index,
+            "world_size": world,
+            "pid": os.getpid(),
+            "steps": inputs.total_steps - start_step,
+            "parameters_held": held,
+        },
     )
     accelerator.wait_for_everyone()
     state = _gathered(run)

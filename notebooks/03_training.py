@@ -180,7 +180,7 @@ results["bfpo"]
 
 # %%
 sft_metrics, bfpo_metrics = train.read_metrics(out_dir / "sft"), train.read_metrics(out_dir / "bfpo")
-targets = labels.targets(alpha=0.5, b1=3.0)  # g per label combination, the config's alpha and B1
+targets = labels.targets(alpha=bfpo_cfg.alpha, b1=bfpo_cfg.b1)  # g per label combination, from the run's config
 fig = figures.plot_training(sft_metrics, bfpo_metrics, targets, label="BFPO")
 caption = (
     f"Training on SafeHelp (profile {profile}, {processes} accelerate processes). From left: SFT loss; BFPO loss; "

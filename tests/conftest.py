@@ -14,6 +14,17 @@ from bfpo import toyworld as tw
 
 
 @pytest.fixture(scope="session")
+def pairs():
+    """200 SafeHelp preference pairs (world seed 1), for the label views and the score models' pairs."""
+    return tw.preference_pairs(200, tw.WorldConfig(seed=1))
+
+
+def combos(ds):
+    """(chosen_safe, rejected_safe) of each pair."""
+    return [(r["chosen_safe"], r["rejected_safe"]) for r in ds]
+
+
+@pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
     """Folders: sft, pairs, buffer (saved datasets) and init (a ~60K-parameter Llama + tokenizer)."""
     root = tmp_path_factory.mktemp("tiny_world")

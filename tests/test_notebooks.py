@@ -148,7 +148,9 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
     m = results["final_margins"]
     assert m["safe>unsafe"] > 0 > m["unsafe>safe"]
     for key in ("SFT (test wordings)", "BFPO (training wordings)"):
-        assert 0 <= results["judged"][key]["harmlessness"] <= 1 and results["judged"][key]["samples"] > 0
+        judged = results["judged"][key]
+        assert judged["samples"] > 0 and is_share(judged["harmless_all"], judged["samples"]), judged
+        assert 0 <= judged["harmlessness"] <= 1
     for name in ("03_training_curves", "03_judged_before_after"):
         assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 0
 
@@ -205,7 +207,7 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
     assert results["compute"]["levels"][0]["delta"] == 0.2 and results["compute"]["seeds"] == 4
     assert results["score_models_held_out"]["cost"]["ranking"] > 0.8
     cal = results["cost_calibration"]["SFT samples, validation wordings"]
-    assert 0 <= cal["unsafe_positive"] <= 1 and cal["unsafe"] + cal["safe"] > 0
+    assert cal["unsafe"] + cal["safe"] > 0 and is_share(cal["unsafe_positive"], cal["unsafe"]), cal
     assert results["red_team_pairs"] > 0
     # Safe RLHF: every start violates its constraint (d = J_C(start) - m), and the fixed-lambda curve was run
     assert results["constraint"] and all(c["binds_at_start"] for c in results["constraint"].values())
@@ -249,8 +251,7 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
             prefix = "inconclusive (4 seeds, fewer than 5; the interval alone: "
             assert c["verdict"].startswith(prefix)
             alone = c["verdict"].removeprefix(prefix).rstrip(")")
-            assert alone in {"agrees", "does not agree", "inconclusive"}
-            assert alone != "agrees" or lo > 0 or hi < 0 or "kept" in c["claim"]
+            assert alone == expected_verdict(lo, hi, c["threshold"], c["direction"]), c
     written = json.loads((tmp_path / "runs" / "06_figures" / "results.json").read_text())
     assert written["halves"] == {"A": [1, 2], "B": [3, 4]} and "| half A (seeds [1, 2]) |" in summary
     for r in written["replication"]:  # 2 seeds per half: never a verdict to rely on, so never "agrees" alone
@@ -284,6 +285,7 @@ def _killed_and_rerun_04_writes_the_same_files(tmp_path: Path, parameters: dict)
     import yaml
 
     base, figs = tmp_path / "runs" / "04_baselines", tmp_path / "figs"
+
     def outputs() -> dict:  # results.json's wall-clock times (sft_seconds, ...) aside, which no figure shows
         found = {p.name: p.read_bytes() for p in [*base.glob("*.csv"), *base.glob("*.json"), *figs.glob("04_*")]}
         results = json.loads(found.pop("results.json"))
@@ -320,3 +322,36 @@ def _killed_and_rerun_04_writes_the_same_files(tmp_path: Path, parameters: dict)
     resumed = outputs()
     assert set(resumed) == set(uninterrupted)
     assert [name for name in sorted(resumed) if resumed[name] != uninterrupted[name]] == []
+
+
+def expected_verdict(low: float, high: float, threshold: float, direction: int) -> str:
+    """What an interval says of a claim that the change lies on the ``direction`` side of ``threshold``,
+    written out independently of :func:`bfpo.stats.verdict`."""
+    above, below = low > threshold, high < threshold
+    if above or below:
+        return "agrees" if above == (direction > 0) else "does not agree"
+    return "inconclusive"
+
+
+def test_expected_verdict_refuses_a_claimed_gain_whose_interval_lies_below_zero():
+    """The pipeline test's check of each written verdict: a planted "agrees" for a gain whose interval
+    lies wholly below 0 (the case the old check let through) no longer passes."""
+    assert expected_verdict(-0.3, -0.1, 0.0, +1) == "does not agree" != "agrees"
+    assert expected_verdict(0.1, 0.3, 0.0, +1) == "agrees"
+    assert expected_verdict(-0.3, -0.1, 0.0, -1) == "agrees"
+    assert expected_verdict(-0.04, 0.02, -0.05, +1) == "agrees"
+    assert expected_verdict(-0.1, 0.1, 0.0, +1) == "inconclusive"
+
+
+def is_share(value: float, count: int) -> bool:
+    """``value`` is a share of ``count`` things: k / count for a whole k in 0..count (a plain
+    ``0 <= value <= 1`` cannot fail on a mean of booleans; a share of the wrong count, or a NaN, fails here)."""
+    if count == 0:
+        return value != value  # the share of nothing is NaN
+    k = value * count
+    return 0 <= value <= 1 and abs(k - round(k)) < 1e-6
+
+
+def test_is_share_fails_on_a_planted_bad_value():
+    assert is_share(0.75, 4) and is_share(0.0, 3) and is_share(float("nan"), 0)
+    assert not is_share(0.7, 4) and not is_share(1.25, 4) and not is_share(float("nan"), 4)

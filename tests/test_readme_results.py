@@ -30,14 +30,17 @@ def test_readme_method_table_is_the_committed_cpu_run():
         assert cells == measured[name], name
 
 
-def test_readme_verdicts_are_the_committed_cpu_run():
+def test_readme_headline_is_the_committed_cpu_runs_replicated_table():
+    """The README's headline table is RESULTS.md's, cell for cell: a verdict only where half A, half B
+    and all seeds agree, "not replicated" elsewhere."""
     results = project_path("figures/cpu/RESULTS.md").read_text().splitlines()
     readme = project_path("README.md").read_text().splitlines()
-    verdicts = {r[0]: r[-1] for r in _table(results, "| claim of the paper |")}
-    quoted = _table(readme, "| claim | quoted | measured: change from the SFT start, paired | verdict |")
-    by_claim = {r[0]: r[-1] for r in quoted}
-    for claim, verdict in by_claim.items():
-        match = [v for c, v in verdicts.items() if c == claim or c.startswith(claim.split(" (")[0])]
-        if claim.startswith("under 10%"):
-            match = [v for c, v in verdicts.items() if c.startswith("compute to reach")]
-        assert match and match[0] == verdict, (claim, verdict, match)
+    header = "| claim | quoted | change from the SFT start, all seeds | half A | half B | verdict (replicated only) |"
+    measured, quoted = _table(results, header), _table(readme, header)
+    assert quoted and quoted == measured
+    replicated = {r[0]: r[-1] for r in _table(results, "| claim | half A")}
+    for row in quoted:
+        if row[0] in replicated and replicated[row[0]] == "**yes**":
+            assert not row[-1].startswith("not replicated"), row
+        else:
+            assert row[-1].startswith("not replicated"), row

@@ -160,6 +160,7 @@ def test_a_claim_replicates_only_when_both_halves_and_the_whole_agree():
     """Ten seeds in halves A (0-4) and B (5-9). BFPO gains harmlessness on every seed of A (+0.5 to +0.7)
     but only on two of B (+0.5, -0.7, +0.5, -0.7, -0.7): A agrees, B and the whole stay open, so the claim
     is not replicated. Its helpfulness (the SFT start's everywhere) is "kept" on both halves and overall: replicated."""
+
     def bfpo(seed):
         gain = 0.5 + 0.05 * seed if seed < 5 else (0.5 if seed in (5, 7) else -0.7)
         return [x + gain for x in SFT_SAFE], 0.5, 0.0

@@ -23,6 +23,7 @@ from bfpo.runs import note
 
 TASKS = [*MC_TASKS, *GEN_TASKS, "truthfulqa_gen", "alpaca_eval", "safehelp"]
 
+
 def _spec(task: str):
     """The registry entry of a multiple-choice or generative task, else None."""
     return MC_TASKS.get(task) or GEN_TASKS.get(task)
@@ -201,8 +202,21 @@ def evaluate(
         if cached is not None:
             results.append(cached)
             continue
-        res = _run_task(task, model, tokenizer, judge_obj, limit, max_new_tokens, task_dir, data_dir, win_rate_judge,
-                        safehelp_samples, progress, bos_rule, decoding)
+        res = _run_task(
+            task,
+            model,
+            tokenizer,
+            judge_obj,
+            limit,
+            max_new_tokens,
+            task_dir,
+            data_dir,
+            win_rate_judge,
+            safehelp_samples,
+            progress,
+            bos_rule,
+            decoding,
+        )
         res["model"] = str(model_path)
         if cache:
             write_json(cache, res)
@@ -210,15 +224,30 @@ def evaluate(
     return results
 
 
-def _run_task(task, model, tokenizer, judge, limit, max_new_tokens, task_dir, data_dir, win_rate_judge,
-              safehelp_samples, progress, bos_rule, decoding) -> dict:
+def _run_task(
+    task,
+    model,
+    tokenizer,
+    judge,
+    limit,
+    max_new_tokens,
+    task_dir,
+    data_dir,
+    win_rate_judge,
+    safehelp_samples,
+    progress,
+    bos_rule,
+    decoding,
+) -> dict:
     """One task's result (not cached; see :func:`evaluate`); ``judge()`` gives the judge."""
     if task in MC_TASKS:
-        return run_mc_task(model, tokenizer, MC_TASKS[task], limit, data_dir=task_dir, progress=progress,
-                           bos_rule=bos_rule)
+        return run_mc_task(
+            model, tokenizer, MC_TASKS[task], limit, data_dir=task_dir, progress=progress, bos_rule=bos_rule
+        )
     if task in GEN_TASKS:
-        return run_gen_task(model, tokenizer, GEN_TASKS[task], judge(), limit, max_new_tokens, task_dir,
-                            decoding=decoding)
+        return run_gen_task(
+            model, tokenizer, GEN_TASKS[task], judge(), limit, max_new_tokens, task_dir, decoding=decoding
+        )
     if task == "truthfulqa_gen":
         return truthfulqa_gen.run(model, tokenizer, limit, max_new_tokens, task_dir)
     if task == "alpaca_eval":
@@ -228,8 +257,14 @@ def _run_task(task, model, tokenizer, judge, limit, max_new_tokens, task_dir, da
     from bfpo import toyworld  # safehelp: the gold judge on the test wordings
 
     summary, _ = toyworld.evaluate_model(model, tokenizer, samples_per_prompt=safehelp_samples, split="test")
-    return {"task": "safehelp", "category": "safehelp", "judge": "safehelp_gold", "n": summary["samples"],
-            "metrics": summary, "per_example": []}
+    return {
+        "task": "safehelp",
+        "category": "safehelp",
+        "judge": "safehelp_gold",
+        "n": summary["samples"],
+        "metrics": summary,
+        "per_example": [],
+    }
 
 
 def tidy(results: list[dict], model_name: str) -> list[dict]:
