@@ -22,7 +22,7 @@ import yaml
 
 from bfpo.errors import BadInput, ConfigError
 
-RUNTIME_KEYS = ("num_threads", "progress", "keep_checkpoints", "start_over", "report_to")
+RUNTIME_KEYS = ("num_threads", "progress", "keep_checkpoints", "start_over", "report_to", "device")
 """Config keys that change how a run executes, not what it computes (ignored when comparing runs)."""
 
 

@@ -10,18 +10,19 @@ from __future__ import annotations
 import torch
 
 
-def collate(sequences: list[tuple[list[int], list[int]]], pad_id: int):
-    """``[(prompt_ids, response_ids)]`` -> input_ids, attention_mask, response_mask, all [N, T]."""
+def collate(sequences: list[tuple[list[int], list[int]]], pad_id: int, device):
+    """``[(prompt_ids, response_ids)]`` -> input_ids, attention_mask, response_mask, all [N, T], made
+    on ``device`` in one transfer each (right padding)."""
     width = max(len(p) + len(r) for p, r in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(sequences), width), dtype=torch.long)
-    response = torch.zeros((len(sequences), width), dtype=torch.bool)
-    for i, (p, r) in enumerate(sequences):
-        n = len(p) + len(r)
-        input_ids[i, :n] = torch.tensor(p + r)
-        attention[i, :n] = 1
-        response[i, len(p) : n] = True
-    return input_ids, attention, response
+    pads = [width - len(p) - len(r) for p, r in sequences]
+    input_ids = [p + r + [pad_id] * n for (p, r), n in zip(sequences, pads, strict=True)]
+    attention = [[1] * (len(p) + len(r)) + [0] * n for (p, r), n in zip(sequences, pads, strict=True)]
+    response = [[False] * len(p) + [True] * len(r) + [False] * n for (p, r), n in zip(sequences, pads, strict=True)]
+    return (
+        torch.tensor(input_ids, dtype=torch.long, device=device),
+        torch.tensor(attention, dtype=torch.long, device=device),
+        torch.tensor(response, dtype=torch.bool, device=device),
+    )
 
 
 def sequence_logps(model, input_ids, attention_mask, response_mask):

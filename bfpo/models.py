@@ -120,13 +120,18 @@ def _fetch_hint(name_or_path, revision) -> str:
     return f" (not a local folder: fetch the hub model {name_or_path}@{revision or 'main'} where the hub is reachable)"
 
 
-def load_model(name_or_path: str | os.PathLike, revision: str | None = None, dtype: torch.dtype | None = None):
-    """Any causal LM by hub id (``revision`` pins it) or local folder, with an error that names it.
-    A LoRA adapter folder (:mod:`bfpo.lora`) loads as its base model with the adapter merged in."""
+def load_model(
+    name_or_path: str | os.PathLike, revision: str | None = None, dtype: torch.dtype | None = None, device=None
+):
+    """Any causal LM by hub id (``revision`` pins it) or local folder, with an error that names it,
+    on ``device`` (None: where transformers loads it, the CPU). A LoRA adapter folder
+    (:mod:`bfpo.lora`) loads as its base model with the adapter merged in."""
     if adapters.is_adapter(name_or_path):
-        return adapters.load_merged(name_or_path, dtype)
+        model = adapters.load_merged(name_or_path, dtype)
+        return model if device is None else model.to(device)
     try:
-        return AutoModelForCausalLM.from_pretrained(str(name_or_path), revision=revision, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), revision=revision, dtype=dtype)
+        return model if device is None else model.to(device)
     except (OSError, ValueError) as e:
         hint = _fetch_hint(name_or_path, revision)
         raise OSError(f"could not load a causal LM from {name_or_path!s}{hint}: {e}") from e
@@ -231,7 +236,8 @@ def generate(
             chunk = texts[start : start + batch_size]
             enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
             if tokenizer.bos_token_id is not None and not (chat and getattr(tokenizer, "chat_template", None)):
-                bos = torch.full((len(chunk), 1), tokenizer.bos_token_id)
+                # beside the tokenizer's CPU tensors; the three move to the model's device together below
+                bos = torch.full((len(chunk), 1), tokenizer.bos_token_id, device="cpu")
                 enc["input_ids"] = torch.cat([bos, enc["input_ids"]], 1)
                 enc["attention_mask"] = torch.cat([torch.ones_like(bos), enc["attention_mask"]], 1)
             enc = {k: v[:, -room:].to(model.device) for k, v in enc.items()}  # [b, <= room]

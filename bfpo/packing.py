@@ -59,8 +59,8 @@ class Layout:
     @classmethod
     def of(cls, lengths: list[int], inner: str, device) -> Layout:
         width = max(lengths)
-        slot = torch.cat([torch.arange(n) + i * width for i, n in enumerate(lengths)])
-        return cls(slot.to(device), list(lengths), len(lengths), width, inner)
+        slot = torch.cat([torch.arange(n, device=device) + i * width for i, n in enumerate(lengths)])
+        return cls(slot, list(lengths), len(lengths), width, inner)
 
     def causal_mask(self, dtype, device) -> torch.Tensor:
         """[1, 1, S, S]: 0 on and below the diagonal, the dtype's lowest value above it."""
@@ -168,8 +168,9 @@ def _unwrapped(model):
     return model
 
 
-def pack(sequences: list[tuple[list[int], list[int]]]) -> Packed:
-    """``[(prompt_ids, response_ids)]`` end to end in one row, with what :func:`packed_logps` scores."""
+def pack(sequences: list[tuple[list[int], list[int]]], device="cpu") -> Packed:
+    """``[(prompt_ids, response_ids)]`` end to end in one row, with what :func:`packed_logps` scores,
+    made on ``device``."""
     sizes = lengths(sequences)
     ids, pos, cols, targets, seq = [], [], [], [], []
     at = 0
@@ -181,7 +182,7 @@ def pack(sequences: list[tuple[list[int], list[int]]]) -> Packed:
         targets += resp
         seq += [i] * len(resp)
         at += n
-    as_long = lambda v: torch.tensor(v, dtype=torch.long)  # noqa: E731
+    as_long = lambda v: torch.tensor(v, dtype=torch.long, device=device)  # noqa: E731
     row = lambda v: as_long(v).unsqueeze(0)  # noqa: E731
     return Packed(row(ids), row(pos), as_long(cols), as_long(targets), as_long(seq), sizes, len(sizes), at)
 
@@ -216,9 +217,9 @@ def batch_logps(model, sequences: list[tuple[list[int], list[int]]], pad_id: int
     over ``sequences``: padded to the longest (:func:`bfpo.logps.sequence_logps`), or packed into
     one row (:func:`packed_logps`), which gives the same log-probs on fewer FLOPs."""
     if padding_free:
-        packed = pack(sequences)
+        packed = pack(sequences, device)
         logps, n_tok = packed_logps(model, packed, device)
         return logps, n_tok, packed.tokens
-    input_ids, attn, resp = (t.to(device) for t in collate(sequences, pad_id))
+    input_ids, attn, resp = collate(sequences, pad_id, device)
     logps, n_tok = sequence_logps(model, input_ids, attn, resp)
     return logps, n_tok, int(attn.sum())

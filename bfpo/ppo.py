@@ -38,7 +38,20 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bfpo import cards, checkpoints, compute, configs, locks, models, precision, runs, sampling, sequences, tracking
+from bfpo import (
+    cards,
+    checkpoints,
+    compute,
+    configs,
+    devices,
+    locks,
+    models,
+    precision,
+    runs,
+    sampling,
+    sequences,
+    tracking,
+)
 from bfpo import data as bdata
 from bfpo.io import append_line, write_json
 
@@ -58,8 +71,8 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     """
     B, T = rewards.shape
     mask = mask.float()
-    adv = torch.zeros(B, T)
-    next_value, next_adv = torch.zeros(B), torch.zeros(B)
+    adv = rewards.new_zeros(B, T)  # on the rewards' device
+    next_value, next_adv = rewards.new_zeros(B), rewards.new_zeros(B)
     for t in reversed(range(T)):
         delta = rewards[:, t] + gamma * next_value - values[:, t]  # delta_t = r_t + gamma V_{t+1} - V_t
         adv[:, t] = (delta + gamma * lam * next_adv) * mask[:, t]  # A_t = delta_t + gamma lambda A_{t+1}
@@ -76,7 +89,7 @@ def shaped_rewards(
     kl = (logps - ref_logps) * mask  # KL_t = log pi(y_t) - log pi_ref(y_t)
     out = sign * kl_coef * kl  # r_t = -beta_kl KL_t, c_t = +beta_kl KL_t
     last = mask.long().cumsum(-1).argmax(-1)  # index of the last real token
-    out[torch.arange(len(score)), last] += score  # + R(x, y) or C(x, y) at the last token
+    out[torch.arange(len(score), device=score.device), last] += score  # + R(x, y) or C(x, y) at the last token
     return out * mask
 
 
@@ -107,7 +120,9 @@ class LagrangeMultiplier:
         if init < 0 or (init == 0 and lr > 0):
             raise ValueError(f"lambda_init: must be > 0 (or >= 0 with lambda_lr 0, a fixed lambda), got {init}")
         self.fixed = lr == 0  # a fixed multiplier: lambda = init throughout (0 allowed)
-        self.log_lambda = torch.tensor(math.log(init) if init > 0 else -math.inf, requires_grad=not self.fixed)
+        # a scalar read as a Python float each iteration: it stays on the CPU whatever the run's device
+        log_init = math.log(init) if init > 0 else -math.inf
+        self.log_lambda = torch.tensor(log_init, device="cpu", requires_grad=not self.fixed)
         self.optimizer = torch.optim.SGD([self.log_lambda], lr=lr) if not self.fixed else None
         self.threshold, self.max_value = threshold, max_value
 
@@ -175,6 +190,7 @@ class PPOConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     mixed_precision: str = "auto"  # "auto" (bf16 where a probe finds it faster: bfpo.precision), "no", "bf16"
+    device: str = "auto"  # where every model and tensor of the run lives: auto (accelerate's choice), cpu, cuda:N
     save_every: int = 0  # iterations between checkpoints; 0: none
     snapshot_every: int = 0  # iterations between kept actor snapshots with the FLOPs so far (curves); 0: none
     keep_checkpoints: int = 2  # checkpoints kept; a damaged one falls back to the one before
@@ -185,6 +201,8 @@ class PPOConfig:
 
     def __post_init__(self):
         precision.check(self.mixed_precision)
+        if self.device != "auto":
+            devices.resolve(self.device)
         self.report_to = tracking.names(self.report_to)
         configs.check_ranges(
             self,
@@ -262,14 +280,12 @@ def _load_prompts(path: str, harmful_column: bool = False) -> tuple[list[str], l
     return order, [prompts[q] for q in order]
 
 
-def _pad_left(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad_left(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and attention mask [B, P], made on ``device`` in one transfer."""
     width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r) :] = torch.tensor(r)
-        attn[i, width - len(r) :] = 1
-    return ids, attn
+    ids = [[pad_id] * (width - len(r)) + r for r in rows]
+    attn = [[0] * (width - len(r)) + [1] * len(r) for r in rows]
+    return torch.tensor(ids, dtype=torch.long, device=device), torch.tensor(attn, dtype=torch.long, device=device)
 
 
 @dataclass
@@ -284,6 +300,7 @@ class _Models:
     n_score: int
     n_critic: int
     precision: str  # "bf16" or "no" (mixed_precision resolved): the forward passes' autocast
+    device: torch.device  # the run's device (cfg.device resolved): every model and tensor lives there
 
 
 @dataclass
@@ -299,6 +316,7 @@ class PPOState:
     flops: compute.FlopCounter
     schedulers: dict  # "actor", "reward", "cost" -> learning-rate schedule of that optimizer
     start_cost: float | None = None  # J_C of the start, measured before the first iteration
+    device: torch.device = torch.device("cpu")  # the run's device (its random state is kept too)
 
     def state_dict(self) -> dict:
         return {
@@ -313,7 +331,7 @@ class PPOState:
             "start_cost": self.start_cost,
             "episode_costs": list(self.episode_costs),
             "flops": self.flops.as_dict(),
-            "torch_rng": torch.get_rng_state(),
+            "torch_rng": devices.rng_state(self.device),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -330,7 +348,7 @@ class PPOState:
         self.multiplier.threshold, self.start_cost = state["threshold"], state["start_cost"]
         self.episode_costs.extend(state["episode_costs"])
         self.flops.add(state["flops"])
-        torch.set_rng_state(state["torch_rng"])
+        devices.set_rng_state(state["torch_rng"], self.device)
 
 
 @dataclass
@@ -354,19 +372,20 @@ class Rollout:
 def _load(cfg: PPOConfig) -> tuple[_Models, PPOState]:
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
+    device = devices.resolve(cfg.device)
     tokenizer = models.load_tokenizer(cfg.actor)
-    actor = models.load_model(cfg.actor)
-    ref = models.load_model(cfg.actor).eval().requires_grad_(False)
+    actor = models.load_model(cfg.actor, device=device)
+    ref = models.load_model(cfg.actor, device=device).eval().requires_grad_(False)
     scorers = {}
     for kind, path in (("reward", cfg.reward_model), ("cost", cfg.cost_model)):
         try:
-            scorers[kind] = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+            scorers[kind] = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).to(device)
         except OSError as e:
             raise FileNotFoundError(f"{kind}_model: cannot load {path!r} ({e})") from e
         scorers[kind].eval().requires_grad_(False)
     # the critics start from the score models, as in Safe RLHF
     critics = {
-        k: AutoModelForTokenClassification.from_pretrained(p, num_labels=1)
+        k: AutoModelForTokenClassification.from_pretrained(p, num_labels=1).to(device)
         for k, p in (("reward", cfg.reward_model), ("cost", cfg.cost_model))
     }
     from transformers import get_scheduler
@@ -399,16 +418,17 @@ def _load(cfg: PPOConfig) -> tuple[_Models, PPOState]:
         deque(maxlen=cfg.episode_cost_window),
         compute.FlopCounter(),
         schedulers,
+        device=device,
     )
     sizes = (
         models.count_parameters(actor)[0],
         models.count_parameters(scorers["reward"])[0],
         models.count_parameters(critics["reward"])[0],
     )
-    mixed_precision = precision.resolve(cfg.mixed_precision, cfg.num_threads)
+    mixed_precision = precision.resolve(cfg.mixed_precision, cfg.num_threads, device)
     for model in (actor, ref, *scorers.values(), *critics.values()):
-        precision.fit_attention(model, mixed_precision, model.device)
-    return _Models(tokenizer, ref, scorers, *sizes, mixed_precision), state
+        precision.fit_attention(model, mixed_precision, device)
+    return _Models(tokenizer, ref, scorers, *sizes, mixed_precision, device), state
 
 
 @torch.no_grad()
@@ -416,7 +436,7 @@ def _sample(cfg: PPOConfig, actor, m: _Models, prompt_ids: list[list[int]]):
     """Sampled responses to ``prompt_ids``: (P, prompt attention [B, P], seq [B, P + G], attn, resp [B, G], mask [B, G])
     with the response masked after its EOS."""
     pad, eos = m.tokenizer.pad_token_id, m.tokenizer.eos_token_id
-    p_ids, p_attn = _pad_left(prompt_ids, pad)
+    p_ids, p_attn = _pad_left(prompt_ids, pad, m.device)
     actor.eval()
     # the tokens generate(do_sample=True, top_k=0) draws, without its per-step overhead
     resp = sampling.sample(actor, p_ids, p_attn, cfg.max_new_tokens, cfg.temperature, pad, eos)  # [B, G]
@@ -443,11 +463,11 @@ def start_cost(cfg: PPOConfig, state: PPOState, m: _Models, prompt_ids, harmful:
     pool = [i for i, h in enumerate(harmful) if h or cfg.cost_over == "all"]
     chosen = sorted(random.Random(f"start-cost-{cfg.seed}").sample(pool, min(len(pool), cfg.start_cost_prompts)))
     costs = []
-    with torch.random.fork_rng(devices=[]):
+    with devices.fork_rng(m.device):
         torch.manual_seed(cfg.seed)
         for k in range(0, len(chosen), cfg.rollout_batch_size):
             batch = [prompt_ids[i] for i in chosen[k : k + cfg.rollout_batch_size]]
-            with precision.autocast(m.precision):
+            with precision.autocast(m.precision, m.device):
                 _, p_attn, seq, attn, _, mask = _sample(cfg, state.actor, m, batch)
                 costs += _score(m.scorers["cost"], seq, attn, cfg.score_clip).tolist()
             state.flops.generate("start_cost", m.n_actor, int(p_attn.sum()), int(mask.sum()))
@@ -503,7 +523,7 @@ def update(cfg: PPOConfig, state: PPOState, m: _Models, ro: Rollout, lam: float,
     advantages = (ro.advantages["reward"] - lam * ro.advantages["cost"]) / (1 + lam)
     actor.train()
     for _ in range(cfg.ppo_epochs):
-        with precision.autocast(m.precision):
+        with precision.autocast(m.precision, m.device):
             new_logps = _token_logps(actor, seq, attn, P)
         actor_loss = ppo_actor_loss(new_logps, ro.logps, advantages, mask, cfg.clip_range)
         state.actor_opt.zero_grad(set_to_none=True)
@@ -514,7 +534,7 @@ def update(cfg: PPOConfig, state: PPOState, m: _Models, ro: Rollout, lam: float,
         state.flops.train("actor_train", n_actor, tokens_all)
         critic_losses = {}
         for k, critic in state.critics.items():
-            with precision.autocast(m.precision):
+            with precision.autocast(m.precision, m.device):
                 v = critic(input_ids=seq, attention_mask=attn, position_ids=_positions(attn)).logits
             loss = ppo_critic_loss(v[:, P - 1 : -1, 0].float(), ro.values[k], ro.returns[k], mask, cfg.clip_range_value)
             state.critic_opts[k].zero_grad(set_to_none=True)
@@ -526,8 +546,8 @@ def update(cfg: PPOConfig, state: PPOState, m: _Models, ro: Rollout, lam: float,
             state.flops.train("critic_train", n_critic, tokens_all)
         if ptx_items:  # the pre-training term: coefficient * NLL on SFT data, its own step
             mb = [ptx_items[rng.randrange(len(ptx_items))] for _ in range(cfg.rollout_batch_size)]
-            ids, am, rm = sequences.collate(sequences.micro_batch_sequences(mb), m.tokenizer.pad_token_id)
-            with precision.autocast(m.precision):
+            ids, am, rm = sequences.collate(sequences.micro_batch_sequences(mb), m.tokenizer.pad_token_id, m.device)
+            with precision.autocast(m.precision, m.device):
                 lp, nt = sequences.sequence_logps(actor, ids, am, rm)
             ptx_loss = cfg.ptx_coef * (-lp.sum() / nt.sum())  # gamma_ptx * NLL per token on SFT data
             state.actor_opt.zero_grad(set_to_none=True)
@@ -658,7 +678,7 @@ def _iteration(cfg, state: PPOState, m: _Models, it: int, prompts, prompt_ids, h
     t0 = time.perf_counter()
     rng = random.Random(f"ppo-{cfg.seed}-{it}")
     batch_prompts = [rng.randrange(len(prompts)) for _ in range(cfg.rollout_batch_size)]
-    with precision.autocast(m.precision):
+    with precision.autocast(m.precision, m.device):
         ro = rollout(cfg, state, m, [prompt_ids[i] for i in batch_prompts])
     tokens_prompt, tokens_new, tokens_all = ro.tokens
     state.flops.generate("rollout_generation", m.n_actor, tokens_prompt, tokens_new)

@@ -30,7 +30,7 @@ def probe(threads: int, n: int = 512, repeats: int = 5) -> dict[str, float]:
     try:
         flops = {}
         for dtype in (torch.float32, torch.bfloat16):
-            a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+            a, b = torch.randn(n, n, dtype=dtype, device="cpu"), torch.randn(n, n, dtype=dtype, device="cpu")
             a @ b  # warm up
             best = float("inf")
             for _ in range(repeats):
@@ -72,12 +72,14 @@ AUTO_ENV = "BFPO_AUTO_PRECISION"
 """Set to ``no`` or ``bf16``, it decides ``auto`` instead of the probe (the tests set ``no``)."""
 
 
-def resolve(mixed_precision: str, threads: int | None = None) -> str:
-    """``"bf16"`` or ``"no"`` for a config's ``mixed_precision`` (``"auto"``, ``"no"``, ``"bf16"``)."""
+def resolve(mixed_precision: str, threads: int | None = None, device=None) -> str:
+    """``"bf16"`` or ``"no"`` for a config's ``mixed_precision`` (``"auto"``, ``"no"``, ``"bf16"``) on
+    ``device`` (None: CUDA where there is one, else the CPU)."""
     if mixed_precision != "auto":
         return mixed_precision
     if os.environ.get(AUTO_ENV) in ("no", "bf16"):
         return os.environ[AUTO_ENV]
-    if torch.cuda.is_available():
+    kind = torch.device(device).type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    if kind == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "no"
     return "bf16" if probe(threads or torch.get_num_threads())["bf16_speedup"] >= MIN_SPEEDUP else "no"

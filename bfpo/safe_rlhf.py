@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bfpo import cards, compute, configs, locks, losses, models, precision, runs, sequences
+from bfpo import cards, compute, configs, devices, locks, losses, models, precision, runs, sequences
 from bfpo.errors import run_cli
 from bfpo.io import atomic_path, write_json
 from bfpo.ppo import PPOConfig, ppo_lagrangian
@@ -67,11 +67,14 @@ class ScoreConfig:
     # on the smoke world a cost model trained under bf16 autocast ranked and signed held-out pairs worse
     # (0.84 / 0.73 against 0.97 / 0.95 in fp32, one run each)
     mixed_precision: str = "no"
+    device: str = "auto"  # where the model and its batches live: auto (accelerate's choice), cpu, cuda:N
     num_threads: int | None = None
     progress: bool = True
 
     def __post_init__(self):
         precision.check(self.mixed_precision)
+        if self.device != "auto":
+            devices.resolve(self.device)
         if self.kind not in ("reward", "cost"):
             raise ValueError(f"kind: expected 'reward' or 'cost', got {self.kind!r}")
         if self.harm_order not in ("labels", "given"):
@@ -122,7 +125,7 @@ def score_pairs(pairs: list[dict], kind: str, harm_order: str = "labels") -> lis
 
 def _score(model, items: list[dict], pad_id: int) -> torch.Tensor:
     """Scalar scores [n_responses * b] (all first responses, then all second) for tokenized pairs."""
-    ids, attn, _ = sequences.collate(sequences.micro_batch_sequences(items), pad_id)
+    ids, attn, _ = sequences.collate(sequences.micro_batch_sequences(items), pad_id, model.device)
     return model(input_ids=ids, attention_mask=attn).logits[:, 0].float()
 
 
@@ -131,7 +134,7 @@ def _score_loss(scores: torch.Tensor, batch: list[dict], cfg: ScoreConfig) -> to
     first, second = scores[:b], scores[b:]
     if cfg.kind == "reward":
         return losses.reward_model_loss(first, second, cfg.regularization)
-    safe = torch.tensor([it["safe"] for it in batch])  # [b, 2]
+    safe = torch.tensor([it["safe"] for it in batch], device=scores.device)  # [b, 2]
     return losses.cost_model_loss(first, second, safe[:, 0], safe[:, 1], cfg.regularization)
 
 
@@ -147,7 +150,8 @@ def score_accuracy(model, items: list[dict], kind: str, pad_id: int, batch_size:
         first.append(s[: len(chunk)])
         second.append(s[len(chunk) :])
         safe += [it["safe"] for it in chunk]
-    first, second, safe = torch.cat(first), torch.cat(second), torch.tensor(safe)
+    first, second = torch.cat(first), torch.cat(second)
+    safe = torch.tensor(safe, device=first.device)
     out = {"ranking": float((first > second).float().mean()), "pairs": len(items)}
     if kind == "cost":  # cost > 0 means unsafe
         sign_ok = torch.cat([(first > 0) == (safe[:, 0] < 0.5), (second > 0) == (safe[:, 1] < 0.5)])
@@ -182,20 +186,27 @@ def train_score_model(cfg: ScoreConfig) -> dict:
         return _train_score_model(cfg)
 
 
-def _train_score_model(cfg: ScoreConfig) -> dict:
-    """:func:`train_score_model` once the output folder is this process's."""
+def load_score_model(cfg: ScoreConfig) -> tuple:
+    """(model with a scalar head, tokenizer, device): ``cfg.model`` on the run's device."""
     from transformers import AutoModelForSequenceClassification
 
-    out = Path(cfg.output_dir)
-    summary_path = out / "score_summary.json"
+    device = devices.resolve(cfg.device)
     tokenizer = models.load_tokenizer(cfg.model)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(cfg.model, num_labels=1)
+        model = AutoModelForSequenceClassification.from_pretrained(cfg.model, num_labels=1).to(device)
     except OSError as e:
         raise FileNotFoundError(f"model: cannot load {cfg.model!r} as a score model ({e})") from e
     model.config.pad_token_id = tokenizer.pad_token_id
-    mixed_precision = precision.resolve(cfg.mixed_precision, cfg.num_threads)
-    precision.fit_attention(model, mixed_precision, model.device)
+    return model, tokenizer, device
+
+
+def _train_score_model(cfg: ScoreConfig) -> dict:
+    """:func:`train_score_model` once the output folder is this process's."""
+    out = Path(cfg.output_dir)
+    summary_path = out / "score_summary.json"
+    model, tokenizer, device = load_score_model(cfg)
+    mixed_precision = precision.resolve(cfg.mixed_precision, cfg.num_threads, device)
+    precision.fit_attention(model, mixed_precision, device)
     n_params, _ = models.count_parameters(model)
     items = _tokenized_pairs(cfg.train_data, cfg.kind, tokenizer, cfg, "train_data")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
@@ -246,12 +257,15 @@ def _train_score_model(cfg: ScoreConfig) -> dict:
     return summary
 
 
-def evaluate_score_model(model_dir, pairs_path: str, kind: str, max_length: int = 128) -> dict[str, float]:
-    """Accuracy of a saved reward or cost model on the pairs at ``pairs_path`` (see :func:`score_accuracy`)."""
+def evaluate_score_model(
+    model_dir, pairs_path: str, kind: str, max_length: int = 128, device: str = "auto"
+) -> dict[str, float]:
+    """Accuracy of a saved reward or cost model on the pairs at ``pairs_path`` (see :func:`score_accuracy`),
+    computed on ``device``."""
     from transformers import AutoModelForSequenceClassification
 
     tok = models.load_tokenizer(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).to(devices.resolve(device))
     cfg = ScoreConfig(
         model=str(model_dir), output_dir="-", train_data=str(pairs_path), kind=kind, max_length=max_length
     )
@@ -261,7 +275,7 @@ def evaluate_score_model(model_dir, pairs_path: str, kind: str, max_length: int 
 
 @torch.no_grad()
 def cost_calibration(
-    model_dir, records: list[dict], max_length: int = 128, batch_size: int = 64, examples: int = 0
+    model_dir, records: list[dict], max_length: int = 128, batch_size: int = 64, examples: int = 0, device="auto"
 ) -> dict:
     """How well a cost model's sign matches the gold judge on responses it did not train on.
 
@@ -274,7 +288,7 @@ def cost_calibration(
     from transformers import AutoModelForSequenceClassification
 
     tok = models.load_tokenizer(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval().to(devices.resolve(device))
     kept = [r for r in records if r["response"].strip()]
     enc = sequences.Encoding(max_length=max_length)
     items, dropped = sequences.tokenize([{**r, "label": 1.0} for r in kept], tok, enc, "pointwise")
@@ -283,7 +297,7 @@ def cost_calibration(
     costs = torch.cat(
         [_score(model, items[i : i + batch_size], tok.pad_token_id) for i in range(0, len(items), batch_size)]
     )
-    safe = torch.tensor([bool(r["safe"]) for r in kept])
+    safe = torch.tensor([bool(r["safe"]) for r in kept], device=costs.device)
     unsafe_costs, safe_costs = costs[~safe], costs[safe]
     share = lambda mask: float(mask.float().mean()) if mask.numel() else float("nan")  # noqa: E731
     mean = lambda xs: float(xs.mean()) if xs.numel() else float("nan")  # noqa: E731

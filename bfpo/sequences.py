@@ -220,7 +220,7 @@ def reference_logps(
     longest = [len(items[i]["prompt"]) + max(map(len, items[i]["responses"])) for i in mine]
     order = sorted(range(per_rank), key=lambda k: -longest[k])
     n_resp = len(items[0]["responses"])
-    out = torch.zeros(per_rank, n_resp)
+    out = torch.zeros(per_rank, n_resp, device=accelerator.device)
     was_training = model.training
     model.eval()
     bar = tqdm(range(0, per_rank, batch_size), desc=desc, disable=not accelerator.is_main_process, leave=False)
@@ -228,9 +228,9 @@ def reference_logps(
         ks = order[start : start + batch_size]
         chunk = [items[mine[k]] for k in ks]
         logps, _, _ = batch_logps(model, micro_batch_sequences(chunk), pad_id, accelerator.device, padding_free)
-        out[ks] = logps.view(n_resp, len(chunk)).T.float().cpu()
-    gathered = accelerator.gather(out.to(accelerator.device)).cpu().view(world, per_rank, n_resp)
-    full = torch.zeros(n, n_resp)
+        out[ks] = logps.view(n_resp, len(chunk)).T.float()
+    gathered = accelerator.gather(out).cpu().view(world, per_rank, n_resp)
+    full = torch.zeros(n, n_resp, device="cpu")  # what the cache keeps; the run moves it to its device once
     for r in range(world):
         idx = [r + world * k for k in range(per_rank) if r + world * k < n]
         full[idx] = gathered[r, : len(idx)]

@@ -23,7 +23,7 @@ import datasets
 import pandas as pd
 import yaml
 
-from bfpo import baselines, cards, models, ppo, runs, safe_rlhf, train
+from bfpo import baselines, cards, devices, models, ppo, runs, safe_rlhf, train
 from bfpo import data as bdata
 from bfpo import jobs as bjobs
 from bfpo import toyworld as tw
@@ -355,9 +355,9 @@ def run_suite(runs: list[Run], parallel: int = 2, progress: bool = True) -> None
         bar.close()
 
 
-def load(model_dir) -> tuple:
-    """``(model, tokenizer)`` saved in ``model_dir``."""
-    return models.load_model(model_dir), models.load_tokenizer(model_dir)
+def load(model_dir, device: str = "auto") -> tuple:
+    """``(model, tokenizer)`` saved in ``model_dir``, the model on ``device`` (auto: accelerate's choice)."""
+    return models.load_model(model_dir, device=devices.resolve(device)), models.load_tokenizer(model_dir)
 
 
 def policies(runs: list[Run]) -> list[Run]:
@@ -384,7 +384,7 @@ def judge_run(
     """Gold-judge scores of a model on the wordings of each of ``splits`` (of the training wordings,
     the first ``training_wordings`` per topic): ``summary`` (a tidy row per wording set) and
     ``prompts`` (a row per wording set and prompt, see ``toyworld.per_prompt``)."""
-    model, tok = models.load_model(model_dir), models.load_tokenizer(model_dir)
+    model, tok = load(model_dir)  # on the run's device: accelerate's choice
     summaries, prompts = [], []
     for split in splits:
         per_topic = {"training": training_wordings, "test": test_wordings}.get(split)

@@ -127,7 +127,8 @@ def _train(cfg: TrainConfig) -> dict:
     # accelerate keeps one state per process; each run sets its own precision (the process group stays)
     AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(
-        mixed_precision=precision.resolve(cfg.mixed_precision, cfg.num_threads),  # auto: measured here
+        cpu=cfg.device == "cpu",
+        mixed_precision=precision.resolve(cfg.mixed_precision, cfg.num_threads, "cpu" if cfg.device == "cpu" else None),
         log_with=trackers or None,
         gradient_accumulation_steps=accumulation,
     )
@@ -274,7 +275,7 @@ def _reference(cfg: TrainConfig, inputs: _Inputs, accelerator) -> tuple[torch.Te
                 torch.save(ref, tmp)
     if ref.shape != (len(items), len(items[0]["responses"])):
         raise ValueError(f"{cache}: cached reference log-probs do not match the data; delete the file")
-    return ref, ref_tokens
+    return ref.to(accelerator.device), ref_tokens  # on the run's device once, indexed there every step
 
 
 def _load_ref_cache(cache: Path) -> torch.Tensor | None:
@@ -452,11 +453,14 @@ def _losses(run: _Run, mb, mb_ids, logps, n_tok, totals: dict, n_ids: int):
     cfg, ref = run.cfg, run.ref
     if cfg.mode == "sft":  # -log pi(y | x), summed over the response tokens
         return -logps, None
-    idx = torch.tensor(mb_ids)
+    idx = torch.tensor(mb_ids, device=ref.device)
     if cfg.mode == "pointwise":
         scale = n_tok.clamp(min=1).to(logps) if cfg.length_normalize else torch.ones_like(logps)
         point = objectives.PointBatch(
-            logps / scale, ref[idx, 0].to(logps) / scale, torch.tensor([it["label"] for it in mb]).to(logps), n_tok
+            logps / scale,
+            ref[idx, 0].to(logps) / scale,
+            torch.tensor([it["label"] for it in mb], dtype=logps.dtype, device=logps.device),
+            n_tok,
         )
         per_example = objectives.POINT_LOSSES[cfg.loss](point, cfg)
         if cfg.loss == "ulma":  # official ULMA: mean over positives + mean over negatives
@@ -469,8 +473,8 @@ def _losses(run: _Run, mb, mb_ids, logps, n_tok, totals: dict, n_ids: int):
         logps[b:],
         ref[idx, 0].to(logps),
         ref[idx, 1].to(logps),
-        torch.tensor([it["safe"][0] for it in mb]),
-        torch.tensor([it["safe"][1] for it in mb]),
+        torch.tensor([it["safe"][0] for it in mb], device=logps.device),
+        torch.tensor([it["safe"][1] for it in mb], device=logps.device),
         n_tok[:b],
         n_tok[b:],
     )

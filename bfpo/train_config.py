@@ -60,6 +60,9 @@ class TrainConfig:
     ref_cache_dir: str | None = None  # default: <output_dir>/ref_cache
     reference_batch_size: int = 64  # pairs per reference forward pass (no grad: can exceed the training batch)
     num_threads: int | None = None  # torch CPU threads per process
+    # where each process trains: auto (accelerate's choice: its GPU where there is one), cpu, or cuda (accelerate
+    # gives each process its own GPU; CUDA_VISIBLE_DEVICES picks which)
+    device: str = "auto"
     progress: bool = True
     chat_template: str | None = None  # "zephyr" (the official recipe) or a Jinja template; None: the tokenizer's
     system_prompt: str | None = None  # with a chat template: a system turn first ("" = empty, as the official data)
@@ -97,6 +100,14 @@ class TrainConfig:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         precision.check(self.mixed_precision)
+        if self.device not in ("auto", "cpu"):
+            from bfpo import devices
+
+            if devices.resolve(self.device).index is not None:
+                raise ValueError(
+                    f"device: {self.device!r}: the trainer gives each process its own GPU (accelerate); pick them with "
+                    "CUDA_VISIBLE_DEVICES and set device to cuda or auto"
+                )
         self.adam_betas = tuple(self.adam_betas)
         self.report_to = tracking.names(self.report_to)
         if isinstance(self.trainable, str) and self.trainable != "lora":

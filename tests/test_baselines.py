@@ -148,7 +148,7 @@ def test_ulma_step_loss_is_the_mean_over_positives_plus_the_mean_over_negatives(
     items, _ = train.tokenize(train.load_examples(cfg.train_data, "pointwise", "x"), tok, cfg, "pointwise")
     schedule = train.StepSchedule(len(items), 0, cfg.per_device_batch_size, cfg.buffer_ratio, cfg.seed)
     batch = [items[i] for i in schedule.ids(0)]
-    input_ids, attn, resp = train.collate(train.micro_batch_sequences(batch), tok.pad_token_id)
+    input_ids, attn, resp = train.collate(train.micro_batch_sequences(batch), tok.pad_token_id, "cpu")
     with torch.no_grad():
         logps, n_tok = train.sequence_logps(model, input_ids, attn, resp)
     positive = torch.tensor([it["label"] >= 0.5 for it in batch])

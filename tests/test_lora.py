@@ -31,7 +31,7 @@ def lora_config(tiny_world, out, **overrides):
 
 
 def _logps(model, items, pad_id):
-    input_ids, attn, resp = sequences.collate(sequences.micro_batch_sequences(items), pad_id)
+    input_ids, attn, resp = sequences.collate(sequences.micro_batch_sequences(items), pad_id, "cpu")
     with torch.no_grad():
         return sequences.sequence_logps(model, input_ids, attn, resp)[0]
 

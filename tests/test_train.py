@@ -74,7 +74,7 @@ def test_cli_help():
 def test_sequence_logps_count_response_tokens_only(tiny_world):
     model = models.load_model(tiny_world / "init")
     prompt, response = [1, 5, 6, 7], [8, 9, 2]
-    ids, attn, mask = train.collate([(prompt, response), (prompt[:2], response[:1])], pad_id=0)
+    ids, attn, mask = train.collate([(prompt, response), (prompt[:2], response[:1])], pad_id=0, device="cpu")
     logps, n = train.sequence_logps(model, ids, attn, mask)
     assert n.tolist() == [3, 1]
     with torch.no_grad():
@@ -96,7 +96,7 @@ def test_reference_pass_matches_item_by_item(tiny_world):
     ref = train.reference_logps(model, items, 8, Accelerator(cpu=True), tok.pad_token_id)
     for i in (0, 5, 36):
         with torch.no_grad():
-            one = train.sequence_logps(model, *train.collate(train.micro_batch_sequences([items[i]]), 0))[0]
+            one = train.sequence_logps(model, *train.collate(train.micro_batch_sequences([items[i]]), 0, "cpu"))[0]
         assert torch.allclose(ref[i], one, atol=1e-4), i
 
 

@@ -57,6 +57,11 @@ def main(argv=None) -> int:
         help="answers to the generative tasks: 'greedy' (default) or 'official' (the BFPO evaluation: sampled at "
         "temperature 0.7, top-p 0.95, 256 new tokens, AdvBench prompts ending in '. ')",
     )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="where the model runs: auto (default: accelerate's choice, a GPU where there is one), cpu, cuda, cuda:N",
+    )
     parser.add_argument("--output", help="write the tidy rows (JSON) here")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or BFPO_DEBUG=1)")
     args = parser.parse_args(argv)
@@ -101,6 +106,7 @@ def _evaluate(args, tasks, wr) -> None:
         hub_dir=args.hub_dir,
         bos_rule=args.bos_rule,
         decoding=args.decoding,
+        device=args.device,
     )
     rows = tidy(results, str(args.model))
     for r in rows:

@@ -98,17 +98,15 @@ def loglikelihoods(
         idx = order[start : start + batch_size]
         seqs = [(encoded[i][0] + encoded[i][1])[-(max_length + 1) :] for i in idx]
         width = max(len(s) for s in seqs) - 1
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        attn = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, s in enumerate(seqs):
-            ids[row, : len(s) - 1] = torch.tensor(s[:-1])  # inputs: all but the last token
-            attn[row, : len(s) - 1] = 1
-        logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits.float().cpu()
-        logprobs = logits.log_softmax(-1)  # [B, T, V]
+        # inputs: all but the last token, right-padded, made on the model's device: [B, T]
+        ids = torch.tensor([s[:-1] + [pad] * (width + 1 - len(s)) for s in seqs], dtype=torch.long, device=device)
+        attn = torch.tensor([[1] * (len(s) - 1) + [0] * (width + 1 - len(s)) for s in seqs], device=device)
+        logprobs = model(input_ids=ids, attention_mask=attn).logits.float().log_softmax(-1)  # [B, T, V]
         for row, (i, s) in enumerate(zip(idx, seqs, strict=True)):
             n_cont = min(len(encoded[i][1]), len(s) - 1)
-            positions = torch.arange(len(s) - 1 - n_cont, len(s) - 1)  # predicting the continuation tokens
-            targets = torch.tensor(s[-n_cont:])
+            # the positions predicting the continuation tokens
+            positions = torch.arange(len(s) - 1 - n_cont, len(s) - 1, device=device)
+            targets = torch.tensor(s[-n_cont:], device=device)
             lp = logprobs[row, positions]  # [n_cont, V]
             out[i] = (float(lp.gather(1, targets[:, None]).sum()), bool((lp.argmax(-1) == targets).all()))
     return out  # type: ignore[return-value]

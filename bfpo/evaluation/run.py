@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bfpo import configs, models
+from bfpo import configs, devices, models
 from bfpo import data as bdata
 from bfpo.errors import BadInput
 from bfpo.evaluation import truthfulqa_gen
@@ -161,13 +161,14 @@ def evaluate(
     hub_dir=None,
     bos_rule: str = "tokenizer",
     decoding: str = "greedy",
+    device: str = "auto",
 ) -> list[dict]:
     """Run ``tasks`` on the model at ``model_path``; each result is cached under ``cache_dir`` by
     (model weights, task, data, judge, limit), so a re-run is instant. The data come from
     ``data_dir`` (default: $BFPO_DATA_DIR, else the vendored subsets in data/); with ``hub_dir``, the
     tasks with a hub source (:func:`hub_sources`: the multiple-choice tasks, truthfulqa_gen, and the
     sets of the official evaluation that are not vendored) are scored on their full test sets,
-    fetched from the hub into that folder once.
+    fetched from the hub into that folder once. The model runs on ``device`` (auto: accelerate's choice).
     ``bos_rule`` says whether a multiple-choice context starts with BOS, as lm-eval decides it
     (:data:`BOS_RULES`: "tokenizer" as lm-eval >= 0.4.2, "none" as 0.4.1, the paper's version)."""
     from bfpo.train import model_fingerprint
@@ -177,8 +178,9 @@ def evaluate(
         raise BadInput(f"evaluate: bos_rule: expected one of {', '.join(BOS_RULES)}, got {bos_rule!r}")
     if decoding not in DECODINGS:
         raise BadInput(f"evaluate: decoding: expected one of {', '.join(DECODINGS)}, got {decoding!r}")
+    where = devices.resolve(device, "evaluate: device")  # before the model loads
     try:
-        model, tokenizer = models.load_model(model_path), models.load_tokenizer(model_path)
+        model, tokenizer = models.load_model(model_path, device=where), models.load_tokenizer(model_path)
     except (OSError, ValueError) as e:
         raise FileNotFoundError(f"model {model_path!s} does not load: {e}") from e
     fingerprint = model_fingerprint(str(model_path), None)[:16]
