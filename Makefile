@@ -6,7 +6,7 @@ PROFILE ?= smoke
 EXTRAS ?= dev
 BIN := $(VENV)/bin
 
-.PHONY: reproduce book test lint wheel-check deepspeed-check clean
+.PHONY: reproduce book test lint wheel-check deepspeed-check gpu-check gpu-wheels clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,19 @@ deepspeed-check: $(VENV)/.installed
 ## wheel-check: build the wheel, install it (not -e) into a fresh venv, import every module, run the three --help
 wheel-check: $(VENV)/.installed
 	$(BIN)/python benchmarks/wheel_check.py
+
+## gpu-check: every path on one CUDA device at smoke size against the CPU in fp32 (minutes; benchmarks/gpu_check.py).
+## Runs on a GPU image's own Python from source (GPU_PYTHON=python3 there), installing the wheels of
+## benchmarks/gpu_wheels.txt from wheels/gpu without network when datasets is missing; without CUDA: one line, exit 0
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+gpu-check:
+	@$(GPU_PYTHON) -c "import datasets" 2>/dev/null || $(GPU_PYTHON) -m pip install --quiet --no-index --no-deps \
+		--find-links wheels/gpu -r benchmarks/gpu_wheels.txt
+	@PYTHONPATH=. $(GPU_PYTHON) benchmarks/gpu_check.py
+
+## gpu-wheels: fetch those wheels here (network) into wheels/gpu (ignored), for a GPU node without network
+gpu-wheels: $(VENV)/.installed
+	$(BIN)/python benchmarks/gpu_wheels.py --download wheels/gpu
 
 ## lint: ruff on the package, the tests and the notebooks' text pairs; each pair in sync
 lint: $(VENV)/.installed

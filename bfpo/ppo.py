@@ -654,6 +654,7 @@ def _ppo_lagrangian(cfg: PPOConfig, judge) -> dict:
         "flops": state.flops.as_dict(),
         "parameters": {"actor": m.n_actor, "score_model": m.n_score, "critic": m.n_critic},
         "mixed_precision": m.precision,
+        "device": str(m.device),
     }
     write_json(out / "ppo_summary.json", summary)
     checkpoints.clear(out)

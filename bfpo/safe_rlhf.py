@@ -248,7 +248,7 @@ def _train_score_model(cfg: ScoreConfig) -> dict:
     )
     models.save(model, tokenizer, out / "model", card)
     summary = {"config": dataclasses.asdict(cfg), "kind": cfg.kind, "train_pairs": len(items), "flops": flops.as_dict()}
-    summary["mixed_precision"] = mixed_precision
+    summary["mixed_precision"], summary["device"] = mixed_precision, str(device)
     summary["train_accuracy"] = score_accuracy(model, items, cfg.kind, tokenizer.pad_token_id)
     if cfg.eval_data:
         eval_items = _tokenized_pairs(cfg.eval_data, cfg.kind, tokenizer, cfg, "eval_data")

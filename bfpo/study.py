@@ -479,7 +479,11 @@ class StudyProfile:
     grids: dict[str, dict[str, tuple]]
     eval_samples: int = 2  # sampled answers per prompt
     training_wordings: int = 2  # training wordings judged per topic (of 18), for the training-wording rows
-    sft_steps: int = 900
+    sft_steps: int = 900  # every SFT start, notebook 03's included
+    demo_steps: int = 600  # notebook 03's BFPO run
+    demo_eval_samples: int = 8  # notebook 03's sampled answers per judged prompt
+    methods: tuple[str, ...] | None = None  # notebook 04's methods (None: all but the continuous-label one)
+    parallel: int = 2  # trainings and judged models at once, in worker processes of one thread each
     # Safe RLHF's trade-off curve: PPO-Lagrangian with lambda fixed at each value (lambda_lr 0), from the start
     # of each of the first ``lambda_sweep_seeds`` report seeds (None: every one)
     lambda_sweep: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 5.0)
@@ -541,13 +545,20 @@ PROFILES = {
         seeds=[1, 2, 3, 4],
         tuning_seeds=[0],
         sft_per_seed=False,
-        # CI's check of the machinery: as fast as the machine allows (half the cpu profile's steps and a third
-        # of its PPO iterations; 6 test wordings per topic, 108 harmful test prompts)
-        budget=Budget(steps=100, ppo_iterations=50, snapshots=4, mixed_precision="auto"),
+        # CI's check of the machinery, as fast as the machine allows (10 minutes on 2 cores): a quarter of the
+        # cpu profile's steps, 20 PPO iterations, the two ends of the lambda sweep, one snapshot between start and
+        # end; 3 test wordings per topic (54 harmful test prompts); the methods of the paper's comparison
+        # (DPO on each factor, ULMA, SafeDPO, BFPO and its red-teaming variant, Safe RLHF)
+        budget=Budget(steps=50, ppo_iterations=20, snapshots=2, mixed_precision="auto"),
         grids={"*": {"learning_rate": (5e-4, 1e-3)}, "safe_rlhf": {"ppo_cost_margin": (1.0, 3.0)}},
         eval_samples=1,
+        lambda_sweep=(0.0, 5.0),
         lambda_sweep_seeds=1,
-        harmful_test_prompts=108,
+        harmful_test_prompts=54,
+        sft_steps=600,
+        demo_steps=300,
+        demo_eval_samples=4,
+        methods=("dpo_helpful", "dpo_safety", "ulma", "safedpo", "bfpo", "bfpo_red_team", "safe_rlhf"),
     ),
     "cpu": StudyProfile(
         seeds=list(range(3, 13)),  # 10 report seeds, halves 3-7 and 8-12, each with its own SFT start

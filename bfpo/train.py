@@ -529,6 +529,8 @@ def _finish(run: _Run, start_step: int, last: dict, ref_tokens: int, train_token
         "flops": _flops(inputs.total, inputs.trainable, ref_tokens, train_tokens),
         "final": last,
         "mixed_precision": accelerator.mixed_precision,
+        "attention": accelerator.unwrap_model(run.model).config._attn_implementation,
+        "device": str(accelerator.device),
         "sharding": run.sharding,
     }
     if main:

@@ -38,9 +38,9 @@ profile = "smoke"  # smoke, cpu or paper
 output_dir = None  # results folder, default runs/profile
 figures_dir = "figures"  # where figures are written
 processes = 2  # accelerate processes
-sft_steps = 900  # smoke profile only
-bfpo_steps = 600  # smoke profile only
-eval_samples = 8  # samples per evaluation prompt
+sft_steps = None  # SFT steps; None: the profile's (smoke 600, cpu 900; paper: its config)
+bfpo_steps = None  # BFPO steps; None: the profile's (smoke 300, cpu 600; paper: its config)
+eval_samples = None  # samples per evaluation prompt; None: the profile's (smoke 4, cpu 8)
 
 # %%
 import pandas as pd
@@ -62,6 +62,10 @@ accelerate_config = None if profile != "paper" else str(project_path("configs/ac
 precision = study.PROFILES[profile].budget.mixed_precision if profile != "paper" else None
 # padded batches in both profiles, as in every other run of the study (study.Budget.padding_free says why)
 padding_free = study.PROFILES[profile].budget.padding_free if profile != "paper" else None
+if profile != "paper":  # steps and samples: the study profile's unless given
+    sft_steps = sft_steps or study.PROFILES[profile].sft_steps
+    bfpo_steps = bfpo_steps or study.PROFILES[profile].demo_steps
+eval_samples = eval_samples or (study.PROFILES[profile].demo_eval_samples if profile != "paper" else 8)
 results = {"profile": profile, "processes": processes, "sft_steps": sft_steps, "bfpo_steps": bfpo_steps}
 
 # %% [markdown]

@@ -61,8 +61,8 @@ tuning_seeds = (
 steps = None  # optimisation steps per method; None: the profile's
 ppo_iterations = None  # PPO-Lagrangian rollout batches; None: the profile's
 eval_samples = None  # sampled answers per evaluation prompt; None: the profile's
-parallel = 2  # trainings (and judged models) at once, in worker processes of one thread each
-methods = None  # None: every method except the continuous-label point-wise DPO (add it by name)
+parallel = None  # trainings (and judged models) at once, in worker processes; None: the profile's (2 on a CPU)
+methods = None  # None: the profile's (smoke: 7 of them; cpu: every method but the continuous-label point-wise DPO)
 harmful_test_prompts = None  # the least number of harmful test prompts declared; None: the profile's (200)
 
 # %%
@@ -80,7 +80,8 @@ from bfpo.runs import read_metrics
 if profile not in ("smoke", "cpu", "paper"):
     raise ValueError(f"profile: expected 'smoke', 'cpu' or 'paper', got {profile!r}")
 ALL = [*baselines.METHODS, "bfpo_red_team", "safe_rlhf"]
-methods = list(methods or [m for m in ALL if m != "pointwise_dpo_continuous"])
+profile_methods = study.PROFILES[profile].methods if profile in study.PROFILES else None
+methods = list(methods or profile_methods or [m for m in ALL if m != "pointwise_dpo_continuous"])
 unknown = sorted(set(methods) - set(ALL))
 if unknown:
     raise ValueError(f"methods: unknown {unknown}; known: {ALL}")
@@ -107,7 +108,7 @@ if profile != "paper":
         eval_samples=eval_samples,
         harmful_test_prompts=harmful_test_prompts,
     )
-    seeds, budget = list(P.seeds), P.budget
+    seeds, budget, parallel = list(P.seeds), P.budget, parallel or P.parallel
     grid = selection.grids(methods, P.grids)
     pairs_dir, buffer_dir = labeled / "safehelp" / "pairs", labeled / "safehelp" / "buffer"
     results.update(
