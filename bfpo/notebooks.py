@@ -25,8 +25,8 @@ from bfpo import configs, locks
 from bfpo.errors import BadInput, run_cli
 from bfpo.io import project_path, write_json
 
-PROFILES = ("smoke", "cpu", "paper")
-FIGURES = {"smoke": "figures", "cpu": "figures/cpu", "paper": "figures/paper"}
+PROFILES = ("smoke", "cpu", "gpu", "paper")
+FIGURES = {"smoke": "figures", "cpu": "figures/cpu", "gpu": "figures/gpu", "paper": "figures/paper"}
 """Where each profile's figures and RESULTS.md go by default (the committed smoke and cpu results stay apart)."""
 
 BAD_INPUT_ERRORS = ("BadInput", "ConfigError", "DataError", "NoIntactCheckpoint", "FileNotFoundError")
@@ -66,14 +66,20 @@ def run(
     kernel_name: str = "python3",
     progress: bool = True,
     parameters: dict | None = None,
+    allow_cpu: bool = False,
 ) -> dict[str, float]:
     """Execute the notebooks; return the seconds each took. Raises :class:`NotebookFailed`.
 
     ``parameters`` are passed to every notebook on top of profile, output_dir and figures_dir
-    (e.g. shorter runs for a test).
+    (e.g. shorter runs for a test). ``allow_cpu`` runs a GPU profile's code path on the CPU (its test,
+    at toy size); without it a GPU profile on a machine without CUDA is refused.
     """
     if profile not in PROFILES:
         raise BadInput(f"profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
+    from bfpo import study
+
+    if profile in study.GPU_PROFILES and not allow_cpu:
+        check_cuda(profile)
     out = project_path(output_dir or f"runs/{profile}")
     figures_dir = figures_dir or FIGURES[profile]
     params = dict(
@@ -88,6 +94,20 @@ def run(
         locks.hold_if(figures.resolve() != out.resolve(), figures, "python -m bfpo.notebooks"),
     ):
         return _execute(notebooks, params, out, kernel_name, progress)
+
+
+def check_cuda(profile: str) -> None:
+    """A GPU profile needs a CUDA device: without one, one line that says what to do instead."""
+    import torch
+
+    from bfpo import devices
+
+    if not torch.cuda.is_available():
+        raise BadInput(
+            f"--profile {profile}: this machine has no CUDA device ({devices.available()}); the {profile} profile "
+            f"runs on one GPU (README, On a GPU). Here: --profile {profile} --plan prints its plan, --profile cpu "
+            "runs the CPU study"
+        )
 
 
 def check_study(profile: str, params: dict) -> None:
@@ -199,8 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         "--profile",
         choices=PROFILES,
         default="smoke",
-        help="smoke: CPU, minutes, for CI (default); cpu: the definitive CPU-scale study, 5 seeds, about an hour "
-        "on 2 cores; paper: the paper's settings, multi-GPU",
+        help="smoke: CPU, minutes, for CI (default); cpu: the definitive CPU-scale study, 10 report seeds, about "
+        "two hours on 2 cores; gpu: the same study with 30 report seeds and a 4-point grid, 10 minutes on one GPU; "
+        "paper: the paper's settings, multi-GPU",
     )
     parser.add_argument(
         "--only",
@@ -221,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--plan",
         action="store_true",
-        help="check the profile's configs, hub ids and revisions offline and print its stages (paper profile)",
+        help="print the profile's plan offline: gpu, its jobs with estimated GPU-minutes and memory; paper, its "
+        "configs, hub ids and revisions checked, and its stages",
     )
     parser.add_argument(
         "--check-pairs",
@@ -240,10 +262,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(nb.name)
             return
         if args.plan:
-            from bfpo import plan
+            from bfpo import gpu_plan, plan, study
 
+            if args.profile in study.GPU_PROFILES:
+                print(gpu_plan.format_plan(gpu_plan.build(args.profile)), end="")
+                return
             if args.profile != "paper":
-                raise BadInput("--plan: only the paper profile has a plan (smoke and cpu run here, on this CPU)")
+                raise BadInput(
+                    "--plan: only the gpu and paper profiles have a plan (smoke and cpu run here, on the CPU)"
+                )
             print(plan.format_plan(plan.build_plan()), end="")
             return
         timings = run(args.profile, args.only, args.output_dir, args.figures_dir, parameters=dict(args.overrides))

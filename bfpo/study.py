@@ -573,8 +573,40 @@ PROFILES = {
         lambda_sweep=(0.0, 1.0, 2.0, 5.0),
         lambda_sweep_seeds=2,  # the starts of the first two report seeds: 8 PPO runs
     ),
+    "gpu": StudyProfile(
+        seeds=list(range(3, 33)),  # 30 report seeds, halves 3-17 and 18-32, each with its own SFT start
+        tuning_seeds=[0, 1, 2],
+        sft_per_seed=True,
+        # the cpu profile's runs, in bf16 on the GPU (mixed_precision auto); 4 grid points per method, twice the
+        # cpu grid; every test wording (216 harmful test prompts, one sample each); one snapshot between start
+        # and end; the whole lambda sweep from the first report seed. Sized by bfpo.gpu_plan to 10 GPU-minutes
+        budget=Budget(steps=200, ppo_iterations=150, snapshots=2, mixed_precision="auto"),
+        grids={
+            "*": {"learning_rate": (5e-4, 1e-3), "beta": (0.1, 0.3)},
+            "safe_rlhf": {"ppo_cost_margin": (1.0, 3.0), "ppo_actor_lr": (2e-5, 5e-5)},
+        },
+        lambda_sweep=(0.0, 0.5, 1.0, 2.0, 5.0),
+        lambda_sweep_seeds=1,
+        eval_samples=1,
+        harmful_test_prompts=216,
+        parallel=16,  # worker processes sharing the one GPU (benchmarks/bench_seed_parallel.py: why processes)
+    ),
 }
-"""``smoke``: CI, every figure in minutes; ``cpu``: the definitive CPU-scale study (README)."""
+"""``smoke``: CI, every figure in minutes; ``cpu``: the definitive CPU-scale study; ``gpu``: the same study
+with the seeds and grid one GPU affords in 10 minutes (README, On a GPU)."""
+
+GPU_PROFILES = ("gpu",)
+"""Study profiles that run on a CUDA device only."""
+
+
+ALL_METHODS = (*baselines.METHODS, "bfpo_red_team", "safe_rlhf")
+"""Every method the study can run: the trainer's, BFPO on red-teaming pairs, and Safe RLHF."""
+
+
+def default_methods() -> list[str]:
+    """The study's methods unless a profile or the notebook names others: all but the continuous-label
+    point-wise DPO (an ablation, added by name)."""
+    return [m for m in ALL_METHODS if m != "pointwise_dpo_continuous"]
 
 
 def profile_settings(profile: str, **overrides) -> StudyProfile:

@@ -51,6 +51,7 @@ from bfpo.io import project_path, write_json
 SETTINGS = {
     "smoke": dict(tau=0.5, alpha=0.5, b1=3.0, steps=3000, lr=0.05),
     "cpu": dict(tau=0.5, alpha=0.5, b1=3.0, steps=3000, lr=0.05),
+    "gpu": dict(tau=0.5, alpha=0.5, b1=3.0, steps=3000, lr=0.05),  # the cpu profile's, on the GPU machine
     "paper": dict(tau=0.01, alpha=0.5, b1=3.0, steps=3000, lr=0.05),
 }
 if profile not in SETTINGS:

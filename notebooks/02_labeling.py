@@ -52,6 +52,7 @@ from bfpo.io import project_path, write_json
 SETTINGS = {
     "smoke": dict(hub=False, safehelp_pairs=3000, safehelp_buffer=1000, safehelp_sft=6000, safehelp_eval_pairs=500),
     "cpu": dict(hub=False, safehelp_pairs=3000, safehelp_buffer=1000, safehelp_sft=6000, safehelp_eval_pairs=500),
+    "gpu": dict(hub=False, safehelp_pairs=3000, safehelp_buffer=1000, safehelp_sft=6000, safehelp_eval_pairs=500),
     "paper": dict(hub=True, safehelp_pairs=30000, safehelp_buffer=10000, safehelp_sft=30000, safehelp_eval_pairs=2000),
 }
 if profile not in SETTINGS:

@@ -50,8 +50,8 @@ from bfpo import cards, data, figures, labels, models, study, train
 from bfpo import toyworld as tw
 from bfpo.io import project_path, write_json
 
-if profile not in ("smoke", "cpu", "paper"):
-    raise ValueError(f"profile: expected 'smoke', 'cpu' or 'paper', got {profile!r}")
+if profile not in ("smoke", "cpu", "gpu", "paper"):
+    raise ValueError(f"profile: expected 'smoke', 'cpu', 'gpu' or 'paper', got {profile!r}")
 runs = project_path(output_dir or f"runs/{profile}")
 labeled = runs / "02_labeling"
 out_dir = runs / "03_training"

@@ -59,6 +59,7 @@ tuning_seeds = (
     None  # seeds trained at every grid point, disjoint from the report seeds; None: the profile's (smoke 0, cpu 0-2)
 )
 steps = None  # optimisation steps per method; None: the profile's
+sft_steps = None  # steps of each seed's own SFT start (cpu, gpu); None: the profile's (900)
 ppo_iterations = None  # PPO-Lagrangian rollout batches; None: the profile's
 eval_samples = None  # sampled answers per evaluation prompt; None: the profile's
 parallel = None  # trainings (and judged models) at once, in worker processes; None: the profile's (2 on a CPU)
@@ -77,14 +78,13 @@ from bfpo import toyworld as tw
 from bfpo.io import project_path, write_csv, write_json
 from bfpo.runs import read_metrics
 
-if profile not in ("smoke", "cpu", "paper"):
-    raise ValueError(f"profile: expected 'smoke', 'cpu' or 'paper', got {profile!r}")
-ALL = [*baselines.METHODS, "bfpo_red_team", "safe_rlhf"]
+if profile not in ("smoke", "cpu", "gpu", "paper"):
+    raise ValueError(f"profile: expected 'smoke', 'cpu', 'gpu' or 'paper', got {profile!r}")
 profile_methods = study.PROFILES[profile].methods if profile in study.PROFILES else None
-methods = list(methods or profile_methods or [m for m in ALL if m != "pointwise_dpo_continuous"])
-unknown = sorted(set(methods) - set(ALL))
+methods = list(methods or profile_methods or study.default_methods())
+unknown = sorted(set(methods) - set(study.ALL_METHODS))
 if unknown:
-    raise ValueError(f"methods: unknown {unknown}; known: {ALL}")
+    raise ValueError(f"methods: unknown {unknown}; known: {list(study.ALL_METHODS)}")
 runs = project_path(output_dir or f"runs/{profile}")
 labeled, sft_run = runs / "02_labeling", runs / "03_training" / "sft"
 out_dir = runs / "04_baselines"
@@ -107,6 +107,7 @@ if profile != "paper":
         ppo_iterations=ppo_iterations,
         eval_samples=eval_samples,
         harmful_test_prompts=harmful_test_prompts,
+        sft_steps=sft_steps,
     )
     seeds, budget, parallel = list(P.seeds), P.budget, parallel or P.parallel
     grid = selection.grids(methods, P.grids)

@@ -53,8 +53,8 @@ from IPython.display import Image, Markdown, display
 from bfpo import evaluation, figures
 from bfpo.io import project_path, write_csv, write_json
 
-if profile not in ("smoke", "cpu", "paper"):
-    raise ValueError(f"profile: expected 'smoke', 'cpu' or 'paper', got {profile!r}")
+if profile not in ("smoke", "cpu", "gpu", "paper"):
+    raise ValueError(f"profile: expected 'smoke', 'cpu', 'gpu' or 'paper', got {profile!r}")
 runs = project_path(output_dir or f"runs/{profile}")
 out_dir = runs / "05_evaluation"
 # smoke / cpu: notebook 04's chosen models (first seed) on the vendored subsets, refusal judge, greedy answers;

@@ -39,8 +39,8 @@ from bfpo import figures, labels, report, study
 from bfpo.io import project_path, write_json
 from bfpo.runs import read_metrics
 
-if profile not in ("smoke", "cpu", "paper"):
-    raise ValueError(f"profile: expected 'smoke', 'cpu' or 'paper', got {profile!r}")
+if profile not in ("smoke", "cpu", "gpu", "paper"):
+    raise ValueError(f"profile: expected 'smoke', 'cpu', 'gpu' or 'paper', got {profile!r}")
 runs = project_path(output_dir or f"runs/{profile}")
 results_csv = runs / "04_baselines" / "results.csv"
 if not results_csv.is_file():

@@ -251,6 +251,8 @@ EVAL_ROWS = [
     ("missing data folder", ["--tasks", "xstest", "--data-dir", "/nonexistent/d"], "/nonexistent/d: no such folder"),
     ("hub-only task without a hub folder", ["--tasks", "alert"], "alert (no subset in data/) are read from the hub"),
     ("official tasks without a hub folder", ["--tasks", "official"], "are read from the hub: give a hub folder"),
+    ("a device this machine lacks", ["--tasks", "xstest", "--device", "cuda:9"], "device: 'cuda:9'"),
+    ("a device that is no device", ["--tasks", "xstest", "--device", "gpu"], "'gpu' is not a device"),
 ]
 
 
@@ -304,6 +306,7 @@ def test_safe_rlhf_cli_bad_input(tiny_world, tmp_path, capsys):
         ({"cost_threshold_margin": 0}, "key 'cost_threshold_margin': must be > 0, got 0"),
         ({"lambda_init": -1.0, "lambda_lr": 0}, "key 'lambda_init': must be >= 0, got -1.0"),
         ({"cost_over": "scary"}, "key 'cost_over': expected 'all' or 'harmful', got 'scary'"),
+        ({"device": "cuda:9"}, "key 'device': 'cuda:9'"),
     ):
         path.write_text(yaml.safe_dump(good | change))
         code, err = run_main(safe_rlhf.main, ["ppo", "--config", str(path)], capsys)

@@ -5,9 +5,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from bfpo import notebooks as runner
 from bfpo import toyworld as tw
+from bfpo.errors import BadInput
 from bfpo.io import project_path
 
 NOTEBOOKS = sorted(project_path("notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -175,6 +177,8 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
     )
     import pandas as pd
 
+    from bfpo import study
+
     base = tmp_path / "runs" / "04_baselines"
     df = pd.read_csv(base / "results.csv")
     assert set(df["method"]) == {"sft", "dpo_helpful", "dpo_safety", "bfpo", "bfpo_red_team", "safedpo", "safe_rlhf"}
@@ -200,8 +204,9 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
         assert method == "sft" or info["config"] == results["chosen"][method]
     chosen = tuning[tuning["selected"]].set_index("method")["config"].to_dict()
     assert chosen == results["chosen"] and df[df["method"] == "bfpo"]["config"].eq(chosen["bfpo"]).all()
-    curves = pd.read_csv(base / "curves.csv")  # SFT start + 3 snapshots + the final model, per seed
-    assert curves.groupby(["method", "seed"]).size().eq(5).all()
+    curves = pd.read_csv(base / "curves.csv")  # SFT start + the snapshots between + the final model, per seed
+    smoke = study.PROFILES["smoke"]
+    assert curves.groupby(["method", "seed"]).size().eq(smoke.budget.snapshots + 1).all()
     assert set(curves["method"]) == {"bfpo", "safe_rlhf", "safedpo"}
     assert (curves.groupby(["method", "seed"])["flops"].apply(lambda f: f.is_monotonic_increasing)).all()
     assert results["compute"]["levels"][0]["delta"] == 0.2 and results["compute"]["seeds"] == 4
@@ -215,9 +220,9 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
         assert c["cost_threshold"] == pytest.approx(
             c["start_cost"] - results["grid"]["safe_rlhf"][results["chosen"]["safe_rlhf"]]["ppo_cost_margin"]
         )
-    sweep = pd.read_csv(base / "lambda_sweep.csv")  # smoke: the first seed's start, 5 fixed lambdas
-    assert sorted(sweep["lambda"].unique()) == [0.0, 0.5, 1.0, 2.0, 5.0] and set(sweep["seed"]) == {1}
-    assert [c["lambda"] for c in results["lambda_sweep"]["test"]] == [0.0, 0.5, 1.0, 2.0, 5.0]
+    sweep = pd.read_csv(base / "lambda_sweep.csv")  # smoke: the first seed's start, the profile's fixed lambdas
+    assert sorted(sweep["lambda"].unique()) == list(smoke.lambda_sweep) and set(sweep["seed"]) == {1}
+    assert [c["lambda"] for c in results["lambda_sweep"]["test"]] == list(smoke.lambda_sweep)
     for name in ("04_method_margins", "04_safe_rlhf_lambda", "04_tradeoff", "04_compute"):
         assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 0
     _killed_and_rerun_04_writes_the_same_files(tmp_path, parameters_04)
@@ -258,6 +263,47 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
         assert r["replicated"] == (len({r[k].split(" (")[0] for k in ("A", "B", "all")}) == 1)
         assert r["intervals"]["A"]["seeds"] == 2 and r["intervals"]["all"]["seeds"] == 4
     assert "smallest change detectable (80% power)" in summary
+    _gpu_profile_04_on_the_cpu(tmp_path)
+
+
+def _gpu_profile_04_on_the_cpu(tmp_path):
+    """The gpu profile's code path at toy size, on the CPU (allow_cpu): its 4-point grids, a SFT start per
+    seed, the whole lambda sweep, from the smoke run's notebooks 02 and 03."""
+    import pandas as pd
+
+    from bfpo import study
+
+    parameters = {
+        "seeds": [1, 2, 3, 4],
+        "tuning_seeds": [0],
+        "steps": 8,
+        "sft_steps": 8,
+        "ppo_iterations": 2,
+        "harmful_test_prompts": 18,
+        "methods": ["bfpo", "safe_rlhf"],
+    }
+    if not torch.cuda.is_available():  # refused without allow_cpu, before any notebook runs
+        with pytest.raises(BadInput, match="no CUDA device"):
+            runner.run("gpu", only=["04"], output_dir=tmp_path / "runs", parameters=parameters, progress=False)
+    runner.run(
+        "gpu",
+        only=["04"],
+        output_dir=tmp_path / "runs",
+        figures_dir=tmp_path / "figs_gpu",
+        progress=False,
+        parameters=parameters,
+        allow_cpu=True,
+    )
+    base = tmp_path / "runs" / "04_baselines"
+    results = json.loads((base / "results.json").read_text())
+    gpu = study.PROFILES["gpu"]
+    assert results["profile"] == "gpu" and results["sft_per_seed"] and len(set(results["sft_starts"].values())) == 5
+    assert {m: len(points) for m, points in results["grid"].items()} == {"bfpo": 4, "safe_rlhf": 4}
+    tuning = pd.read_csv(base / "tuning.csv")
+    assert tuning.groupby("method").size().eq(4).all()
+    sweep = pd.read_csv(base / "lambda_sweep.csv")
+    assert sorted(sweep["lambda"].unique()) == list(gpu.lambda_sweep) and set(sweep["seed"]) == {1}
+    assert (tmp_path / "figs_gpu" / "04_tradeoff.png").stat().st_size > 0
     assert (tmp_path / "figs" / "06_per_seed.png").stat().st_size > 0
     for name in ("06_fig1_tradeoff_test", "06_quoted_7b_comparison", "06_safe_rlhf_lambda", "06_compute"):
         assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 0
