@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -112,9 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     results["naive_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    ctx = __import__("multiprocessing").get_context("spawn")
+    ctx = multiprocessing.get_context("spawn")
+    n = len(seeds)
     with concurrent.futures.ProcessPoolExecutor(args.processes, mp_context=ctx) as pool:
-        parallel = list(pool.map(train_one, seeds, [args.steps] * len(seeds), [args.device] * len(seeds), [1] * len(seeds)))
+        parallel = list(pool.map(train_one, seeds, [args.steps] * n, [args.device] * n, [1] * n))
     results["processes_s"] = time.perf_counter() - t0
 
     try:
