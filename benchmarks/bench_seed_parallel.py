@@ -44,7 +44,7 @@ def _model(seed: int, device: str):
         num_attention_heads=4,
         num_key_value_heads=4,
         max_position_embeddings=128,
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,  # vmap over functional_call: no shared tensors between the stacked models
         attn_implementation="eager",
     )
     return LlamaForCausalLM(config).to(device)
@@ -66,7 +66,7 @@ def train_one(seed: int, steps: int, device: str, threads: int | None = None) ->
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    return float(loss)
+    return float(loss.detach())
 
 
 def train_batched(seeds: list[int], steps: int, device: str) -> list[float]:

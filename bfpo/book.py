@@ -5,10 +5,14 @@
 
 Sphinx with myst-nb renders the executed copies in ``runs/<profile>/notebooks/`` as they are
 (nothing is executed again, so the figures stay the committed ones, inline as the notebooks show
-them); the README is the front page and the profile's ``RESULTS.md`` a page of its own. Progress
-bars (stderr) are left out. The site goes to ``runs/<profile>/book/html/index.html``; after
-building, :func:`check` reads every page: each notebook has one, none holds an error output, and
-every image a page references exists.
+them); the README is the front page, each page of ``docs/`` a page, and the profile's ``RESULTS.md``
+a page of its own. Progress bars (stderr) are left out, and the building machine's paths (papermill's
+injected parameters) are written relative to the checkout. The math renders without network:
+MathJax 2.7 is served from the site itself, copied from the ``jupyter-server-mathjax`` package. Any
+Sphinx warning, a broken internal link included, fails the build. The site goes to
+``runs/<profile>/book/html/index.html``; after building, :func:`check` reads every page: each
+notebook and docs page has one, none holds an error output, every image a page references exists,
+math loads MathJax from the site only, and no page shows the building machine's checkout path.
 """
 
 from __future__ import annotations
@@ -34,8 +38,12 @@ myst_heading_anchors = 3
 html_theme = "alabaster"
 html_theme_options = {{"page_width": "1100px", "sidebar_width": "260px"}}
 html_title = "bfpo ({profile})"
-exclude_patterns = ["_build", "figures/**", "results_figures/**"]  # figure captions are not pages
-suppress_warnings = ["myst.xref_missing", "myst.header", "misc.highlighting_failure"]
+exclude_patterns = ["_build", "_mathjax", "figures/**", "results_figures/**"]  # figure captions are not pages
+suppress_warnings = ["myst.header", "misc.highlighting_failure"]
+# MathJax 2.7 from the site's own _static/mathjax (jupyter-server-mathjax's files): math renders offline
+html_static_path = ["_mathjax"]
+mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
+mathjax2_config = {{"tex2jax": {{"inlineMath": [["\\\\(", "\\\\)"]], "displayMath": [["\\\\[", "\\\\]"]]}}}}
 """
 
 TOC = """
@@ -61,8 +69,12 @@ def stage(profile: str, runs_dir: Path, src: Path, figures_dir: Path) -> list[st
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir(parents=True)
     (src / "conf.py").write_text(CONF.format(profile=profile), encoding="utf-8")
+    import jupyter_server_mathjax
+
+    shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / "static", src / "_mathjax" / "mathjax")
     for nb in notebooks:
-        shutil.copy2(nb, src / nb.name)
+        (src / nb.name).write_text(_relative(nb.read_text(encoding="utf-8")), encoding="utf-8")
+    shutil.copytree(project_path("docs"), src / "docs")
     shutil.copytree(project_path("figures"), src / "figures")  # what the README shows, by its own paths
     results = figures_dir / "RESULTS.md"
     pages = [nb.stem for nb in notebooks]
@@ -76,8 +88,23 @@ def stage(profile: str, runs_dir: Path, src: Path, figures_dir: Path) -> list[st
         entries = ["results", *pages]
     readme = project_path("README.md").read_text(encoding="utf-8")
     toc = TOC.format(caption=f"The {profile} profile", entries="\n".join(entries))
+    toc += TOC.format(caption="Read on", entries="\n".join(f"docs/{d}" for d in docs_pages()))
     (src / "index.md").write_text(readme + toc, encoding="utf-8")
     return pages
+
+
+def docs_pages() -> list[str]:
+    """The pages of ``docs/`` (names without .md), in the order of the README's table."""
+    readme = project_path("README.md").read_text(encoding="utf-8")
+    linked = re.findall(r"\]\(docs/([\w-]+)\.md\)", readme)
+    present = sorted(p.stem for p in project_path("docs").glob("*.md"))
+    return list(dict.fromkeys([p for p in linked if p in present] + present))
+
+
+def _relative(text: str) -> str:
+    """A notebook's text with the checkout's absolute path written as the checkout's own root (``.``)."""
+    root = str(project_path("."))
+    return text.replace(root + "/", "").replace(root, ".")
 
 
 def build(
@@ -97,10 +124,11 @@ def build(
     pages = stage(profile, runs_dir, book / "src", figures_dir)
     html = book / "html"
     shutil.rmtree(html, ignore_errors=True)
-    args = ["-b", "html", "-j", "auto", *(["-q"] if quiet else []), str(book / "src"), str(html)]
+    # -W --keep-going: every warning (a broken internal link too) fails the build, after all are shown
+    args = ["-b", "html", "-j", "auto", "-W", "--keep-going", *(["-q"] if quiet else []), str(book / "src"), str(html)]
     if build_main(args) != 0:
         raise RuntimeError(f"sphinx could not build the book of {runs_dir}; see its messages above")
-    problems = check(html, pages)
+    problems = check(html, pages + [f"docs/{d}" for d in docs_pages()])
     if problems:
         raise RuntimeError(f"{html}: " + "; ".join(problems))
     return html
@@ -111,31 +139,45 @@ class _Page(HTMLParser):
 
     def __init__(self):
         super().__init__()
-        self.images, self.errors = [], 0
+        self.images, self.errors, self.scripts, self.math = [], 0, [], 0
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         if tag == "img" and attrs.get("src"):
             self.images.append(attrs["src"])
+        if tag == "script" and attrs.get("src"):
+            self.scripts.append(attrs["src"])
+        if "math" in (attrs.get("class") or "").split():
+            self.math += 1
         classes = (attrs.get("class") or "").split()
         if "output" in classes and ("traceback" in classes or "error" in classes):
             self.errors += 1
 
 
 def check(html: str | Path, pages: list[str]) -> list[str]:
-    """What is wrong with a built site: a notebook without a page, a page holding an error output,
-    an image reference to a file that is not there. Empty when all is well."""
+    """What is wrong with a built site: a notebook or docs page without a page, a page holding an
+    error output, an image reference to a file that is not there, math that would load MathJax from
+    the network (or not at all), the building machine's checkout path. Empty when all is well."""
     html = Path(html)
+    root = str(project_path("."))
     problems = []
     for page in pages:
         if not (html / f"{page}.html").is_file():
-            problems.append(f"no page for the notebook {page}")
+            problems.append(f"no page for the notebook {page}" if "/" not in page else f"no page for {page}.md")
     for path in sorted(html.rglob("*.html")):
         parser = _Page()
-        parser.feed(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        parser.feed(text)
         rel = path.relative_to(html)
         if parser.errors:
             problems.append(f"{rel} shows {parser.errors} error output(s)")
+        mathjax = [s for s in parser.scripts if "mathjax" in s.lower()]
+        if any(s.startswith(("http:", "https:", "//")) for s in mathjax):
+            problems.append(f"{rel} loads MathJax from the network")
+        if parser.math and not any((path.parent / s.split("?")[0]).is_file() for s in mathjax):
+            problems.append(f"{rel} shows math but loads no MathJax from the site")
+        if root in text:
+            problems.append(f"{rel} shows the building machine's path {root}")
         for src in parser.images:
             if src.startswith(("http:", "https:", "data:")):
                 continue

@@ -2,6 +2,7 @@
 
 import base64
 import io
+import re
 
 import matplotlib
 import nbformat
@@ -30,6 +31,9 @@ def _executed(folder, name, outputs):
         nbformat.v4.new_markdown_cell(f"# {name}\n\nThe loss $\\mathcal{{L}} = (h_\\pi - g)^2$."),
         nbformat.v4.new_code_cell("work()", outputs=outputs),
     ]
+    # as papermill leaves them: the kernel's language is what myst-nb highlights the code with
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
     folder.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, folder / f"{name}.ipynb")
 
@@ -93,3 +97,59 @@ def test_book_without_executed_notebooks_is_one_line(tmp_path, capsys):
         book.build("smoke", tmp_path / "nothing")
     assert book.main(["--runs-dir", str(tmp_path / "nothing")]) == 2
     assert "no executed notebooks" in capsys.readouterr().err
+
+
+def test_docs_pages_are_in_the_book_and_its_math_renders_offline(tmp_path):
+    """Every docs/ page has a page; math loads MathJax from the site only (it exists there), never a CDN."""
+    runs, figs = _runs(tmp_path, _png())
+    html = book.build("smoke", runs, figs)
+    from bfpo.io import project_path
+
+    docs = sorted(p.stem for p in project_path("docs").glob("*.md"))
+    assert docs and all((html / "docs" / f"{d}.html").is_file() for d in docs)
+    assert book.docs_pages()[: len(docs)] and set(book.docs_pages()) == set(docs)
+    page = book._Page()
+    page.feed((html / "01_theory.html").read_text())
+    assert page.math > 0, "the notebook's $...$ is a math node"
+    (mathjax,) = [s for s in page.scripts if "mathjax" in s.lower()]
+    assert not mathjax.startswith(("http", "//")) and (html / mathjax.split("?")[0]).is_file()
+    assert "cdn" not in (html / "01_theory.html").read_text().lower()
+
+
+def test_a_broken_internal_link_fails_the_build(tmp_path):
+    runs, figs = _runs(tmp_path, _png())
+    nb = nbformat.read(runs / "notebooks" / "01_theory.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_markdown_cell("See [the missing page](no_such_page.md)."))
+    nbformat.write(nb, runs / "notebooks" / "01_theory.ipynb")
+    with pytest.raises(RuntimeError, match="sphinx could not build"):
+        book.build("smoke", runs, figs)
+
+
+def test_pages_show_no_path_of_the_building_machine(tmp_path):
+    """papermill's injected parameters hold absolute paths: the book writes them relative to the checkout."""
+    from bfpo.io import project_path
+
+    root = str(project_path("."))
+    runs, figs = _runs(tmp_path, _png())
+    nb = nbformat.read(runs / "notebooks" / "02_labeling.ipynb", as_version=4)
+    injected = nbformat.v4.new_code_cell(
+        f'output_dir = "{root}/runs/smoke"', metadata={"tags": ["injected-parameters"]}
+    )
+    nb.cells.insert(0, injected)
+    nbformat.write(nb, runs / "notebooks" / "02_labeling.ipynb")
+    html = book.build("smoke", runs, figs)
+    text = (html / "02_labeling.html").read_text()
+    assert root not in text and "runs/smoke" in text
+    (html / "02_labeling.html").write_text(f"<html><body>{root}/runs</body></html>")
+    assert any("building machine's path" in p for p in book.check(html, []))
+
+
+def test_the_readme_is_short_and_links_every_docs_page():
+    from bfpo.io import project_path
+
+    readme = project_path("README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    assert "make reproduce" in readme and "make test" in readme
+    docs = {p.stem for p in project_path("docs").glob("*.md")}
+    linked = set(re.findall(r"\]\(docs/([\w-]+)\.md\)", readme))
+    assert linked == docs, (docs - linked, linked - docs)
