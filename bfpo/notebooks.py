@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import json
 import os
 import sys
 import time
@@ -85,6 +87,11 @@ def run(
     params = dict(
         profile=profile, output_dir=str(out), figures_dir=str(project_path(figures_dir)), **(parameters or {})
     )
+    from bfpo import profiles
+
+    if params.get("settings_file"):  # a copy of the profile's settings file: every notebook reads it
+        params["settings_file"] = str(Path(params["settings_file"]).resolve())
+    profiles.load(profile, params.get("settings_file"))  # checked before any notebook runs
     notebooks = discover(notebooks_dir, only)
     check_study(profile, params)
     # one runner per results folder and per figures folder: a second one stops here, having written nothing
@@ -117,7 +124,8 @@ def check_study(profile: str, params: dict) -> None:
 
     if profile in study.PROFILES:
         keys = ("seeds", "tuning_seeds", "harmful_test_prompts")
-        study.profile_settings(profile, **{k: params[k] for k in keys if params.get(k) is not None})
+        given = {k: params[k] for k in keys if params.get(k) is not None}
+        study.profile_settings(profile, params.get("settings_file"), **given)
 
 
 def _execute(notebooks: list[Path], params: dict, out: Path, kernel_name: str, progress: bool) -> dict[str, float]:
@@ -234,6 +242,12 @@ def main(argv: list[str] | None = None) -> int:
         "a parameter for every notebook run (repeatable; the value is read as YAML), e.g. --set 'seeds=[0, 1]' "
         "--set steps=40 (shorter runs; their results are not the profile's)",
     )
+    parser.add_argument(
+        "--settings",
+        metavar="FILE",
+        help="the profile's settings file (default: configs/profiles/<profile>.yaml); a copy with other values "
+        "runs the profile with them",
+    )
     parser.add_argument("--output-dir", help="results and executed notebooks (default: runs/<profile>)")
     parser.add_argument(
         "--figures-dir", help="where figures are written (default: figures, figures/cpu or figures/paper by profile)"
@@ -242,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--plan",
         action="store_true",
-        help="print the profile's plan offline: gpu, its jobs with estimated GPU-minutes and memory; paper, its "
-        "configs, hub ids and revisions checked, and its stages",
+        help="print the profile's resolved settings offline, and its plan: gpu, its jobs with estimated "
+        "GPU-minutes and memory; paper, its configs, hub ids and revisions checked, and its stages",
     )
     parser.add_argument(
         "--check-pairs",
@@ -262,18 +276,21 @@ def main(argv: list[str] | None = None) -> int:
                 print(nb.name)
             return
         if args.plan:
-            from bfpo import gpu_plan, plan, study
+            from bfpo import gpu_plan, plan, profiles, study
 
+            source = args.settings or profiles.path(args.profile)
+            settings = profiles.load(args.profile, args.settings)
+            if args.profile in study.PROFILES:  # the study as it runs: every field, defaults included
+                resolved = dataclasses.asdict(study.profile_settings(args.profile, args.settings))
+                settings["study"] = json.loads(json.dumps(resolved))
+            print(profiles.format_settings(args.profile, settings, source), end="")
             if args.profile in study.GPU_PROFILES:
                 print(gpu_plan.format_plan(gpu_plan.build(args.profile)), end="")
-                return
-            if args.profile != "paper":
-                raise BadInput(
-                    "--plan: only the gpu and paper profiles have a plan (smoke and cpu run here, on the CPU)"
-                )
-            print(plan.format_plan(plan.build_plan()), end="")
+            elif args.profile == "paper":
+                print(plan.format_plan(plan.build_plan()), end="")
             return
-        timings = run(args.profile, args.only, args.output_dir, args.figures_dir, parameters=dict(args.overrides))
+        parameters = dict(args.overrides) | ({"settings_file": args.settings} if args.settings else {})
+        timings = run(args.profile, args.only, args.output_dir, args.figures_dir, parameters=parameters)
         print(f"ran {len(timings)} notebook(s) in {sum(timings.values()):.1f} s (profile {args.profile})")
 
     return run_cli("bfpo.notebooks", work, args.debug)

@@ -23,7 +23,7 @@ import datasets
 import pandas as pd
 import yaml
 
-from bfpo import baselines, cards, devices, models, ppo, runs, safe_rlhf, train
+from bfpo import baselines, cards, devices, models, ppo, profiles, runs, safe_rlhf, train
 from bfpo import data as bdata
 from bfpo import jobs as bjobs
 from bfpo import toyworld as tw
@@ -479,9 +479,7 @@ class StudyProfile:
     grids: dict[str, dict[str, tuple]]
     eval_samples: int = 2  # sampled answers per prompt
     training_wordings: int = 2  # training wordings judged per topic (of 18), for the training-wording rows
-    sft_steps: int = 900  # every SFT start, notebook 03's included
-    demo_steps: int = 600  # notebook 03's BFPO run
-    demo_eval_samples: int = 8  # notebook 03's sampled answers per judged prompt
+    sft_steps: int = 900  # every SFT start (the settings file's training.sft.steps, notebook 03's too)
     methods: tuple[str, ...] | None = None  # notebook 04's methods (None: all but the continuous-label one)
     parallel: int = 2  # trainings and judged models at once, in worker processes of one thread each
     # Safe RLHF's trade-off curve: PPO-Lagrangian with lambda fixed at each value (lambda_lr 0), from the start
@@ -502,6 +500,28 @@ class StudyProfile:
                 f"harmful topics x {len(tw.TEST_TEMPLATES)} test wordings), fewer than the {self.harmful_test_prompts} "
                 "declared"
             )
+
+    @classmethod
+    def from_settings(cls, values: dict, sft_steps: int, where: str) -> StudyProfile:
+        """The study section of a profile's settings file (``bfpo.profiles``), checked: unknown keys, and
+        the budget's, are one line naming the file."""
+        fields = {f.name for f in dataclasses.fields(cls)} - {"sft_steps"}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise BadInput(f"{where}: study: unknown key(s) {unknown} (known: {', '.join(sorted(fields))})")
+        values = dict(values)
+        budget = values.pop("budget", {})
+        budget_fields = {f.name for f in dataclasses.fields(Budget)}
+        if sorted(set(budget) - budget_fields):
+            raise BadInput(f"{where}: study.budget: unknown key(s) {sorted(set(budget) - budget_fields)}")
+        for key in ("lambda_sweep", "methods", "snapshot_methods"):
+            if isinstance(values.get(key), list):
+                values[key] = tuple(values[key])
+        grids = {m: {k: tuple(v) for k, v in knobs.items()} for m, knobs in values.pop("grids", {}).items()}
+        try:
+            return cls(**values, grids=grids, budget=Budget(**budget), sft_steps=sft_steps)
+        except TypeError as e:
+            raise BadInput(f"{where}: study: {e}") from e
 
     def test_wordings(self) -> int:
         """Test wordings judged per topic: the fewest that give ``harmful_test_prompts`` harmful prompts."""
@@ -540,60 +560,20 @@ def check_seeds(seeds, tuning_seeds) -> None:
         )
 
 
-PROFILES = {
-    "smoke": StudyProfile(
-        seeds=[1, 2, 3, 4],
-        tuning_seeds=[0],
-        sft_per_seed=False,
-        # CI's check of the machinery, as fast as the machine allows (10 minutes on 2 cores): a quarter of the
-        # cpu profile's steps, 20 PPO iterations, the two ends of the lambda sweep, one snapshot between start and
-        # end; 3 test wordings per topic (54 harmful test prompts); the methods of the paper's comparison
-        # (DPO on each factor, ULMA, SafeDPO, BFPO and its red-teaming variant, Safe RLHF)
-        budget=Budget(steps=50, ppo_iterations=20, snapshots=2, mixed_precision="auto"),
-        grids={"*": {"learning_rate": (5e-4, 1e-3)}, "safe_rlhf": {"ppo_cost_margin": (1.0, 3.0)}},
-        eval_samples=1,
-        lambda_sweep=(0.0, 5.0),
-        lambda_sweep_seeds=1,
-        harmful_test_prompts=54,
-        sft_steps=600,
-        demo_steps=300,
-        demo_eval_samples=4,
-        methods=("dpo_helpful", "dpo_safety", "ulma", "safedpo", "bfpo", "bfpo_red_team", "safe_rlhf"),
-    ),
-    "cpu": StudyProfile(
-        seeds=list(range(3, 13)),  # 10 report seeds, halves 3-7 and 8-12, each with its own SFT start
-        tuning_seeds=[0, 1, 2],
-        sft_per_seed=True,
-        # fp32, as the committed definitive results were made
-        budget=Budget(steps=200, ppo_iterations=150, snapshots=4, mixed_precision="no"),
-        # two points per method (the learning rate; beta 0.1, the point most methods chose in the 4-point
-        # grid of the previous 5-seed run), cut to aim at 90 minutes for 13 SFT starts and 10 report seeds;
-        # measured on 2 EPYC cores the whole run takes about 130 minutes (README, Profiles)
-        grids={"*": {"learning_rate": (5e-4, 1e-3)}, "safe_rlhf": {"ppo_cost_margin": (1.0, 3.0)}},
-        lambda_sweep=(0.0, 1.0, 2.0, 5.0),
-        lambda_sweep_seeds=2,  # the starts of the first two report seeds: 8 PPO runs
-    ),
-    "gpu": StudyProfile(
-        seeds=list(range(3, 33)),  # 30 report seeds, halves 3-17 and 18-32, each with its own SFT start
-        tuning_seeds=[0, 1, 2],
-        sft_per_seed=True,
-        # the cpu profile's runs, in bf16 on the GPU (mixed_precision auto); 4 grid points per method, twice the
-        # cpu grid; every test wording (216 harmful test prompts, one sample each); one snapshot between start
-        # and end; the whole lambda sweep from the first report seed. Sized by bfpo.gpu_plan to 10 GPU-minutes
-        budget=Budget(steps=200, ppo_iterations=150, snapshots=2, mixed_precision="auto"),
-        grids={
-            "*": {"learning_rate": (5e-4, 1e-3), "beta": (0.1, 0.3)},
-            "safe_rlhf": {"ppo_cost_margin": (1.0, 3.0), "ppo_actor_lr": (2e-5, 5e-5)},
-        },
-        lambda_sweep=(0.0, 0.5, 1.0, 2.0, 5.0),
-        lambda_sweep_seeds=1,
-        eval_samples=1,
-        harmful_test_prompts=216,
-        parallel=16,  # worker processes sharing the one GPU (benchmarks/bench_seed_parallel.py: why processes)
-    ),
-}
+def _load_profiles(settings_file=None, only: str | None = None) -> dict[str, StudyProfile]:
+    """The study profiles of the settings files (configs/profiles/*.yaml; those whose study is not null)."""
+    out = {}
+    for name in [only] if only else profiles.NAMES:
+        settings = profiles.load(name, settings_file if only else None)
+        if settings["study"] is not None:
+            where = str(settings_file or profiles.path(name))
+            out[name] = StudyProfile.from_settings(settings["study"], settings["training"]["sft"]["steps"], where)
+    return out
+
+
+PROFILES = _load_profiles()
 """``smoke``: CI, every figure in minutes; ``cpu``: the definitive CPU-scale study; ``gpu``: the same study
-with the seeds and grid one GPU affords in 10 minutes (README, On a GPU)."""
+with the seeds and grid one GPU affords in 10 minutes (docs/gpu.md). Read from configs/profiles/."""
 
 GPU_PROFILES = ("gpu",)
 """Study profiles that run on a CUDA device only."""
@@ -609,12 +589,13 @@ def default_methods() -> list[str]:
     return [m for m in ALL_METHODS if m != "pointwise_dpo_continuous"]
 
 
-def profile_settings(profile: str, **overrides) -> StudyProfile:
-    """The study settings of ``profile`` with the given fields replaced (None leaves a field as it
-    is); ``steps`` and ``ppo_iterations`` go to the budget."""
+def profile_settings(profile: str, settings_file=None, **overrides) -> StudyProfile:
+    """The study settings of ``profile`` (from ``settings_file``, a copy of its settings file, when given)
+    with the given fields replaced (None leaves a field as it is); ``steps`` and ``ppo_iterations`` go to
+    the budget."""
     if profile not in PROFILES:
         raise ValueError(f"profile: the SafeHelp study runs in {', '.join(PROFILES)}, not {profile!r}")
-    settings = PROFILES[profile]
+    settings = _load_profiles(settings_file, only=profile)[profile] if settings_file else PROFILES[profile]
     budget_keys = {k: overrides.pop(k) for k in ("steps", "ppo_iterations") if overrides.get(k) is not None}
     chosen = {k: v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(settings, budget=dataclasses.replace(settings.budget, **budget_keys), **chosen)

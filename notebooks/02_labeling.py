@@ -34,7 +34,8 @@
 # i.e. $+0.5$ (safe > safe), $+1$ (safe > unsafe), $-1$ (unsafe > safe), $-0.5$ (unsafe > unsafe).
 
 # %% tags=["parameters"]
-profile = "smoke"  # smoke, cpu or paper
+profile = "smoke"  # smoke, cpu, gpu or paper
+settings_file = None  # the profile's settings; None: configs/profiles/<profile>.yaml
 output_dir = None  # results folder, default runs/profile
 figures_dir = "figures"  # where figures are written
 
@@ -43,21 +44,14 @@ import pandas as pd
 import torch
 from IPython.display import Image, Markdown, display
 
-from bfpo import data, figures, losses
+from bfpo import data, figures, losses, profiles
 from bfpo import toyworld as tw
 from bfpo.io import project_path, write_json
 
-# smoke: the offline subsets and a SafeHelp world sized for minutes of CPU training.
-# paper: the full hub data sets at the pinned revisions (needs the hub) and a larger SafeHelp world.
-SETTINGS = {
-    "smoke": dict(hub=False, safehelp_pairs=3000, safehelp_buffer=1000, safehelp_sft=6000, safehelp_eval_pairs=500),
-    "cpu": dict(hub=False, safehelp_pairs=3000, safehelp_buffer=1000, safehelp_sft=6000, safehelp_eval_pairs=500),
-    "gpu": dict(hub=False, safehelp_pairs=3000, safehelp_buffer=1000, safehelp_sft=6000, safehelp_eval_pairs=500),
-    "paper": dict(hub=True, safehelp_pairs=30000, safehelp_buffer=10000, safehelp_sft=30000, safehelp_eval_pairs=2000),
-}
-if profile not in SETTINGS:
-    raise ValueError(f"profile: expected one of {sorted(SETTINGS)}, got {profile!r}")
-cfg = SETTINGS[profile]
+# the settings file's labeling section. CPU profiles: the offline subsets and a SafeHelp world sized for
+# minutes of CPU training; paper: the full hub data sets at the pinned revisions (needs the hub) and a
+# larger SafeHelp world.
+cfg = profiles.load(profile, settings_file)["labeling"]
 out_dir = project_path(output_dir or f"runs/{profile}") / "02_labeling"
 results = {"profile": profile, **cfg}
 cfg

@@ -34,19 +34,20 @@
 # (`configs/accelerate/zero3_bf16.yaml`); it needs the hub and about 12 GPU-hours.
 
 # %% tags=["parameters"]
-profile = "smoke"  # smoke, cpu or paper
+profile = "smoke"  # smoke, cpu, gpu or paper
+settings_file = None  # the profile's settings; None: configs/profiles/<profile>.yaml
 output_dir = None  # results folder, default runs/profile
 figures_dir = "figures"  # where figures are written
-processes = 2  # accelerate processes
-sft_steps = None  # SFT steps; None: the profile's (smoke 600, cpu 900; paper: its config)
-bfpo_steps = None  # BFPO steps; None: the profile's (smoke 300, cpu 600; paper: its config)
-eval_samples = None  # samples per evaluation prompt; None: the profile's (smoke 4, cpu 8)
+processes = None  # accelerate processes; None: the settings' (training.processes)
+sft_steps = None  # SFT steps; None: the settings' (training.sft.steps; paper: its config)
+bfpo_steps = None  # BFPO steps; None: the settings' (training.bfpo.steps; paper: its config)
+eval_samples = None  # samples per evaluation prompt; None: the settings' (training.eval_samples)
 
 # %%
 import pandas as pd
 from IPython.display import Image, Markdown, display
 
-from bfpo import cards, data, figures, labels, models, study, train
+from bfpo import cards, data, figures, labels, models, profiles, study, train
 from bfpo import toyworld as tw
 from bfpo.io import project_path, write_json
 
@@ -55,17 +56,17 @@ if profile not in ("smoke", "cpu", "gpu", "paper"):
 runs = project_path(output_dir or f"runs/{profile}")
 labeled = runs / "02_labeling"
 out_dir = runs / "03_training"
-# smoke: accelerate's defaults with `processes` CPU processes; paper: DeepSpeed ZeRO-3 with bf16
-accelerate_config = None if profile != "paper" else str(project_path("configs/accelerate/zero3_bf16.yaml"))
-# the study profile's precision: smoke "auto" (bf16 where this machine's probe finds native bf16
-# matmuls), cpu "no" (fp32, as its committed results were made)
-precision = study.PROFILES[profile].budget.mixed_precision if profile != "paper" else None
-# padded batches in both profiles, as in every other run of the study (study.Budget.padding_free says why)
-padding_free = study.PROFILES[profile].budget.padding_free if profile != "paper" else None
-if profile != "paper":  # steps and samples: the study profile's unless given
-    sft_steps = sft_steps or study.PROFILES[profile].sft_steps
-    bfpo_steps = bfpo_steps or study.PROFILES[profile].demo_steps
-eval_samples = eval_samples or (study.PROFILES[profile].demo_eval_samples if profile != "paper" else 8)
+settings = profiles.load(profile, settings_file)["training"]
+processes, eval_samples = processes or settings["processes"], eval_samples or settings["eval_samples"]
+# smoke, cpu: accelerate's defaults with `processes` CPU processes; paper: DeepSpeed ZeRO-3 with bf16
+accelerate_config = str(project_path(settings["accelerate_config"])) if "accelerate_config" in settings else None
+if profile != "paper":
+    sft_run, bfpo_run = settings["sft"], settings["bfpo"]
+    sft_steps, bfpo_steps = sft_steps or sft_run["steps"], bfpo_steps or bfpo_run["steps"]
+    # the study's precision (smoke "auto": bf16 where this machine's probe finds native bf16 matmuls; cpu "no":
+    # fp32, as its committed results were made) and padded batches, as every run of the study
+    budget = study.profile_settings(profile, settings_file).budget
+    precision, padding_free = budget.mixed_precision, budget.padding_free
 results = {"profile": profile, "processes": processes, "sft_steps": sft_steps, "bfpo_steps": bfpo_steps}
 
 # %% [markdown]
@@ -100,9 +101,9 @@ if profile != "paper":
         output_dir=str(out_dir / "sft"),
         train_data=str(labeled / "safehelp" / "sft"),
         mode="sft",
-        learning_rate=3e-3,
-        warmup_ratio=0.05,
-        per_device_batch_size=32 // processes,
+        learning_rate=sft_run["learning_rate"],
+        warmup_ratio=sft_run["warmup_ratio"],
+        per_device_batch_size=sft_run["global_batch"] // processes,
         max_steps=sft_steps,
         log_every=5,
         seed=0,
@@ -117,7 +118,7 @@ else:
         data.official_mix([(general, 1.0), (data.load(labeled / "real" / "pku_saferlhf_sft"), 0.2)]),
         out_dir / "data" / "sft_mix",
     )
-    sft_cfg = train.TrainConfig.from_yaml(project_path("configs/paper_sft.yaml"), {"output_dir": str(out_dir / "sft")})
+    sft_cfg = train.TrainConfig.from_yaml(project_path(settings["sft_config"]), {"output_dir": str(out_dir / "sft")})
 sft_summary = train.launch(sft_cfg, num_processes=processes, accelerate_config=accelerate_config)
 assert train.ranks_seen(out_dir / "sft") == list(range(processes)), "every process must have taken part"
 results["sft"] = {
@@ -140,13 +141,14 @@ if profile != "paper":
         output_dir=str(out_dir / "bfpo"),
         train_data=str(labeled / "safehelp" / "pairs"),
         buffer_data=str(labeled / "safehelp" / "buffer"),
-        buffer_ratio=0.25,
+        buffer_ratio=bfpo_run["buffer_ratio"],
         loss="bfpo",
-        beta=0.1,
-        alpha=0.5,
-        b1=3.0,
-        learning_rate=2e-4,
-        per_device_batch_size=16 // processes,
+        beta=bfpo_run["beta"],
+        alpha=bfpo_run["alpha"],
+        b1=bfpo_run["b1"],
+        learning_rate=bfpo_run["learning_rate"],
+        warmup_ratio=bfpo_run["warmup_ratio"],
+        per_device_batch_size=bfpo_run["global_batch"] // processes,
         max_steps=bfpo_steps,
         log_every=5,
         seed=0,
@@ -154,9 +156,7 @@ if profile != "paper":
         padding_free=padding_free,
     )
 else:
-    bfpo_cfg = train.TrainConfig.from_yaml(
-        project_path("configs/paper_bfpo.yaml"), {"output_dir": str(out_dir / "bfpo")}
-    )
+    bfpo_cfg = train.TrainConfig.from_yaml(project_path(settings["bfpo_config"]), {"output_dir": str(out_dir / "bfpo")})
 bfpo_summary = train.launch(bfpo_cfg, num_processes=processes, accelerate_config=accelerate_config)
 assert train.ranks_seen(out_dir / "bfpo") == list(range(processes))
 results["bfpo"] = {

@@ -51,7 +51,8 @@
 # runs the pairwise and point-wise methods with the published recipe on the real PKU-SafeRLHF pairs.
 
 # %% tags=["parameters"]
-profile = "smoke"  # smoke, cpu or paper
+profile = "smoke"  # smoke, cpu, gpu or paper
+settings_file = None  # the profile's settings; None: configs/profiles/<profile>.yaml
 output_dir = None  # results folder, default runs/profile
 figures_dir = "figures"  # where figures are written
 seeds = None  # report seeds; None: the profile's (smoke 1-4, cpu 3-12), two fixed halves A and B
@@ -101,6 +102,7 @@ results = {"profile": profile, "methods": methods}
 if profile != "paper":
     P = study.profile_settings(
         profile,
+        settings_file,
         seeds=seeds,
         tuning_seeds=tuning_seeds,
         steps=steps,

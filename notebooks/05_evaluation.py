@@ -39,18 +39,19 @@
 # full test sets fetched from the hub), judged by the HarmBench classifier.
 
 # %% tags=["parameters"]
-profile = "smoke"  # smoke, cpu or paper
+profile = "smoke"  # smoke, cpu, gpu or paper
+settings_file = None  # the profile's settings; None: configs/profiles/<profile>.yaml
 output_dir = None  # results folder, default runs/profile
 figures_dir = "figures"  # where figures are written
-limit_mc = 50  # examples per multiple-choice task (smoke; paper: all)
-limit_generative = 20  # prompts per generative task (smoke; paper: all)
-safehelp_samples = 4  # sampled answers per SafeHelp prompt
-parallel = None  # models evaluated at once (one thread each); None: 2, or 1 in the paper profile (7B models)
+limit_mc = None  # examples per multiple-choice task; None: the settings' (evaluation.limit_mc; paper: all)
+limit_generative = None  # prompts per generative task; None: the settings' (evaluation.limit_generative)
+safehelp_samples = None  # sampled answers per SafeHelp prompt; None: the settings'
+parallel = None  # models evaluated at once (one thread each); None: the settings' (1 in the paper profile: 7B)
 
 # %%
 from IPython.display import Image, Markdown, display
 
-from bfpo import evaluation, figures
+from bfpo import evaluation, figures, profiles
 from bfpo.io import project_path, write_csv, write_json
 
 if profile not in ("smoke", "cpu", "gpu", "paper"):
@@ -59,7 +60,11 @@ runs = project_path(output_dir or f"runs/{profile}")
 out_dir = runs / "05_evaluation"
 # smoke / cpu: notebook 04's chosen models (first seed) on the vendored subsets, refusal judge, greedy answers;
 # paper: the 7B models of the paper's comparison on the official BFPO evaluation (bfpo.evaluation.suite)
-setup = evaluation.suite(profile, runs, limit_mc, limit_generative)
+settings = profiles.load(profile, settings_file)["evaluation"]
+limit_mc = limit_mc or settings["limit_mc"]
+limit_generative = limit_generative or settings["limit_generative"]
+safehelp_samples, parallel = safehelp_samples or settings["safehelp_samples"], parallel or settings["parallel"]
+setup = evaluation.suite(profile, runs, limit_mc, limit_generative, settings["judge"])
 if setup.left_out:
     print(f"not trained in notebook 04, left out: {setup.left_out}")
 candidates, judge, limits = setup.models, setup.judge, setup.limits
@@ -99,7 +104,7 @@ print(f"{len(candidates)} models x {len(setup.tasks)} tasks; judge: {judge}")
 # $s_{\text{diff}} = s_{\max} - \max_{f \in F} s(\cdot, f)$ and $s_{\text{acc}} = [s_{\text{diff}} > 0]$.
 
 # %%
-df = evaluation.run_suite(setup, out_dir / "cache", safehelp_samples, parallel or (1 if profile == "paper" else 2))
+df = evaluation.run_suite(setup, out_dir / "cache", safehelp_samples, parallel)
 write_csv(out_dir / "results.csv", df)
 print(f"{len(df)} rows -> {out_dir / 'results.csv'}")
 

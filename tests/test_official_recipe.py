@@ -58,12 +58,17 @@ def test_the_official_evaluation_is_registered_and_run_by_the_paper_profile():
         assert local or evaluation.hub_sources(task), f"{task}: neither vendored nor on the hub"
     assert evaluation.DECODINGS["official"].temperature == 0.7 and evaluation.DECODINGS["official"].top_p == 0.95
     assert evaluation.DECODINGS["official"].max_new_tokens == 256
-    paper = evaluation.suite("paper", project_path("runs/paper"))
+    from bfpo import profiles
+
+    settings = profiles.load("paper")["evaluation"]
+    paper = evaluation.suite(
+        "paper", project_path("runs/paper"), settings["limit_mc"], settings["limit_generative"], settings["judge"]
+    )
     assert paper.tasks[: len(evaluation.OFFICIAL_TASKS)] == evaluation.OFFICIAL_TASKS
     assert (paper.judge, paper.decoding, paper.bos_rule) == ("harmbench_cls_contextual", "official", "none")
     assert paper.limits == {"mc": None, "generative": None} and "BFPO" in paper.models
     notebook = project_path("notebooks/05_evaluation.py").read_text(encoding="utf-8")
-    assert "setup = evaluation.suite(profile, runs, limit_mc, limit_generative)" in notebook
+    assert 'setup = evaluation.suite(profile, runs, limit_mc, limit_generative, settings["judge"])' in notebook
 
 
 def test_the_plan_checks_and_prints_every_stage_offline(capsys):

@@ -51,8 +51,9 @@ class Suite:
     left_out: list[str] = field(default_factory=list)  # models notebook 04 did not train
 
 
-def suite(profile: str, runs: Path, limit_mc: int | None = 50, limit_generative: int | None = 20) -> Suite:
-    """The evaluation of ``profile``. CPU profiles: the SFT start and notebook 04's chosen model of each
+def suite(profile: str, runs: Path, limit_mc: int | None, limit_generative: int | None, judge: str) -> Suite:
+    """The evaluation of ``profile``, with the limits (None: every example) and the judge of its settings
+    file's evaluation section (``bfpo.profiles``). CPU profiles: the SFT start and notebook 04's chosen model of each
     method (first seed, ``04_baselines/final_runs.json``), on every vendored task with the refusal judge,
     greedy answers and the tokenizer's BOS rule, plus AlpacaEval judged by Safe RLHF's reward model when
     there is one. Paper profile: :data:`PAPER_MODELS` and notebook 03's BFPO model on the official BFPO
@@ -63,8 +64,8 @@ def suite(profile: str, runs: Path, limit_mc: int | None = 50, limit_generative:
         return Suite(
             models={**PAPER_MODELS, "BFPO": str(runs / "03_training" / "bfpo" / "model")},
             tasks=[*OFFICIAL_TASKS, *(t for t in VENDORED_TASKS if t not in OFFICIAL_TASKS)],
-            judge="harmbench_cls_contextual",
-            limits={"mc": None, "generative": None},
+            judge=judge,
+            limits={"mc": limit_mc, "generative": limit_generative},
             decoding="official",
             bos_rule="none",
             hub_dir=runs / "hub_data",
@@ -82,7 +83,7 @@ def suite(profile: str, runs: Path, limit_mc: int | None = 50, limit_generative:
     return Suite(
         models={name: p for name, p in models.items() if p.is_dir()},
         tasks=[*VENDORED_TASKS, *(["alpaca_eval"] if win_rate_judge else []), "safehelp"],
-        judge="refusal",
+        judge=judge,
         limits={"mc": limit_mc, "generative": limit_generative},
         win_rate_judge=win_rate_judge,
         left_out=left_out,
