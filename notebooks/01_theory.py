@@ -44,7 +44,7 @@ import pandas as pd
 import torch
 from IPython.display import Image, Markdown, display
 
-from bfpo import figures, losses, profiles, theory
+from bfpo import figures, losses, profiles, theory, what_we_saw
 from bfpo.io import project_path, write_json
 
 # the settings file's theory section: tau is the KL strength (the BFPO code calls it beta). The paper's
@@ -400,3 +400,12 @@ display(
         f"BFPO reaches the closed-form optimum to {results['bfpo_max_abs_error']:.1e}."
     )
 )
+
+# %% [markdown]
+# ## What we saw
+#
+# The derivation, checked on the bandit, in a few lines; every number is read from the results file this notebook
+# wrote (`bfpo.what_we_saw`), so the words follow the run.
+
+# %%
+display(Markdown(what_we_saw.theory(out_dir / "results.json")))

@@ -44,7 +44,7 @@ import pandas as pd
 import torch
 from IPython.display import Image, Markdown, display
 
-from bfpo import data, figures, losses, profiles
+from bfpo import data, figures, losses, profiles, what_we_saw
 from bfpo import toyworld as tw
 from bfpo.io import project_path, write_json
 
@@ -291,3 +291,12 @@ write_json(out_dir / "results.json", results)
 display(
     Markdown(f"Results written to `{out_dir / 'results.json'}`; SafeHelp data sets under `{out_dir / 'safehelp'}`.")
 )
+
+# %% [markdown]
+# ## What we saw
+#
+# The labels the two factors give, in a few lines; every number is read from the results file this notebook
+# wrote (`bfpo.what_we_saw`), so the words follow the run.
+
+# %%
+display(Markdown(what_we_saw.labeling(out_dir / "results.json")))

@@ -47,7 +47,7 @@ eval_samples = None  # samples per evaluation prompt; None: the settings' (train
 import pandas as pd
 from IPython.display import Image, Markdown, display
 
-from bfpo import cards, data, figures, labels, models, profiles, study, train
+from bfpo import cards, data, figures, labels, models, profiles, study, train, what_we_saw
 from bfpo import toyworld as tw
 from bfpo.io import project_path, write_json
 
@@ -249,3 +249,12 @@ if profile != "paper":
 # %%
 write_json(out_dir / "results.json", results)
 display(Markdown(f"Results written to `{out_dir / 'results.json'}`; models under `{out_dir}`."))
+
+# %% [markdown]
+# ## What we saw
+#
+# One SFT and one BFPO run, in a few lines; every number is read from the results file this notebook
+# wrote (`bfpo.what_we_saw`), so the words follow the run.
+
+# %%
+display(Markdown(what_we_saw.training(out_dir / "results.json")))

@@ -73,7 +73,7 @@ import time
 import pandas as pd
 from IPython.display import Image, Markdown, display
 
-from bfpo import baselines, curves, data, figures, labels, report, safe_rlhf, selection, study, train
+from bfpo import baselines, curves, data, figures, labels, report, safe_rlhf, selection, study, train, what_we_saw
 from bfpo import ppo as ppo_lag
 from bfpo import toyworld as tw
 from bfpo.io import project_path, write_csv, write_json
@@ -474,3 +474,12 @@ display(
         "in `final_runs.json`, a summary in `results.json`."
     )
 )
+
+# %% [markdown]
+# ## What we saw
+#
+# Every method, every report seed, in a few lines; every number is read from the results file this notebook
+# wrote (`bfpo.what_we_saw`), so the words follow the run.
+
+# %%
+display(Markdown(what_we_saw.baselines(out_dir / "results.json")))

@@ -51,7 +51,7 @@ parallel = None  # models evaluated at once (one thread each); None: the setting
 # %%
 from IPython.display import Image, Markdown, display
 
-from bfpo import evaluation, figures, profiles
+from bfpo import evaluation, figures, profiles, what_we_saw
 from bfpo.io import project_path, write_csv, write_json
 
 if profile not in ("smoke", "cpu", "gpu", "paper"):
@@ -145,3 +145,12 @@ results["figure"] = shown["png"].name
 display(Image(shown["png"]))  # the saved file, inline
 write_json(out_dir / "results.json", results)
 display(Markdown(f"Tidy results: `{out_dir / 'results.csv'}`; per-example outputs in `{out_dir / 'cache'}`."))
+
+# %% [markdown]
+# ## What we saw
+#
+# The models on the benchmarks, in a few lines; every number is read from the results file this notebook
+# wrote (`bfpo.what_we_saw`), so the words follow the run.
+
+# %%
+display(Markdown(what_we_saw.evaluation(out_dir / "results.csv")))
