@@ -6,7 +6,7 @@ PROFILE ?= smoke
 EXTRAS ?= dev
 BIN := $(VENV)/bin
 
-.PHONY: reproduce book test lint wheel-check deepspeed-check gpu-check gpu-wheels clean
+.PHONY: reproduce book test test-python lint wheel-check deepspeed-check gpu-check gpu-wheels clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,17 @@ book: $(VENV)/.installed
 ## test: lint, then run the test suite (it also lints the Dockerfile with hadolint)
 test: $(VENV)/.installed lint
 	$(BIN)/python -m pytest
+
+## test-python: the fast test subset on another Python from the same lock (PY=python3.13, or a path), in its own
+## .venv-pyXY; CI runs it on the newest 3.12/3.13 it finds (pyenv or the system)
+PY ?= python3.13
+FAST_TESTS := tests/test_losses.py tests/test_theory.py tests/test_stats.py tests/test_devices.py tests/test_data.py \
+	tests/test_toyworld.py tests/test_profiles.py
+test-python:
+	$(eval OTHER := .venv-py$(shell $(PY) -c 'import sys; print("%d%d" % sys.version_info[:2])'))
+	$(MAKE) --no-print-directory VENV=$(OTHER) PYTHON=$(PY) $(OTHER)/.installed
+	$(OTHER)/bin/python --version
+	$(OTHER)/bin/python -m pytest -q -p no:cacheprovider $(FAST_TESTS)
 
 ## deepspeed-check: DeepSpeed's own validation of the ZeRO-3 config (deepspeed installs without a GPU,
 ## built against the installed torch, without its CUDA ops)
