@@ -342,11 +342,13 @@ def sweep_curve(sweep: pd.DataFrame, wording: str) -> pd.DataFrame:
 
 def run_suite(runs: list[Run], parallel: int = 2, progress: bool = True) -> None:
     """Run the unfinished runs, ``parallel`` at a time: the trainings and the reward and cost models,
-    then PPO-Lagrangian."""
+    then PPO-Lagrangian. A run listed twice (the report seeds' and the lambda sweep's runs share each
+    start's reward and cost models) is run once: two workers on one folder would collide on its lock."""
     from tqdm.auto import tqdm
 
     for stages in (("train", "score"), ("ppo",)):  # PPO needs the reward and cost models
-        jobs = [r.job for r in runs if r.stage in stages and r.job is not None]
+        unique = {tuple(r.job[1]): r.job for r in runs if r.stage in stages and r.job is not None}
+        jobs = list(unique.values())
         if not jobs:
             continue
         bar = tqdm(total=len(jobs), desc=f"{' + '.join(stages)} runs", disable=not progress)

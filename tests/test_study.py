@@ -256,9 +256,10 @@ def test_profiles_of_the_study():
     for kind in ("scary", "benign"):  # over-refusal and helpfulness sets to match
         assert sum(t.kind == kind for t in tw.TOPICS) == len(harmful)
     assert len(tw.VALIDATION_TEMPLATES) * 3 == len(tw.TEST_TEMPLATES) * 2, "validation grew in proportion"
-    short = study.profile_settings("smoke", seeds=[1, 2, 3, 4], steps=40, ppo_iterations=None)
-    assert short.seeds == [1, 2, 3, 4] and short.budget.steps == 40 and short.budget.ppo_iterations == 50
-    assert study.PROFILES["smoke"].budget.steps == 100, "overrides do not change the profile itself"
+    short = study.profile_settings("smoke", seeds=[1, 2, 3, 4], steps=7, ppo_iterations=None)
+    assert short.seeds == [1, 2, 3, 4] and short.budget.steps == 7
+    assert short.budget.ppo_iterations == smoke.budget.ppo_iterations, "None leaves a field as it is"
+    assert study.PROFILES["smoke"].budget.steps != 7, "overrides do not change the profile itself"
     with pytest.raises(ValueError, match="profile"):
         study.profile_settings("paper")
 
@@ -379,3 +380,19 @@ def test_sweep_curve_is_the_mean_over_seeds_per_lambda():
     curve = study.sweep_curve(rows, "test")
     assert curve["lambda"].tolist() == [0.0, 5.0] and curve["helpfulness"].tolist() == pytest.approx([0.7, 0.3])
     assert curve["seeds"].tolist() == [2, 2] and len(study.sweep_curve(pd.DataFrame(), "test")) == 0
+
+
+def test_a_run_listed_twice_is_run_once(monkeypatch):
+    """The report seeds' runs and the lambda sweep's share each start's reward and cost models: queued
+    together (notebook 04), the shared score model must run once, not twice on one locked folder."""
+    seen = []
+
+    def fake_run(jobs, parallel):
+        seen.append([name for name, _ in jobs])
+        yield from jobs
+
+    monkeypatch.setattr(study.bjobs, "run", fake_run)
+    score = study.Run("score", "cost_model", "start1", None, "o/cost", ("cost model", ["py", "-m", "x", "o/cost"]))
+    other = study.Run("score", "reward_model", "start1", None, "o/reward", ("reward model", ["py", "-m", "x", "o/r"]))
+    study.run_suite([score, other, score], parallel=2, progress=False)
+    assert seen == [["cost model", "reward model"]]
