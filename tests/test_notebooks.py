@@ -263,7 +263,18 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
         assert r["replicated"] == (len({r[k].split(" (")[0] for k in ("A", "B", "all")}) == 1)
         assert r["intervals"]["A"]["seeds"] == 2 and r["intervals"]["all"]["seeds"] == 4
     assert "smallest change detectable (80% power)" in summary
-    _gpu_profile_04_on_the_cpu(tmp_path)
+    assert (tmp_path / "figs" / "06_per_seed.png").stat().st_size > 0
+    for name in ("06_fig1_tradeoff_test", "06_quoted_7b_comparison", "06_safe_rlhf_lambda", "06_compute"):
+        assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 0
+    # the book of these runs: a page per notebook, each saved figure inline as the file holds it
+    from bfpo import book
+
+    html = book.build("smoke", tmp_path / "runs", tmp_path / "figs")
+    for notebook, figure in (("03_training", "03_training_curves"), ("04_baselines", "04_tradeoff")):
+        page = book._Page()
+        page.feed((html / f"{notebook}.html").read_text())
+        assert (tmp_path / "figs" / f"{figure}.png").read_bytes() in {(html / s).read_bytes() for s in page.images}
+    _gpu_profile_04_on_the_cpu(tmp_path)  # last: it writes its own notebook 04 over the smoke one
 
 
 def _gpu_profile_04_on_the_cpu(tmp_path):
@@ -304,17 +315,6 @@ def _gpu_profile_04_on_the_cpu(tmp_path):
     sweep = pd.read_csv(base / "lambda_sweep.csv")
     assert sorted(sweep["lambda"].unique()) == list(gpu.lambda_sweep) and set(sweep["seed"]) == {1}
     assert (tmp_path / "figs_gpu" / "04_tradeoff.png").stat().st_size > 0
-    assert (tmp_path / "figs" / "06_per_seed.png").stat().st_size > 0
-    for name in ("06_fig1_tradeoff_test", "06_quoted_7b_comparison", "06_safe_rlhf_lambda", "06_compute"):
-        assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 0
-    # the book of these runs: a page per notebook, each saved figure inline as the file holds it
-    from bfpo import book
-
-    html = book.build("smoke", tmp_path / "runs", tmp_path / "figs")
-    for notebook, figure in (("03_training", "03_training_curves"), ("04_baselines", "04_tradeoff")):
-        page = book._Page()
-        page.feed((html / f"{notebook}.html").read_text())
-        assert (tmp_path / "figs" / f"{figure}.png").read_bytes() in {(html / s).read_bytes() for s in page.images}
 
 
 def _killed_and_rerun_04_writes_the_same_files(tmp_path: Path, parameters: dict) -> None:
