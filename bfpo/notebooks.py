@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--settings",
         metavar="FILE",
-        help="the profile's settings file (default: configs/profiles/<profile>.yaml); a copy with other values "
+        help="the profile's settings file (default: bfpo/settings/<profile>.yaml); a copy with other values "
         "runs the profile with them",
     )
     parser.add_argument("--output-dir", help="results and executed notebooks (default: runs/<profile>)")

@@ -1,4 +1,4 @@
-"""One settings file per profile: ``configs/profiles/<profile>.yaml``.
+"""One settings file per profile: ``bfpo/settings/<profile>.yaml``.
 
 Each holds every setting a profile's run reads, in one section per stage:
 
@@ -21,10 +21,9 @@ from pathlib import Path
 import yaml
 
 from bfpo.errors import BadInput
-from bfpo.io import project_path
 
 NAMES = ("smoke", "cpu", "gpu", "paper")
-FOLDER = "configs/profiles"
+FOLDER = "bfpo/settings"  # package data: an installed wheel holds the files too (pyproject.toml)
 
 _TRAIN_RUN = {"learning_rate": float, "warmup_ratio": float, "global_batch": int, "steps": int}
 _BFPO_RUN = {"learning_rate": float, "beta": float, "alpha": float, "b1": float, "buffer_ratio": float}
@@ -63,7 +62,7 @@ def path(profile: str) -> Path:
     """The settings file of ``profile`` in this checkout."""
     if profile not in NAMES:
         raise BadInput(f"profile: expected one of {', '.join(NAMES)}, got {profile!r}")
-    return project_path(f"{FOLDER}/{profile}.yaml")
+    return Path(__file__).parent / "settings" / f"{profile}.yaml"
 
 
 def load(profile: str, settings_file: str | Path | None = None) -> dict:

@@ -563,7 +563,7 @@ def check_seeds(seeds, tuning_seeds) -> None:
 
 
 def _load_profiles(settings_file=None, only: str | None = None) -> dict[str, StudyProfile]:
-    """The study profiles of the settings files (configs/profiles/*.yaml; those whose study is not null)."""
+    """The study profiles of the settings files (bfpo/settings/*.yaml; those whose study is not null)."""
     out = {}
     for name in [only] if only else profiles.NAMES:
         settings = profiles.load(name, settings_file if only else None)
@@ -575,7 +575,7 @@ def _load_profiles(settings_file=None, only: str | None = None) -> dict[str, Stu
 
 PROFILES = _load_profiles()
 """``smoke``: CI, every figure in minutes; ``cpu``: the definitive CPU-scale study; ``gpu``: the same study
-with the seeds and grid one GPU affords in 10 minutes (docs/gpu.md). Read from configs/profiles/."""
+with the seeds and grid one GPU affords in 10 minutes (docs/gpu.md). Read from bfpo/settings/."""
 
 GPU_PROFILES = ("gpu",)
 """Study profiles that run on a CUDA device only."""

@@ -35,7 +35,7 @@
 # %% tags=["parameters"]
 # profile smoke: tau 0.5, readable probabilities; profile paper: tau 0.01 as in the BFPO recipe
 profile = "smoke"  # smoke, cpu, gpu or paper
-settings_file = None  # the profile's settings; None: configs/profiles/<profile>.yaml
+settings_file = None  # the profile's settings; None: bfpo/settings/<profile>.yaml
 output_dir = None  # results folder, default runs/profile
 figures_dir = "figures"  # where figures are written
 

@@ -52,7 +52,7 @@
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke, cpu, gpu or paper
-settings_file = None  # the profile's settings; None: configs/profiles/<profile>.yaml
+settings_file = None  # the profile's settings; None: bfpo/settings/<profile>.yaml
 output_dir = None  # results folder, default runs/profile
 figures_dir = "figures"  # where figures are written
 seeds = None  # report seeds; None: the profile's (smoke 1-4, cpu 3-12), two fixed halves A and B

@@ -40,7 +40,7 @@
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke, cpu, gpu or paper
-settings_file = None  # the profile's settings; None: configs/profiles/<profile>.yaml
+settings_file = None  # the profile's settings; None: bfpo/settings/<profile>.yaml
 output_dir = None  # results folder, default runs/profile
 figures_dir = "figures"  # where figures are written
 limit_mc = None  # examples per multiple-choice task; None: the settings' (evaluation.limit_mc; paper: all)

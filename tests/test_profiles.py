@@ -1,4 +1,4 @@
-"""One settings file per profile (configs/profiles/*.yaml, bfpo.profiles): read everywhere, checked, printed."""
+"""One settings file per profile (bfpo/settings/*.yaml, bfpo.profiles): read everywhere, checked, printed."""
 
 import json
 
