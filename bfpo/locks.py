@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,6 +101,11 @@ def _acquire(folder: Path, who: str, name: str, what: str) -> int:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             info = _read(fd)
+            for _ in range(50):  # the holder has the lock but may not have written who it is yet: wait up to 1 s
+                if info:
+                    break
+                time.sleep(0.02)
+                info = _read(fd)
             os.close(fd)
             raise FolderLocked(
                 f"{what}: another process writes it ({_describe(info)}); wait for it to finish, or stop "
