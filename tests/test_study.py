@@ -110,7 +110,7 @@ def test_selection_refuses_test_wordings():
 def test_every_method_gets_the_same_number_of_grid_points():
     grids = selection.grids(["bfpo", "safe_rlhf"], study.PROFILES["cpu"].grids)
     assert {m: len(g) for m, g in grids.items()} == {"bfpo": 2, "safe_rlhf": 2}
-    assert grids["bfpo"]["lr0.0005"] == {"learning_rate": 5e-4}
+    assert grids["bfpo"]["lr0.001"] == {"learning_rate": 1e-3}
     assert grids["safe_rlhf"]["m3"] == {"ppo_cost_margin": 3.0}
     for profile in study.PROFILES.values():
         sizes = {len(g) for g in selection.grids(["dpo_helpful", "ulma", "safe_rlhf"], profile.grids).values()}
