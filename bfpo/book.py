@@ -7,17 +7,21 @@ Sphinx with myst-nb renders the executed copies in ``runs/<profile>/notebooks/``
 (nothing is executed again, so the figures stay the committed ones, inline as the notebooks show
 them); the README is the front page, each page of ``docs/`` a page, and the profile's ``RESULTS.md``
 a page of its own. Progress bars (stderr) are left out, and the building machine's paths (papermill's
-injected parameters) are written relative to the checkout. The math renders without network:
-MathJax 2.7 is served from the site itself, copied from the ``jupyter-server-mathjax`` package. Any
+injected parameters) are written relative to the checkout. The math renders without network: every
+formula is pre-rendered to MathML (``latex2mathml``), which browsers draw without any script, and
+MathJax 2.7, served from the site itself (copied from the ``jupyter-server-mathjax`` package),
+typesets that MathML where its script runs. Any
 Sphinx warning, a broken internal link included, fails the build. The site goes to
 ``runs/<profile>/book/html/index.html``; after building, :func:`check` reads every page: each
 notebook and docs page has one, none holds an error output, every image a page references exists,
-math loads MathJax from the site only, and no page shows the building machine's checkout path.
+every formula is MathML, math loads MathJax from the site only, and no page shows the building
+machine's checkout path.
 """
 
 from __future__ import annotations
 
 import argparse
+import html as html_text
 import re
 import shutil
 import sys
@@ -128,10 +132,53 @@ def build(
     args = ["-b", "html", "-j", "auto", "-W", "--keep-going", *(["-q"] if quiet else []), str(book / "src"), str(html)]
     if build_main(args) != 0:
         raise RuntimeError(f"sphinx could not build the book of {runs_dir}; see its messages above")
+    render_math(html)
     problems = check(html, pages + [f"docs/{d}" for d in docs_pages()])
     if problems:
         raise RuntimeError(f"{html}: " + "; ".join(problems))
     return html
+
+
+MATH = re.compile(r'<(span|div) class="math notranslate nohighlight"([^>]*)>(.*?)</\1>', re.S)
+"""A formula as Sphinx writes it for MathJax: ``\\(...\\)`` inline in a span, ``\\[...\\]`` in a div."""
+UNKNOWN = re.compile(r">\\[A-Za-z]+<")
+RENDERED = re.compile(r'<(span|div) class="math(?: [^"]*)?"[^>]*>(.*?)</\1>', re.S)
+
+
+def _tex(source: str) -> str:
+    tex = html_text.unescape(source).strip()
+    for left, right in (("\\(", "\\)"), ("\\[", "\\]"), ("$$", "$$")):
+        if tex.startswith(left) and tex.endswith(right):
+            return tex[len(left) : -len(right)].strip()
+    return tex
+
+
+def render_math(html: str | Path) -> int:
+    """Replace every formula of the site's pages with its MathML (``latex2mathml``), so that a browser shows
+    it without running any script; returns how many were rendered. A formula that cannot be converted is
+    left as TeX for MathJax, and :func:`check` names it."""
+    from latex2mathml.converter import convert
+
+    rendered = 0
+
+    def mathml(match: re.Match) -> str:
+        nonlocal rendered
+        tag, attrs, source = match.groups()
+        try:
+            out = convert(_tex(source), display="block" if tag == "div" else "inline")
+        except Exception:  # noqa: BLE001 - any converter failure leaves the TeX, which check() reports
+            return match.group(0)
+        if UNKNOWN.search(out):  # a command the converter does not know, passed through as text
+            return match.group(0)
+        rendered += 1
+        return f'<{tag} class="math"{attrs}>{out}</{tag}>'
+
+    for path in Path(html).rglob("*.html"):
+        text = path.read_text(encoding="utf-8")
+        new = MATH.sub(mathml, text)
+        if new != text:
+            path.write_text(new, encoding="utf-8")
+    return rendered
 
 
 class _Page(HTMLParser):
@@ -156,8 +203,9 @@ class _Page(HTMLParser):
 
 def check(html: str | Path, pages: list[str]) -> list[str]:
     """What is wrong with a built site: a notebook or docs page without a page, a page holding an
-    error output, an image reference to a file that is not there, math that would load MathJax from
-    the network (or not at all), the building machine's checkout path. Empty when all is well."""
+    error output, an image reference to a file that is not there, a formula not rendered to MathML,
+    math that would load MathJax from the network (or not at all), the building machine's checkout
+    path. Empty when all is well."""
     html = Path(html)
     root = str(project_path("."))
     problems = []
@@ -176,6 +224,9 @@ def check(html: str | Path, pages: list[str]) -> list[str]:
             problems.append(f"{rel} loads MathJax from the network")
         if parser.math and not any((path.parent / s.split("?")[0]).is_file() for s in mathjax):
             problems.append(f"{rel} shows math but loads no MathJax from the site")
+        tex = [_tex(m.group(2))[:60] for m in RENDERED.finditer(text) if "<math" not in m.group(2)]
+        if tex:
+            problems.append(f"{rel} shows {len(tex)} formula(s) not rendered to MathML, the first {tex[0]!r}")
         if root in text:
             problems.append(f"{rel} shows the building machine's path {root}")
         for src in parser.images:

@@ -35,6 +35,21 @@ BAD_INPUT_ERRORS = ("BadInput", "ConfigError", "DataError", "NoIntactCheckpoint"
 """Error names that, raised in a notebook, mean bad input (the runner exits 2 for them)."""
 
 
+PROFILE_TAGS = {"safehelp": ("smoke", "cpu", "gpu"), "paper": ("paper",)}
+"""Cells tagged ``safehelp`` run in the SafeHelp profiles only, cells tagged ``paper`` in the paper profile
+only (notebook 04 keeps its paper recipe in one tagged section); untagged cells run in every profile."""
+
+
+def profile_cells(nb_path, profile: str):
+    """The notebook at ``nb_path`` without the cells tagged for other profiles (:data:`PROFILE_TAGS`)."""
+    import nbformat
+
+    nb = nbformat.read(str(nb_path), as_version=4)
+    skip = {tag for tag, profiles in PROFILE_TAGS.items() if profile not in profiles}
+    nb.cells = [c for c in nb.cells if not skip & set(c.metadata.get("tags", ()))]
+    return nb
+
+
 class NotebookFailed(RuntimeError):
     """A notebook raised: the one-line message names the notebook, the cell and the error."""
 
@@ -150,7 +165,7 @@ def _execute(notebooks: list[Path], params: dict, out: Path, kernel_name: str, p
         try:
             with _env(runs.LEDGER_ENV, str(ledger)):  # the kernel inherits it
                 pm.execute_notebook(
-                    str(nb),
+                    profile_cells(nb, params["profile"]),
                     str(executed_dir / nb.name),
                     parameters=params,
                     kernel_name=kernel_name,

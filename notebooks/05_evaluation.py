@@ -75,7 +75,7 @@ print(f"{len(candidates)} models x {len(setup.tasks)} tasks; judge: {judge}")
 #
 # **Multiple choice** (lm-evaluation-harness 0.4). Each choice $a_k$ is scored by its summed
 # log-likelihood as a continuation of the context $x$, $\ell_k = \sum_t \log \pi(a_{k,t} \mid x, a_{k,<t})$;
-# the prediction is $\arg\max_k \ell_k$ (``acc``), or $\arg\max_k \ell_k / \text{bytes}(a_k)$ (``acc_norm``).
+# the prediction is $\mathrm{arg\,max}_k \ell_k$ (``acc``), or $\mathrm{arg\,max}_k \ell_k / \text{bytes}(a_k)$ (``acc_norm``).
 # TruthfulQA MC2 is the normalised probability mass of the true answers $T$ among all answers $A$,
 # $\text{mc2} = \sum_{k \in T} e^{\ell_k} / \sum_{k \in A} e^{\ell_k}$. CrowS-Pairs reports
 # ``pct_stereotype``, the share of pairs whose more stereotypical sentence is likelier (0.5 is unbiased),

@@ -82,13 +82,8 @@ for wording in ("training", "test"):
     means = part.groupby("title")[["helpfulness", "harmlessness"]].mean()
     front = report.pareto_front({t: (r.helpfulness, r.harmlessness) for t, r in means.iterrows()})
     curve = study.sweep_curve(sweep, wording)
-    fig = figures.plot_tradeoff(
-        part,
-        title=f"SafeHelp, {wording} wordings ({len(seeds)} seeds, measured here)",
-        intervals=intervals,
-        front=front,
-        curve=curve,
-    )
+    title = f"SafeHelp, {wording} wordings ({len(seeds)} seeds, measured here)"
+    fig = figures.plot_tradeoff(part, title=title, intervals=intervals, front=front, curve=curve)
     name = f"06_fig1_tradeoff_{wording}"
     caption = (
         f"The analogue of the BFPO paper's Figure 1 on the SafeHelp world: gold-judge helpfulness (benign and "
@@ -101,6 +96,12 @@ for wording in ("training", "test"):
         f"with that seed. Measured here (profile {profile})."
     )
     made[name] = figures.save_figure(fig, name, caption, figures_dir)["png"]
+display(Image(made["06_fig1_tradeoff_test"]))
+
+# %% [markdown]
+# Every seed as a dot: the spread the intervals summarise.
+
+# %%
 test = df[df["wording"] == "test"]
 fig = figures.plot_per_seed(test, title="SafeHelp, test wordings: one dot per seed (measured here)")
 caption = (
@@ -108,7 +109,6 @@ caption = (
     f"the mean over seeds {list(map(int, seeds))}. Measured here (profile {profile})."
 )
 made["06_per_seed"] = figures.save_figure(fig, "06_per_seed", caption, figures_dir)["png"]
-display(Image(made["06_fig1_tradeoff_test"]))
 display(Image(made["06_per_seed"]))
 
 # %% [markdown]
@@ -165,6 +165,12 @@ made["06_training_curves"] = figures.save_figure(fig, "06_training_curves", capt
 fig = figures.plot_method_margins(baselines_summary["margins_seed0"], targets)
 caption = "Implicit-reward margin beta*h per method and label combination on held-out pairs (seed 0). Measured here."
 made["06_method_margins"] = figures.save_figure(fig, "06_method_margins", caption, figures_dir)["png"]
+display(Image(made["06_method_margins"]))
+
+# %% [markdown]
+# The multiplier, per seed, then the compute curves.
+
+# %%
 if "safe_rlhf" in final_runs:
     ppo_dirs = {f"seed {s}": Path(p).parent for s, p in final_runs["safe_rlhf"]["models"].items()}
     fig = figures.plot_safe_rlhf(
@@ -186,7 +192,6 @@ caption = (
 )
 made["06_compute"] = figures.save_figure(fig, "06_compute", caption, figures_dir)["png"]
 display(Image(made["06_compute"]))
-display(Image(made["06_method_margins"]))
 
 # %% [markdown]
 # ## The paper's claims beside this run

@@ -114,6 +114,25 @@ def test_docs_pages_are_in_the_book_and_its_math_renders_offline(tmp_path):
     (mathjax,) = [s for s in page.scripts if "mathjax" in s.lower()]
     assert not mathjax.startswith(("http", "//")) and (html / mathjax.split("?")[0]).is_file()
     assert "cdn" not in (html / "01_theory.html").read_text().lower()
+    # every formula is pre-rendered MathML, which a browser draws with no script and no network
+    text = (html / "01_theory.html").read_text()
+    assert "<mi>&#x02112;</mi>" in text or "<mi>ℒ</mi>" in text, "the notebook's \\mathcal{L} is MathML"
+    assert not [m for m in book.RENDERED.finditer(text) if "<math" not in m.group(2)]
+    assert not book.check(html, [])
+
+
+def test_a_formula_left_as_tex_is_named(tmp_path):
+    page = tmp_path / "p.html"
+    page.write_text(
+        '<script src="m/MathJax.js"></script><span class="math notranslate nohighlight">\\(x^2\\)</span>'
+        '<div class="math notranslate nohighlight">\\[\\frac{1}{\\notacommand</div>'
+    )
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "MathJax.js").write_text("")
+    assert book.render_math(tmp_path) == 1  # x^2 converts; the broken formula stays TeX
+    assert "<msup><mi>x</mi><mn>2</mn></msup>" in page.read_text()
+    (problem,) = book.check(tmp_path, [])
+    assert "p.html shows 1 formula(s) not rendered to MathML" in problem and "frac" in problem
 
 
 def test_a_broken_internal_link_fails_the_build(tmp_path):
