@@ -34,13 +34,13 @@
 # | SafeDPO | helpfulness order; a pair whose helpful answer is unsafe and the other safe is swapped | $-\log\sigma(\beta h_\pi(y_{tw}, y_{tl}) - (h_{tl} - h_{tw})\Delta)$ |
 # | Safe RLHF | reward model (helpfulness), cost model (harmfulness + sign), then PPO-Lagrangian | $\min_\theta\max_{\lambda\ge0} -J_R + \lambda (J_C - d)$ |
 #
-# **The protocol**, fixed before any test number was looked at (README, "The SafeHelp study"):
+# **The protocol**, fixed before any test number was looked at (`docs/study.md`):
 #
 # 1. Three disjoint sets of prompt wordings (`bfpo.toyworld.SPLITS`): *training* (all training
 #    data), *validation* (choosing hyper-parameters) and *test* (every number reported).
-# 2. The same tuning budget for every method: the same number of grid points (learning rate and
-#    $\beta$; Safe RLHF: the margin $m$ of its threshold $d = J_C(\text{start}) - m$ and the PPO length),
-#    each trained with the tuning seeds.
+# 2. The same tuning budget for every method: the same number of grid points (the learning rate;
+#    Safe RLHF: the margin $m$ of its threshold $d = J_C(\text{start}) - m$), each trained with the
+#    tuning seeds.
 # 3. One selection rule (`bfpo.selection`): the grid point with the highest validation
 #    $\tfrac12(\text{helpfulness} + \text{harmlessness})$, averaged over the tuning seeds.
 # 4. The chosen configuration is trained with every seed and judged on the test wordings; the
@@ -48,7 +48,7 @@
 #
 # The smoke profile (CI) runs a small version of this (2 grid points, 1 tuning seed, 4 report seeds); the
 # `cpu` profile is the definitive one (2 grid points, 3 tuning seeds, 10 report seeds in two halves); the
-# settings of each are in `bfpo/settings/<profile>.yaml` ([profiles](../docs/profiles.md)). Each step is one
+# settings of each are in `bfpo/settings/<profile>.yaml` (described in `docs/profiles.md`). Each step is one
 # function of `bfpo.protocol`. The paper profile has no SafeHelp study: its one section, at the end, trains
 # the pairwise and point-wise methods with the published recipe on the real PKU-SafeRLHF pairs
 # (`bfpo.notebooks` runs only the cells tagged for the profile: `safehelp` or `paper`).
