@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=PROFILES,
         default="smoke",
         help="smoke: CPU, minutes, for CI (default); cpu: the definitive CPU-scale study, 10 report seeds, about "
-        "two hours on 2 cores; gpu: the same study with 30 report seeds and a 4-point grid, 10 minutes on one GPU; "
+        "an hour on 2 cores; gpu: the same study with 30 report seeds and a 4-point grid, 10 minutes on one GPU; "
         "paper: the paper's settings, multi-GPU",
     )
     parser.add_argument(

@@ -44,3 +44,22 @@ def test_readme_headline_is_the_committed_cpu_runs_replicated_table():
             assert not row[-1].startswith("not replicated"), row
         else:
             assert row[-1].startswith("not replicated"), row
+
+
+def test_every_interval_the_readme_quotes_is_in_the_committed_results():
+    """The plain-words summary under the README's tables quotes intervals from RESULTS.md verbatim, so a
+    re-run that changes them fails here until the words are rewritten."""
+    results = project_path("figures/cpu/RESULTS.md").read_text()
+    readme = project_path("README.md").read_text()
+    section = readme[readme.index("## Results (cpu profile)") : readme.index("## Where to read on")]
+    quoted = re.findall(r"[-+]?\d+\.\d+ \[[-+]?\d+\.\d+, [-+]?\d+\.\d+\]", section)
+    assert len(quoted) >= 5, "the summary quotes the headline intervals"
+    missing = [q for q in quoted if q not in results]
+    assert not missing, f"README quotes intervals that RESULTS.md does not hold: {missing}"
+
+
+def test_the_study_page_power_table_is_the_committed_cpu_runs():
+    results = project_path("figures/cpu/RESULTS.md").read_text().splitlines()
+    page = project_path("docs/study.md").read_text().splitlines()
+    header = "| method, metric | seeds x prompts |"
+    assert _table(page, header) == _table(results, header) != []
