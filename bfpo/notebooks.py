@@ -23,11 +23,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bfpo import configs, locks
+from bfpo import configs, locks, profiles
 from bfpo.errors import BadInput, run_cli
 from bfpo.io import project_path, write_json
 
-PROFILES = ("smoke", "cpu", "gpu", "paper")
+PROFILES = profiles.NAMES
 FIGURES = {"smoke": "figures", "cpu": "figures/cpu", "gpu": "figures/gpu", "paper": "figures/paper"}
 """Where each profile's figures and RESULTS.md go by default (the committed smoke and cpu results stay apart)."""
 

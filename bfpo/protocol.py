@@ -23,13 +23,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from bfpo import baselines, curves, data, figures, labels, report, safe_rlhf, selection, study, train
+from bfpo import baselines, curves, data, figures, labels, profiles, report, safe_rlhf, selection, study, train
 from bfpo import ppo as ppo_lag
 from bfpo import toyworld as tw
 from bfpo.io import project_path, write_csv
 from bfpo.runs import read_metrics
-
-PROFILES = ("smoke", "cpu", "gpu", "paper")
 
 TITLES = {
     **{m.name: m.title for m in baselines.METHODS.values()},
@@ -76,8 +74,8 @@ def setup(profile: str, settings_file=None, output_dir=None, methods=None, paral
     """Check the notebook's parameters and resolve the profile's settings (``overrides``: seeds,
     tuning_seeds, steps, ppo_iterations, eval_samples, harmful_test_prompts, sft_steps; None keeps the
     profile's). Refuses an unknown profile or method, and a run whose notebooks 02 and 03 are missing."""
-    if profile not in PROFILES:
-        raise ValueError(f"profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
+    if profile not in profiles.NAMES:
+        raise ValueError(f"profile: expected one of {', '.join(profiles.NAMES)}, got {profile!r}")
     profile_methods = study.PROFILES[profile].methods if profile in study.PROFILES else None
     methods = list(methods or profile_methods or study.default_methods())
     unknown = sorted(set(methods) - set(study.ALL_METHODS))

@@ -13,8 +13,6 @@ from bfpo import cards, data, models, profiles, study, train
 from bfpo import toyworld as tw
 from bfpo.io import project_path
 
-PROFILES = ("smoke", "cpu", "gpu", "paper")
-
 SFT_KEYS = ("steps", "processes", "global_batch", "seconds", "trainable_parameters", "mixed_precision")
 BFPO_KEYS = SFT_KEYS[:4] + ("train_examples", "buffer_examples", "skipped_truncated") + SFT_KEYS[4:]
 """What ``results.json`` keeps of each training summary."""
@@ -43,8 +41,8 @@ class Run:
 def setup(profile, settings_file=None, output_dir=None, processes=None, sft_steps=None, bfpo_steps=None,
           eval_samples=None) -> Run:  # fmt: skip
     """Resolve the profile's training settings (None keeps the settings file's value)."""
-    if profile not in PROFILES:
-        raise ValueError(f"profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
+    if profile not in profiles.NAMES:
+        raise ValueError(f"profile: expected one of {', '.join(profiles.NAMES)}, got {profile!r}")
     runs = project_path(output_dir or f"runs/{profile}")
     settings = profiles.load(profile, settings_file)["training"]
     # smoke, cpu, gpu: accelerate's defaults with `processes` CPU processes; paper: DeepSpeed ZeRO-3 with bf16
