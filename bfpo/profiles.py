@@ -4,7 +4,8 @@ Each holds every setting a profile's run reads, in one section per stage:
 
     theory       notebook 01 (the finite bandit)
     labeling     notebook 02 (the data sets and the SafeHelp world's size)
-    training     notebook 03 (SFT then BFPO; the paper profile names its recipe's config files)
+    training     notebook 03 (SFT then BFPO; the paper profile names its recipe's config files; ``real``:
+                 the real chat model's code path at toy size, bfpo.real_check)
     study        notebook 04 (bfpo.study.StudyProfile and its Budget; null where the study does not run)
     evaluation   notebook 05 (bfpo.evaluation.suite)
 
@@ -27,6 +28,19 @@ FOLDER = "bfpo/settings"  # package data: an installed wheel holds the files too
 
 _TRAIN_RUN = {"learning_rate": float, "warmup_ratio": float, "global_batch": int, "steps": int}
 _BFPO_RUN = {"learning_rate": float, "beta": float, "alpha": float, "b1": float, "buffer_ratio": float}
+_REAL_RUN = {  # bfpo.real_check: the real chat model's code path at toy size
+    "model": str,
+    "pairs": int,
+    "steps": int,
+    "global_batch": int,
+    "learning_rate": float,
+    "beta": float,
+    "max_length": int,
+    "trainable": str,
+    "mixed_precision": str,
+    "prompts": int,
+    "max_new_tokens": int,
+}
 SECTIONS = {
     "theory": {"tau": float, "alpha": float, "b1": float, "steps": int, "lr": float},
     "labeling": {
@@ -44,6 +58,7 @@ SECTIONS = {
         "sft_config": str,
         "bfpo_config": str,
         "accelerate_config": str,
+        "real": dict,
     },
     "study": None,  # checked by bfpo.study.StudyProfile.from_settings
     "evaluation": {
@@ -55,7 +70,7 @@ SECTIONS = {
     },
 }
 """Each section's keys and the type of each value (None: checked where the section is read)."""
-SUB_RUNS = {"sft": _TRAIN_RUN, "bfpo": {**_TRAIN_RUN, **_BFPO_RUN}}
+SUB_RUNS = {"sft": _TRAIN_RUN, "bfpo": {**_TRAIN_RUN, **_BFPO_RUN}, "real": _REAL_RUN}
 
 
 def path(profile: str) -> Path:

