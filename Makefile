@@ -6,7 +6,7 @@ PROFILE ?= smoke
 EXTRAS ?= dev
 BIN := $(VENV)/bin
 
-.PHONY: real-model reproduce book test test-python lint wheel-check deepspeed-check gpu-check gpu-wheels clean
+.PHONY: real-model browser book-check reproduce book test test-python lint wheel-check deepspeed-check gpu-check gpu-wheels clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,17 @@ reproduce: $(VENV)/.installed real-model
 book: $(VENV)/.installed
 	$(BIN)/python -m bfpo.book --profile $(PROFILE)
 
+## browser: Debian's Chromium for the book's browser check and its tests (apt-get as root, once; nothing when present)
+browser: $(VENV)/.installed
+	$(BIN)/python -c "from bfpo.book_check import chromium; print(chromium())"
+
+## book-check: read every page of the built book (make book) in headless Chromium, offline: no math error, no failed
+## resource or image, no code cut off; a screenshot per page in runs/$(PROFILE)/book/screenshots
+book-check: $(VENV)/.installed browser
+	$(BIN)/python -m bfpo.book_check --profile $(PROFILE)
+
 ## test: lint, then run the test suite (it also lints the Dockerfile with hadolint)
-test: $(VENV)/.installed lint real-model
+test: $(VENV)/.installed lint real-model browser
 	$(BIN)/python -m pytest
 
 ## test-python: the fast test subset on another Python from the same lock (PY=python3.13, or a path), in its own

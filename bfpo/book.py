@@ -7,15 +7,15 @@ Sphinx with myst-nb renders the executed copies in ``runs/<profile>/notebooks/``
 (nothing is executed again, so the figures stay the committed ones, inline as the notebooks show
 them); the README is the front page, each page of ``docs/`` a page, and the profile's ``RESULTS.md``
 a page of its own. Progress bars (stderr) are left out, and the building machine's paths (papermill's
-injected parameters) are written relative to the checkout. The math renders without network: every
-formula is pre-rendered to MathML (``latex2mathml``), which browsers draw without any script, and
-MathJax 2.7, served from the site itself (copied from the ``jupyter-server-mathjax`` package),
-typesets that MathML where its script runs. Any
+injected parameters) are written relative to the checkout. The math renders without network or script: every
+formula is pre-rendered to MathML (``latex2mathml``), which Chromium and Firefox draw natively; no page
+loads MathJax (whose re-reading of MathML as XML broke on a no-break space). Long code lines and wide
+tables scroll inside their block (the book's ``bfpo.css``). Any
 Sphinx warning, a broken internal link included, fails the build. The site goes to
 ``runs/<profile>/book/html/index.html``; after building, :func:`check` reads every page: each
 notebook and docs page has one, none holds an error output, every image a page references exists,
-every formula is MathML, math loads MathJax from the site only, and no page shows the building
-machine's checkout path.
+every formula is MathML with no no-break space, no page loads MathJax, and no page shows the building
+machine's checkout path. :mod:`bfpo.book_check` then reads every page in headless Chromium.
 """
 
 from __future__ import annotations
@@ -42,12 +42,27 @@ myst_heading_anchors = 3
 html_theme = "alabaster"
 html_theme_options = {{"page_width": "1100px", "sidebar_width": "260px"}}
 html_title = "bfpo ({profile})"
-exclude_patterns = ["_build", "_mathjax", "figures/**", "results_figures/**"]  # figure captions are not pages
+exclude_patterns = ["_build", "_bfpo_static", "figures/**", "results_figures/**"]  # figure captions are not pages
 suppress_warnings = ["myst.header", "misc.highlighting_failure"]
-# MathJax 2.7 from the site's own _static/mathjax (jupyter-server-mathjax's files): math renders offline
-html_static_path = ["_mathjax"]
-mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
-mathjax2_config = {{"tex2jax": {{"inlineMath": [["\\\\(", "\\\\)"]], "displayMath": [["\\\\[", "\\\\]"]]}}}}
+# Math: bfpo.book.render_math turns every formula into MathML after the build, which browsers draw natively
+# (Chromium and Firefox), so no page loads MathJax: a renderer that writes Sphinx's math spans and no script
+html_math_renderer = "mathml"
+# long code lines and wide tables scroll inside their block instead of being cut off at the column's edge
+html_static_path = ["_bfpo_static"]
+html_css_files = ["bfpo.css"]
+
+
+def setup(app):
+    from sphinx.ext import mathjax
+
+    app.add_html_math_renderer("mathml", (mathjax.html_visit_math, None), (mathjax.html_visit_displaymath, None))
+"""
+
+CSS = """/* written by bfpo.book: code and outputs wider than the column scroll inside their block */
+div.highlight pre, div.cell_output pre, div.output pre { overflow-x: auto; }
+div.cell_output, div.output { overflow-x: auto; max-width: 100%; }
+div.cell_output table, div.output table { display: block; overflow-x: auto; max-width: 100%; }
+math[display="block"] { overflow-x: auto; max-width: 100%; }
 """
 
 TOC = """
@@ -73,9 +88,8 @@ def stage(profile: str, runs_dir: Path, src: Path, figures_dir: Path) -> list[st
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir(parents=True)
     (src / "conf.py").write_text(CONF.format(profile=profile), encoding="utf-8")
-    import jupyter_server_mathjax
-
-    shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / "static", src / "_mathjax" / "mathjax")
+    (src / "_bfpo_static").mkdir()
+    (src / "_bfpo_static" / "bfpo.css").write_text(CSS, encoding="utf-8")
     for nb in notebooks:
         (src / nb.name).write_text(_relative(nb.read_text(encoding="utf-8")), encoding="utf-8")
     shutil.copytree(project_path("docs"), src / "docs")
@@ -153,10 +167,24 @@ def _tex(source: str) -> str:
     return tex
 
 
+NO_BREAK_SPACES = ("\u00a0", "&nbsp;", "&#160;", "&#xa0;", "&#x000a0;", "&#x0a0;")
+"""A no-break space in a formula, as a character or an entity: a MathML reader that re-parses the markup as
+XML (MathJax 2 did) knows no ``&nbsp;`` and shows an error box instead of the formula."""
+
+
+def _normalise(mathml: str) -> str:
+    """The converter's MathML with every no-break space (TeX's ``~``, ``\\ `` and the spaces of ``\\text``) written
+    as ``&#x2004;``, a three-per-em space: the width of TeX's interword space, a numeric reference that every XML and
+    HTML reader knows, and not trimmed at the ends of ``<mtext>`` as a plain space would be."""
+    for nbsp in NO_BREAK_SPACES:
+        mathml = re.sub(re.escape(nbsp), "&#x2004;", mathml, flags=re.I)
+    return mathml
+
+
 def render_math(html: str | Path) -> int:
     """Replace every formula of the site's pages with its MathML (``latex2mathml``), so that a browser shows
     it without running any script; returns how many were rendered. A formula that cannot be converted is
-    left as TeX for MathJax, and :func:`check` names it."""
+    left as TeX, and :func:`check` names it. No-break spaces become plain spaces (:func:`_normalise`)."""
     from latex2mathml.converter import convert
 
     rendered = 0
@@ -170,6 +198,7 @@ def render_math(html: str | Path) -> int:
             return match.group(0)
         if UNKNOWN.search(out):  # a command the converter does not know, passed through as text
             return match.group(0)
+        out = _normalise(out)
         rendered += 1
         return f'<{tag} class="math"{attrs}>{out}</{tag}>'
 
@@ -203,8 +232,8 @@ class _Page(HTMLParser):
 
 def check(html: str | Path, pages: list[str]) -> list[str]:
     """What is wrong with a built site: a notebook or docs page without a page, a page holding an
-    error output, an image reference to a file that is not there, a formula not rendered to MathML,
-    math that would load MathJax from the network (or not at all), the building machine's checkout
+    error output, an image reference to a file that is not there, a formula not rendered to MathML or
+    holding a no-break space, a page that loads MathJax, the building machine's checkout
     path. Empty when all is well."""
     html = Path(html)
     root = str(project_path("."))
@@ -220,13 +249,18 @@ def check(html: str | Path, pages: list[str]) -> list[str]:
         if parser.errors:
             problems.append(f"{rel} shows {parser.errors} error output(s)")
         mathjax = [s for s in parser.scripts if "mathjax" in s.lower()]
-        if any(s.startswith(("http:", "https:", "//")) for s in mathjax):
-            problems.append(f"{rel} loads MathJax from the network")
-        if parser.math and not any((path.parent / s.split("?")[0]).is_file() for s in mathjax):
-            problems.append(f"{rel} shows math but loads no MathJax from the site")
-        tex = [_tex(m.group(2))[:60] for m in RENDERED.finditer(text) if "<math" not in m.group(2)]
+        if mathjax:
+            problems.append(f"{rel} loads MathJax ({mathjax[0]}): the book's formulas are MathML, drawn natively")
+        formulas = [m.group(2) for m in RENDERED.finditer(text)]
+        tex = [_tex(f)[:60] for f in formulas if "<math" not in f]
         if tex:
             problems.append(f"{rel} shows {len(tex)} formula(s) not rendered to MathML, the first {tex[0]!r}")
+        spaced = [f for f in formulas if any(n in f.lower() for n in NO_BREAK_SPACES)]
+        if spaced:
+            problems.append(
+                f"{rel} has {len(spaced)} formula(s) holding a no-break space, the first "
+                f"{html_text.unescape(re.sub('<[^>]+>', ' ', spaced[0])).split()[:8]}"
+            )
         if root in text:
             problems.append(f"{rel} shows the building machine's path {root}")
         for src in parser.images:
