@@ -3,6 +3,8 @@ with precomputed reference log-probs) and a plain PyTorch loop, with each one's 
 
     python benchmarks/bench_training.py                      # 1.3M and 5.8M parameters, 30 steps
     python benchmarks/bench_training.py --sizes 5.8M --steps 40 --bf16
+    python benchmarks/bench_training.py --sizes smollm2-135m --workers trl_bf16 bfpo_bf16 trl_precompute bfpo \
+        --steps 16 --warmup 3 --repeats 1 --out benchmarks/results/training_smollm2.json   # the real chat model
 
 Every trainer gets the same tiny Llama, tokenizer, SafeHelp pairs, sigmoid-DPO loss (beta 0.1),
 learning rate, clipping (1.0), batches (the same pairs in the same order: TRL reads them
@@ -35,7 +37,16 @@ from pathlib import Path
 SIZES = {  # tiny Llamas: hidden, layers, heads, intermediate (vocabulary 1024, tied embeddings)
     "1.3M": (128, 6, 4, 352),
     "5.8M": (256, 8, 8, 560),
+    "smollm2-135m": None,  # the real chat model (make real-model): PKU-SafeRLHF pairs, down_proj only
 }
+REAL = "smollm2-135m"
+"""SmolLM2-135M-Instruct on the real-model experiment's PKU preference pairs, every trainer training only the
+MLP down_proj weights (26.5M of 134.5M parameters, the paper's selective tuning), bfpo.train with the BFPO loss
+(beta 0.01; its cost is DPO's), TRL with sigmoid DPO; prompts through the model's chat template."""
+
+
+def _real(root: Path) -> bool:
+    return (root / "real").exists()
 
 
 def machine(threads: int) -> dict:
@@ -65,6 +76,14 @@ def prepare(root: Path, n_pairs: int, size: str) -> None:
     from bfpo import data, models
     from bfpo import toyworld as tw
 
+    if size == REAL:
+        from bfpo import real_data, real_model
+
+        pairs = real_data.part(real_data.pku_pairs(), "preference").remove_columns("split")
+        data.save(pairs.select(range(min(n_pairs, len(pairs)))), root / "pairs")
+        (root / "init").symlink_to(real_model.resolve(real_model.NAME))
+        (root / "real").write_text(REAL)
+        return
     pairs = tw.preference_pairs(n_pairs, tw.WorldConfig(seed=0))
     data.save(pairs, root / "pairs")
     texts = [models.format_prompt(p) + " " + c for p, c in zip(pairs["prompt"], pairs["chosen"], strict=True)]
@@ -95,6 +114,8 @@ def _config(root: Path, args, **overrides):
         progress=False,
         num_threads=args.threads,
     )
+    if _real(root):
+        values |= {"trainable": ["down_proj"], "loss": "bfpo", "beta": 0.01}
     return train.TrainConfig(**(values | overrides))
 
 
@@ -137,6 +158,8 @@ def run_plain(root: Path, args, bf16: bool = False) -> list[float]:
     items, steps = _items(root, args)
     pad = models.load_tokenizer(root / "init").pad_token_id
     model = models.load_model(root / "init")
+    if _real(root):
+        models.select_trainable(model, ["down_proj"])
 
     def logps(batch):
         seqs = [(it["prompt"], it["responses"][k]) for k in (0, 1) for it in batch]
@@ -157,7 +180,7 @@ def run_plain(root: Path, args, bf16: bool = False) -> list[float]:
         for ids in steps:
             out = logps([items[i] for i in ids])
             ref[tuple(ids)] = out
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     times = []
     for ids in steps:
         t0 = time.perf_counter()
@@ -187,17 +210,17 @@ def run_trl(root: Path, args, precompute: bool, bf16: bool = False) -> list[floa
     _, steps = _items(root, args)
     order = [i for ids in steps for i in ids]
     eos = tokenizer.eos_token
-    trl_data = pairs.select(order).map(
-        lambda r: {
-            "prompt": tokenizer.bos_token + models.format_prompt(r["prompt"]),
-            "chosen": " " + r["chosen"] + eos,
-            "rejected": " " + r["rejected"] + eos,
-        },
-        remove_columns=pairs.column_names,
-    )
+    if _real(root):  # the chat model: its template, down_proj only, as bfpo.train runs it
+        models.select_trainable(model, ["down_proj"])
+        row = lambda r: {"prompt": models.format_prompt(r["prompt"], tokenizer), "chosen": r["chosen"] + eos,
+                         "rejected": r["rejected"] + eos}  # fmt: skip
+    else:
+        row = lambda r: {"prompt": tokenizer.bos_token + models.format_prompt(r["prompt"]),
+                         "chosen": " " + r["chosen"] + eos, "rejected": " " + r["rejected"] + eos}  # fmt: skip
+    trl_data = pairs.select(order).map(row, remove_columns=pairs.column_names)
     config = DPOConfig(
         output_dir=str(root / "trl"),
-        beta=0.1,
+        beta=0.01 if _real(root) else 0.1,
         loss_type=["sigmoid"],
         learning_rate=args.lr,
         per_device_train_batch_size=args.batch_size,
@@ -353,6 +376,7 @@ def main(argv=None) -> int:
         "eager attention and with fused attention), MFU against the bf16 peak",
     )
     parser.add_argument("--out", default="benchmarks/results/training.json", help="where the results JSON goes")
+    parser.add_argument("--workers", nargs="+", choices=list(WORKERS), help="only these trainers (default: all)")
     parser.add_argument("--worker", choices=list(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -364,8 +388,10 @@ def main(argv=None) -> int:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps({"steps": steps, "total_seconds": total, "peak_rss_mb": peak}))
         return 0
+    chosen = args.workers
     args.workers = ["trl", "trl_precompute", "plain", "bfpo", "bfpo_padded", "bfpo_fused"]
-    args.workers += ["trl_bf16", "plain_bf16", "bfpo_bf16_sdpa", "bfpo_bf16"] if args.bf16 else []
+    args.workers += ["trl_bf16", "plain_bf16", "bfpo_bf16_sdpa", "bfpo_bf16"] if args.bf16 or chosen else []
+    args.workers = [w for w in args.workers if not chosen or w in chosen]
     peaks = matmul_peaks(args.threads)
     report = {
         "machine": machine(args.threads) | {"matmul_peak_flops": peaks},
@@ -404,7 +430,7 @@ def main(argv=None) -> int:
         if args.bf16:
             pairs += ["bfpo_bf16_vs_trl", "bfpo_bf16_vs_plain", "bfpo_bf16_vs_trl_bf16", "bfpo_bf16_vs_plain_bf16"]
             pairs += ["bfpo_bf16_vs_bfpo_bf16_sdpa"]
-        for pair in pairs:
+        for pair in [p for p in pairs if p in r["speedups"]]:
             sp = r["speedups"][pair]
             print(f"{size:6} {pair:30} {sp['median']:.2f}x [{sp['min']:.2f}-{sp['max']:.2f}]")
     return 0

@@ -9,8 +9,8 @@ them); the README is the front page, each page of ``docs/`` a page, and the prof
 a page of its own. Progress bars (stderr) are left out, and the building machine's paths (papermill's
 injected parameters) are written relative to the checkout. The math renders without network or script: every
 formula is pre-rendered to MathML (``latex2mathml``), which Chromium and Firefox draw natively; no page
-loads MathJax (whose re-reading of MathML as XML broke on a no-break space). Long code lines and wide
-tables scroll inside their block (the book's ``bfpo.css``). Any
+loads MathJax (whose re-reading of MathML as XML broke on a no-break space). Long code lines wrap, and
+wide outputs and tables scroll inside their block (the book's ``bfpo.css``). Any
 Sphinx warning, a broken internal link included, fails the build. The site goes to
 ``runs/<profile>/book/html/index.html``; after building, :func:`check` reads every page: each
 notebook and docs page has one, none holds an error output, every image a page references exists,
@@ -47,7 +47,7 @@ suppress_warnings = ["myst.header", "misc.highlighting_failure"]
 # Math: bfpo.book.render_math turns every formula into MathML after the build, which browsers draw natively
 # (Chromium and Firefox), so no page loads MathJax: a renderer that writes Sphinx's math spans and no script
 html_math_renderer = "mathml"
-# long code lines and wide tables scroll inside their block instead of being cut off at the column's edge
+# long code lines wrap and wide outputs scroll inside their block, instead of being cut off at the column's edge
 html_static_path = ["_bfpo_static"]
 html_css_files = ["bfpo.css"]
 
@@ -58,8 +58,9 @@ def setup(app):
     app.add_html_math_renderer("mathml", (mathjax.html_visit_math, None), (mathjax.html_visit_displaymath, None))
 """
 
-CSS = """/* written by bfpo.book: code and outputs wider than the column scroll inside their block */
-div.highlight pre, div.cell_output pre, div.output pre { overflow-x: auto; }
+CSS = """/* written by bfpo.book: long code lines wrap; outputs and tables wider than the column scroll in their block */
+div.highlight pre { white-space: pre-wrap; overflow-wrap: anywhere; }
+div.cell_output pre, div.output pre { overflow-x: auto; }
 div.cell_output, div.output { overflow-x: auto; max-width: 100%; }
 div.cell_output table, div.output table { display: block; overflow-x: auto; max-width: 100%; }
 math[display="block"] { overflow-x: auto; max-width: 100%; }

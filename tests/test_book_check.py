@@ -100,11 +100,16 @@ def test_a_code_block_cut_off_at_its_column_fails(site, executable):
     assert problem.startswith("02_labeling.html: pre is ") and "does not scroll" in problem and "term_" in problem
 
 
-def test_the_books_own_css_makes_long_code_scroll(site, executable):
+def test_the_books_own_css_wraps_long_code(site, executable):
     page = site / "02_labeling.html"
     long = "result = " + " + ".join(f"term_{i}" for i in range(80))
     page.write_text(page.read_text().replace("</h1>", f'</h1><div class="highlight"><pre>{long}</pre></div>', 1))
     assert book_check.check(site, None, executable) == []
+    css = (site / "_static" / "bfpo.css").read_text()
+    (site / "_static" / "bfpo.css").write_text(
+        css.replace("pre-wrap", "pre").replace("overflow-x: auto", "overflow: hidden")
+    )
+    assert any(p.startswith("02_labeling.html: pre is ") for p in book_check.check(site, None, executable))
 
 
 def test_a_math_error_on_the_page_fails(site, executable):

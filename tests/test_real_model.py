@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from bfpo import real_data, real_model
 from bfpo.errors import BadInput
@@ -144,3 +145,14 @@ def test_a_pku_row_without_safety_labels_names_file_line_and_field(tmp_path):
     path.write_text("\n".join([src[0], json.dumps(bad), src[2]]) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"pku.jsonl.*line 2.*is_response_1_safe.*missing"):
         real_data.pku_pairs(path)
+
+
+def test_judge_features_keep_the_end_of_a_long_text(installed):
+    """A long dialogue is cut from the left: two texts that differ only in their last words differ in features."""
+    from bfpo import models, real_judges
+
+    model, tokenizer = models.load_model(installed), models.load_tokenizer(installed)
+    start = "Tell me about the history of bread. " * 60  # well over 256 tokens
+    x = real_judges.features(model, tokenizer, [start, start], ["It is baked.", "I will not help you."], max_length=64)
+    assert x.shape == (2, 2 * model.config.hidden_size) and not torch.allclose(x[0], x[1])
+    assert tokenizer.truncation_side == "right" and tokenizer.padding_side == "right", "the tokenizer is restored"
