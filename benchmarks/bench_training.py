@@ -15,7 +15,8 @@ timed steps, the same for all. Needs ``pip install trl==1.16.0`` (the ``bench`` 
 
 MFU = model FLOPs per second / the machine's matmul peak, measured here at the same thread count
 and dtype (the best of several large square matmuls). Model FLOPs of a training step, per
-sequence of n tokens: 6 N n (N the parameters, the LM head counted once) + 6 L d n^2 (causal
+sequence of n tokens: (4 N + 2 N_t) n (N the parameters, the LM head counted once; N_t those trained:
+N, or the down_proj weights on SmolLM2, whose frozen weights need no weight gradient) + 6 L d n^2 (causal
 attention: the scores and the weighted sum, forward and backward). The reference pass is not
 counted, so the trainers that recompute it each step (TRL's default) do work that MFU leaves out.
 Results go to ``benchmarks/results/training.json`` with the CPU model: absolute numbers differ
@@ -308,11 +309,13 @@ def step_flops_and_tokens(root: Path, args) -> tuple[list[float], list[int]]:
     items, steps = _items(root, args)
     model = models.load_model(root / "init")
     n_params = sum(p.numel() for p in model.parameters())
+    trainable = models.select_trainable(model, ["down_proj"])[0] if _real(root) else n_params
     layers, d = model.config.num_hidden_layers, model.config.hidden_size
     flops, tokens = [], []
     for ids in steps:
         lengths = [len(items[i]["prompt"]) + len(r) for i in ids for r in items[i]["responses"]]
-        flops.append(sum(6 * n_params * n + 6 * layers * d * n * n for n in lengths))
+        # forward 2N, backward through the activations 2N, weight gradients 2N of the trained weights only
+        flops.append(sum((4 * n_params + 2 * trainable) * n + 6 * layers * d * n * n for n in lengths))
         tokens.append(sum(lengths))
     return flops, tokens
 

@@ -58,12 +58,15 @@ def setup(app):
     app.add_html_math_renderer("mathml", (mathjax.html_visit_math, None), (mathjax.html_visit_displaymath, None))
 """
 
-CSS = """/* written by bfpo.book: long code lines wrap; outputs and tables wider than the column scroll in their block */
+CSS = """/* written by bfpo.book: long code lines wrap; wider outputs and tables scroll in their block */
 div.highlight pre { white-space: pre-wrap; overflow-wrap: anywhere; }
 div.cell_output pre, div.output pre { overflow-x: auto; }
 div.cell_output, div.output { overflow-x: auto; max-width: 100%; }
 div.cell_output table, div.output table { display: block; overflow-x: auto; max-width: 100%; }
-math[display="block"] { overflow-x: auto; max-width: 100%; }
+div.math { overflow-x: auto; overflow-y: hidden; max-width: 100%; }
+/* scrollbars drawn, not overlaid: a wide formula or output shows that it scrolls */
+::-webkit-scrollbar { height: 8px; width: 8px; }
+::-webkit-scrollbar-thumb { background: #b8b8b8; border-radius: 4px; }
 """
 
 TOC = """

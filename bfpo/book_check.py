@@ -65,11 +65,13 @@ PAGE_PROBLEMS = """
   for (const img of document.images) {
     if (!img.complete || img.naturalWidth === 0) out.push(`image ${img.getAttribute('src')} did not load`);
   }
+  const html = 'http://www.w3.org/1999/xhtml';
   const scrolls = (el) => ['auto', 'scroll'].includes(getComputedStyle(el).overflowX);
   document.querySelectorAll('pre, div.cell_output, div.output, table, math[display="block"]').forEach((el) => {
     if (el.scrollWidth <= el.clientWidth + 1) return;
     for (let a = el; a && a !== document.body; a = a.parentElement) {
-      if (scrolls(a) && a.scrollWidth > a.clientWidth) return;  // it, or a block around it, scrolls
+      // it, or a block around it, scrolls; an HTML element only: Chromium draws no scrollbar on a MathML one
+      if (a.namespaceURI === html && scrolls(a) && a.scrollWidth > a.clientWidth) return;
     }
     const line = (el.innerText || el.textContent).split('\\n').sort((x, y) => y.length - x.length)[0] || '';
     const size = `${el.scrollWidth}px wide in a ${el.clientWidth}px column`;

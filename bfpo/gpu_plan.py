@@ -113,11 +113,12 @@ def stages(settings: study.StudyProfile, methods: list[str], rates: Rates) -> li
     return out
 
 
-def build(profile: str = "gpu", report_path: str | Path = "runs/gpu_check/report.json") -> dict:
-    """The plan of ``profile``: its settings, stages, and the estimated wall minutes and memory on one GPU."""
+def build(profile: str = "gpu", report_path: str | Path = "runs/gpu_check/report.json", settings_file=None) -> dict:
+    """The plan of ``profile`` (from ``settings_file``, a copy of its settings, when given): its settings, stages,
+    and the estimated wall minutes and memory on one GPU."""
     from bfpo.io import project_path
 
-    settings = study.PROFILES[profile]
+    settings = study.profile_settings(profile, settings_file)
     methods = list(settings.methods or study.default_methods())
     rates = measured_rates(project_path(report_path)) or Rates()
     rows = stages(settings, methods, rates)

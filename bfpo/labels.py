@@ -42,7 +42,11 @@ def code(chosen_safe, rejected_safe):
     return chosen_safe * 2 + rejected_safe
 
 
-def targets(alpha: float = 0.5, b1: float = 3.0) -> dict[str, float]:
+ALPHA, B1 = 0.5, 3.0
+"""The paper's constants (its B2 = alpha and B1), the default of every BFPO setting."""
+
+
+def targets(alpha: float = ALPHA, b1: float = B1) -> dict[str, float]:
     """g for each combination (:func:`bfpo.losses.bfpo_target`), e.g. {"safe>safe": 0.5, ...}."""
     from bfpo.losses import bfpo_target
 

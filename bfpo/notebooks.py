@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                 settings["study"] = json.loads(json.dumps(resolved))
             print(profiles.format_settings(args.profile, settings, source), end="")
             if args.profile in study.GPU_PROFILES:
-                print(gpu_plan.format_plan(gpu_plan.build(args.profile)), end="")
+                print(gpu_plan.format_plan(gpu_plan.build(args.profile, settings_file=args.settings)), end="")
             elif args.profile == "paper":
                 print(plan.format_plan(plan.build_plan()), end="")
             return

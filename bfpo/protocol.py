@@ -76,7 +76,8 @@ def setup(profile: str, settings_file=None, output_dir=None, methods=None, paral
     profile's). Refuses an unknown profile or method, and a run whose notebooks 02 and 03 are missing."""
     if profile not in profiles.NAMES:
         raise ValueError(f"profile: expected one of {', '.join(profiles.NAMES)}, got {profile!r}")
-    profile_methods = study.PROFILES[profile].methods if profile in study.PROFILES else None
+    # the methods of the settings in use (a --settings copy's, not the packaged file's)
+    profile_methods = study.profile_settings(profile, settings_file).methods if profile in study.PROFILES else None
     methods = list(methods or profile_methods or study.default_methods())
     unknown = sorted(set(methods) - set(study.ALL_METHODS))
     if unknown:

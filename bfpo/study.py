@@ -23,7 +23,7 @@ import datasets
 import pandas as pd
 import yaml
 
-from bfpo import baselines, cards, devices, models, ppo, profiles, runs, safe_rlhf, train
+from bfpo import baselines, cards, devices, labels, models, ppo, profiles, runs, safe_rlhf, train
 from bfpo import data as bdata
 from bfpo import jobs as bjobs
 from bfpo import toyworld as tw
@@ -81,6 +81,8 @@ class Budget:
     batch_size: int = 16
     learning_rate: float = 5e-4
     beta: float = 0.1
+    alpha: float = labels.ALPHA  # BFPO's constants: the settings file's training.bfpo, as notebook 03's BFPO run
+    b1: float = labels.B1
     buffer_ratio: float = 0.25
     max_length: int = 128
     # Safe RLHF: reward and cost model steps, PPO-Lagrangian iterations (each one rollout batch)
@@ -292,6 +294,8 @@ def suite_jobs(
                 base = dict(
                     model=start,
                     beta=b.beta,
+                    alpha=b.alpha,
+                    b1=b.b1,
                     learning_rate=b.learning_rate,
                     per_device_batch_size=b.batch_size,
                     max_steps=b.steps,
@@ -504,15 +508,16 @@ class StudyProfile:
             )
 
     @classmethod
-    def from_settings(cls, values: dict, sft_steps: int, where: str) -> StudyProfile:
+    def from_settings(cls, values: dict, sft_steps: int, where: str, bfpo: dict | None = None) -> StudyProfile:
         """The study section of a profile's settings file (``bfpo.profiles``), checked: unknown keys, and
-        the budget's, are one line naming the file."""
+        the budget's, are one line naming the file. BFPO's ``alpha`` and ``b1`` come from ``bfpo`` (the file's
+        ``training.bfpo``, notebook 03's) unless the study's budget sets them."""
         fields = {f.name for f in dataclasses.fields(cls)} - {"sft_steps"}
         unknown = sorted(set(values) - fields)
         if unknown:
             raise BadInput(f"{where}: study: unknown key(s) {unknown} (known: {', '.join(sorted(fields))})")
         values = dict(values)
-        budget = values.pop("budget", {})
+        budget = {k: v for k, v in (bfpo or {}).items() if k in ("alpha", "b1")} | values.pop("budget", {})
         budget_fields = {f.name for f in dataclasses.fields(Budget)}
         if sorted(set(budget) - budget_fields):
             raise BadInput(f"{where}: study.budget: unknown key(s) {sorted(set(budget) - budget_fields)}")
@@ -569,7 +574,10 @@ def _load_profiles(settings_file=None, only: str | None = None) -> dict[str, Stu
         settings = profiles.load(name, settings_file if only else None)
         if settings["study"] is not None:
             where = str(settings_file or profiles.path(name))
-            out[name] = StudyProfile.from_settings(settings["study"], settings["training"]["sft"]["steps"], where)
+            training = settings["training"]
+            out[name] = StudyProfile.from_settings(
+                settings["study"], training["sft"]["steps"], where, training.get("bfpo")
+            )
     return out
 
 

@@ -165,7 +165,8 @@ real = real_check.from_settings(R.settings, R.out_dir / "real", R.processes)
 if real is not None:
     results["real_model"] = {k: real[k] for k in ("model", "training", "first_loss", "last_loss", "judged")}
     display(pd.DataFrame(real["judged"]).T.round(2))
-    display(real_check.side_by_side(real, "harmful"), real_check.side_by_side(real, "benign"))
+    for group in ("harmful", "benign"):  # whole answers (a Styler shows the text uncut)
+        display(real_check.side_by_side(real, group).style.hide(axis="index"))
 
 # %%
 write_json(R.out_dir / "results.json", results)

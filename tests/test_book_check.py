@@ -94,7 +94,7 @@ def test_a_missing_static_file_fails_on_every_page_naming_it(site, executable):
 def test_a_code_block_cut_off_at_its_column_fails(site, executable):
     page = site / "02_labeling.html"
     long = "result = " + " + ".join(f"term_{i}" for i in range(80))
-    cut = f'<div class="highlight"><pre style="overflow: hidden">{long}</pre></div>'
+    cut = f'<div class="highlight"><pre style="white-space: pre; overflow: hidden">{long}</pre></div>'
     page.write_text(page.read_text().replace("</h1>", "</h1>" + cut, 1))
     (problem,) = book_check.check(site, None, executable)
     assert problem.startswith("02_labeling.html: pre is ") and "does not scroll" in problem and "term_" in problem
@@ -105,11 +105,19 @@ def test_the_books_own_css_wraps_long_code(site, executable):
     long = "result = " + " + ".join(f"term_{i}" for i in range(80))
     page.write_text(page.read_text().replace("</h1>", f'</h1><div class="highlight"><pre>{long}</pre></div>', 1))
     assert book_check.check(site, None, executable) == []
-    css = (site / "_static" / "bfpo.css").read_text()
-    (site / "_static" / "bfpo.css").write_text(
-        css.replace("pre-wrap", "pre").replace("overflow-x: auto", "overflow: hidden")
-    )
-    assert any(p.startswith("02_labeling.html: pre is ") for p in book_check.check(site, None, executable))
+    assert "white-space: pre-wrap" in (site / "_static" / "bfpo.css").read_text()
+
+
+def test_a_wide_formula_scrolls_in_its_block_and_one_cut_off_fails(site, executable):
+    page = site / "01_theory.html"
+    wide = "<mo>+</mo>".join(f"<msub><mi>x</mi><mn>{i}</mn></msub>" for i in range(120))
+    block = f'<div class="math notranslate nohighlight"><math display="block"><mrow>{wide}</mrow></math></div>'
+    page.write_text(page.read_text().replace("</h1>", "</h1>" + block, 1))
+    assert book_check.check(site, None, executable) == [], "the book's CSS lets div.math scroll"
+    css = site / "_static" / "bfpo.css"
+    css.write_text(css.read_text().replace("div.math {", "div.math-off {") + "\nmath { overflow-x: auto; }\n")
+    problems = book_check.check(site, None, executable)
+    assert any(p.startswith("01_theory.html: math is ") and "does not scroll" in p for p in problems), problems
 
 
 def test_a_math_error_on_the_page_fails(site, executable):

@@ -58,6 +58,31 @@ def test_a_changed_copy_changes_the_run(tmp_path, capsys):
     assert json.loads((tmp_path / "runs" / "01_theory" / "results.json").read_text())["steps"] == 3500
 
 
+def test_bfpo_constants_and_methods_of_a_copy_reach_notebook_04s_runs(tmp_path):
+    """training.bfpo's alpha and b1 (notebook 03's) and study.methods of a --settings copy are what notebook 04's
+    runs and plan use, not the packaged file's or TrainConfig's defaults."""
+    from bfpo import gpu_plan
+    from bfpo import toyworld as tw
+
+    def change(s):
+        s["training"]["bfpo"]["alpha"], s["training"]["bfpo"]["b1"] = 0.25, 4.0
+        s["study"]["methods"] = ["bfpo", "dpo_helpful"]
+
+    copy = _copy(tmp_path, "smoke", change)
+    resolved = study.profile_settings("smoke", copy)
+    assert (resolved.budget.alpha, resolved.budget.b1) == (0.25, 4.0) and resolved.methods == ("bfpo", "dpo_helpful")
+    assert (study.PROFILES["smoke"].budget.alpha, study.PROFILES["smoke"].budget.b1) == (0.5, 3.0)
+    # the trainings notebook 04 queues carry them
+    for name, ds in (("pairs", tw.preference_pairs(40, tw.WorldConfig(seed=0))), ("buffer", tw.buffer_pairs(8))):
+        study.bdata.save(ds, tmp_path / "data" / name)
+    (run,) = study.suite_jobs({1: "some/start"}, tmp_path / "data" / "pairs", tmp_path / "data" / "buffer",
+                              tmp_path / "out", ["bfpo"], [1], resolved.budget)  # fmt: skip
+    queued = yaml.safe_load((tmp_path / "out" / "bfpo" / "default" / "seed1" / "run" / "train_config.yaml").read_text())
+    assert run.method == "bfpo" and (queued["alpha"], queued["b1"]) == (0.25, 4.0)
+    plan = gpu_plan.build("gpu", settings_file=_copy(tmp_path, "gpu", lambda s: s["study"].update(methods=["bfpo"])))
+    assert plan["methods"] == ["bfpo"]
+
+
 @pytest.mark.parametrize(
     "change, words",
     [
