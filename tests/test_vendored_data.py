@@ -52,7 +52,7 @@ def test_every_data_file_has_a_sum_and_a_source_row_with_its_licence():
         licence = re.search(r"`LICENSES/([^`]+)`", rows[name])
         assert licence and (DATA / "LICENSES" / licence.group(1)).is_file(), f"data/{name}: licence text missing"
     assert (DATA / "paper" / "SOURCES.md").is_file()
-    assert len(rows) == 26 and len(sums) == 27
+    assert len(rows) == 27 and len(sums) == 28
 
 
 def test_default_data_folder_is_the_repositorys(monkeypatch):
