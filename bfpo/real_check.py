@@ -20,10 +20,12 @@ SUMMARY_KEYS = ("steps", "processes", "global_batch", "train_examples", "seconds
                 "total_parameters", "mixed_precision")  # fmt: skip
 
 
-def config(settings: dict, out_dir: Path, processes: int) -> train.TrainConfig:
+def config(settings: dict, out_dir: Path, processes: int, pku=None) -> train.TrainConfig:
     """BFPO on the first ``pairs`` pairs of the preference split, from the instruct model itself, with the
-    paper's ``down_proj`` selective tuning; ``settings`` is the profile's ``training.real``."""
-    pairs = real_data.part(real_data.pku_pairs(), "preference").select(range(settings["pairs"]))
+    paper's ``down_proj`` selective tuning; ``settings`` is the profile's ``training.real``; ``pku``: the PKU
+    pairs with their split (:func:`bfpo.real_data.pku_pairs`, read when not given)."""
+    pku = pku if pku is not None else real_data.pku_pairs()
+    pairs = real_data.part(pku, "preference").select(range(settings["pairs"]))
     records.save(pairs.remove_columns("split"), out_dir / "pairs")
     return train.TrainConfig(
         model=real_model.resolve(settings["model"]), output_dir=str(out_dir / "bfpo"), loss="bfpo",
@@ -34,9 +36,10 @@ def config(settings: dict, out_dir: Path, processes: int) -> train.TrainConfig:
     )  # fmt: skip
 
 
-def prompts(n: int) -> dict[str, list[str]]:
+def prompts(n: int, pku=None) -> dict[str, list[str]]:
     """``n`` harmful prompts (PKU's test split, never trained on) and ``n`` benign ones (AlpacaEval)."""
-    harmful = list(dict.fromkeys(real_data.part(real_data.pku_pairs(), "test")["prompt"]))[:n]
+    pku = pku if pku is not None else real_data.pku_pairs()
+    harmful = list(dict.fromkeys(real_data.part(pku, "test")["prompt"]))[:n]
     with open(data_file("alpaca_eval_text_davinci_003_500.jsonl"), encoding="utf-8") as f:
         benign = [json.loads(line)["instruction"] for line, _ in zip(f, range(n), strict=False)]
     return {"harmful": harmful, "benign": benign}
@@ -66,10 +69,10 @@ def from_settings(training: dict, out_dir: str | Path, processes: int) -> dict |
 def run(settings: dict, out_dir: str | Path, processes: int) -> dict:
     """The whole check: train (``accelerate launch``), answer before and after, judge; written to
     ``<out_dir>/real_check.json`` and returned. A finished training is reused, as every run's."""
-    out_dir = Path(out_dir)
-    cfg = config(settings, out_dir, processes)
+    out_dir, pku = Path(out_dir), real_data.pku_pairs()
+    cfg = config(settings, out_dir, processes, pku)
     summary = train.launch(cfg, num_processes=processes)
-    asked = prompts(settings["prompts"])
+    asked = prompts(settings["prompts"], pku)
     before = answers(cfg.model, asked, settings["max_new_tokens"])
     after = answers(str(out_dir / "bfpo" / "model"), asked, settings["max_new_tokens"])
     metrics = train.read_metrics(out_dir / "bfpo")
