@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bfpo import models, real_data, real_model, records, train
+from bfpo import devices, models, real_data, real_model, records, train
 from bfpo.evaluation.judges import is_refusal
 from bfpo.io import data_file, write_json
 
@@ -47,7 +47,8 @@ def prompts(n: int, pku=None) -> dict[str, list[str]]:
 
 def answers(model_dir: str, asked: dict[str, list[str]], max_new_tokens: int) -> dict[str, list[str]]:
     """Greedy answers (chat template, KV cache, batched) to each group of prompts."""
-    tokenizer, model = models.load_tokenizer(model_dir), models.load_model(model_dir)
+    device = devices.resolve("auto")  # the run's device (accelerate's: a GPU where there is one)
+    tokenizer, model = models.load_tokenizer(model_dir), models.load_model(model_dir, device=device)
     return {
         group: [a[0] for a in models.generate(model, tokenizer, ps, max_new_tokens=max_new_tokens, temperature=0)]
         for group, ps in asked.items()

@@ -278,7 +278,10 @@ def train_all(model_dir: str, out_dir: str | os.PathLike) -> dict:
     import time
 
     out = Path(out_dir)
-    model, tokenizer = models.load_model(model_dir), models.load_tokenizer(model_dir)
+    from bfpo import devices
+
+    model = models.load_model(model_dir, device=devices.resolve("auto"))  # the run's device
+    tokenizer = models.load_tokenizer(model_dir)
     start = time.perf_counter()
     safety, safety_numbers = train_safety_probe(model, tokenizer)
     reward, reward_numbers = train_reward_probe(model, tokenizer)
